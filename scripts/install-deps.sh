@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of drover from Debian 12's packages.
+# Safe to run repeatedly; skips apt entirely when everything is already present.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev
+  libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+  prometheus sqlite3 curl procps python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,133 @@
+#include "api/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace drover::api {
+namespace {
+
+absl::Status Bad(const std::string& source, const std::string& key, const std::string& msg) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", key, ": ", msg));
+}
+
+absl::StatusOr<core::TypeDefaults> ToDefaults(const drover::v1::TaskTypeConfig& c,
+                                              core::TypeDefaults base, const std::string& source,
+                                              const std::string& key) {
+  if (c.backoff_base_ms() < 0) return Bad(source, key + ".backoff_base_ms", "must be >= 0");
+  if (c.backoff_cap_ms() < 0) return Bad(source, key + ".backoff_cap_ms", "must be >= 0");
+  if (c.max_attempts() < 0 || c.max_attempts() > 100) {
+    return Bad(source, key + ".max_attempts", "must be 1 to 100");
+  }
+  if (c.execution_timeout_ms() < 0) {
+    return Bad(source, key + ".execution_timeout_ms", "must be >= 0");
+  }
+  if (c.backoff_base_ms() > 0) base.retry.base = absl::Milliseconds(c.backoff_base_ms());
+  if (c.backoff_cap_ms() > 0) base.retry.cap = absl::Milliseconds(c.backoff_cap_ms());
+  if (c.max_attempts() > 0) base.retry.max_attempts = c.max_attempts();
+  if (c.execution_timeout_ms() > 0) {
+    base.execution_timeout = absl::Milliseconds(c.execution_timeout_ms());
+  }
+  if (base.retry.cap < base.retry.base) {
+    return Bad(source, key + ".backoff_cap_ms", "must be >= backoff_base_ms");
+  }
+  return base;
+}
+
+}  // namespace
+
+absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const std::string& source,
+                                               const drover::v1::ServerConfig& flags) {
+  drover::v1::ServerConfig c;
+  if (!json.empty()) {
+    google::protobuf::util::JsonParseOptions opts;
+    opts.ignore_unknown_fields = false;
+    auto st = google::protobuf::util::JsonStringToMessage(json, &c, opts);
+    if (!st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.message().as_string()));
+    }
+  }
+  c.MergeFrom(flags);  // proto3 merge: only fields set in `flags` override
+
+  ServeOptions o;
+  if (!c.data_dir().empty()) o.data_dir = c.data_dir();
+  if (!c.store().empty()) {
+    if (c.store() != "sqlite" && c.store() != "memory") {
+      return Bad(source, "store", absl::StrCat("'", c.store(), "' is not sqlite or memory"));
+    }
+    o.store = c.store();
+  }
+  if (!c.durability().empty()) {
+    if (c.durability() == "normal") {
+      o.durability = store::Durability::kNormal;
+    } else if (c.durability() == "full") {
+      o.durability = store::Durability::kFull;
+    } else {
+      return Bad(source, "durability", absl::StrCat("'", c.durability(), "' is not normal or full"));
+    }
+  }
+  if (!c.grpc_listen().empty()) o.grpc_listen = c.grpc_listen();
+  if (!c.http_listen().empty()) o.http_listen = c.http_listen() == "off" ? "" : c.http_listen();
+  if (c.capacity() < 0) return Bad(source, "capacity", "must be > 0");
+  if (c.capacity() > 0) o.engine.capacity = c.capacity();
+  if (c.shed_fraction() != 0) {
+    if (c.shed_fraction() <= 0 || c.shed_fraction() > 1) {
+      return Bad(source, "shed_fraction", "must be in (0, 1]");
+    }
+    o.engine.shed_fraction = c.shed_fraction();
+  }
+  if (c.lease_ttl_ms() != 0) {
+    if (c.lease_ttl_ms() < 100 || c.lease_ttl_ms() > 3'600'000) {
+      return Bad(source, "lease_ttl_ms", absl::StrCat("must be 100 to 3600000, got ", c.lease_ttl_ms()));
+    }
+    o.engine.lease_ttl = absl::Milliseconds(c.lease_ttl_ms());
+  }
+  if (c.max_payload_bytes() != 0) {
+    if (c.max_payload_bytes() < 0 || c.max_payload_bytes() > (32 << 20)) {
+      return Bad(source, "max_payload_bytes", "must be 1 to 33554432 (32 MiB)");
+    }
+    o.engine.max_payload_bytes = static_cast<size_t>(c.max_payload_bytes());
+  }
+  if (c.http_threads() != 0) {
+    if (c.http_threads() < 1 || c.http_threads() > 256) {
+      return Bad(source, "http_threads", "must be 1 to 256");
+    }
+    o.http_threads = c.http_threads();
+  }
+  if (c.max_batch() != 0) {
+    if (c.max_batch() < 1 || c.max_batch() > 100'000) {
+      return Bad(source, "max_batch", "must be 1 to 100000");
+    }
+    o.engine.max_batch = static_cast<size_t>(c.max_batch());
+  }
+  if (c.command_queue_limit() != 0) {
+    if (c.command_queue_limit() < 1) return Bad(source, "command_queue_limit", "must be > 0");
+    o.command_queue_limit = static_cast<size_t>(c.command_queue_limit());
+  }
+  auto defaults = ToDefaults(c.defaults(), o.engine.defaults, source, "defaults");
+  if (!defaults.ok()) return defaults.status();
+  o.engine.defaults = *defaults;
+  for (const auto& [type, tc] : c.task_types()) {
+    auto d = ToDefaults(tc, o.engine.defaults, source, absl::StrCat("task_types.", type));
+    if (!d.ok()) return d.status();
+    o.engine.per_type[type] = *d;
+  }
+  return o;
+}
+
+absl::StatusOr<ServeOptions> LoadServeOptions(const std::string& path,
+                                              const drover::v1::ServerConfig& flags) {
+  std::string json;
+  if (!path.empty()) {
+    std::ifstream in(path);
+    if (!in) return absl::NotFoundError(absl::StrCat("config: cannot read ", path));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    json = ss.str();
+  }
+  return ParseServeOptions(json, path.empty() ? "flags" : path, flags);
+}
+
+}  // namespace drover::api

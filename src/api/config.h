@@ -1,0 +1,36 @@
+// The configuration of drover serve: a JSON file (drover.v1.ServerConfig, see
+// proto/drover/v1/config.proto and docs/configuration.md) with flags over it, parsed once
+// into an immutable ServeOptions. Unknown keys and bad values stop start-up with a message
+// naming them.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/engine.h"
+#include "drover/v1/config.pb.h"
+#include "store/store.h"
+
+namespace drover::api {
+
+struct ServeOptions {
+  std::string data_dir = "./drover-data";
+  std::string store = "sqlite";  // sqlite | memory
+  store::Durability durability = store::Durability::kNormal;
+  std::string grpc_listen = "127.0.0.1:7070";
+  std::string http_listen = "127.0.0.1:7071";  // empty: HTTP off
+  int http_threads = 8;
+  size_t command_queue_limit = 100'000;
+  core::EngineOptions engine;
+};
+
+// Reads `path` (may be empty: defaults only), applies `flags` over it (fields set in
+// `flags` win) and checks every value.
+absl::StatusOr<ServeOptions> LoadServeOptions(const std::string& path,
+                                              const drover::v1::ServerConfig& flags);
+
+// The same from an in-memory JSON text; `source` names it in errors.
+absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const std::string& source,
+                                               const drover::v1::ServerConfig& flags);
+
+}  // namespace drover::api

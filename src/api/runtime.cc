@@ -1,0 +1,223 @@
+#include "api/runtime.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "core/codec.h"
+#include "fmt/core.h"
+
+namespace drover::api {
+namespace {
+// Commands taken per engine batch: large enough to amortize a commit, small enough that
+// the first command of a batch is not kept waiting long.
+constexpr size_t kMaxCommandsPerBatch = 4096;
+// Batches waiting for the store before the engine thread waits (backpressure). Waiting
+// batches are merged into one transaction, so this also bounds commit latency.
+constexpr size_t kMaxPendingBatches = 64;
+}  // namespace
+
+Runtime::Runtime(core::Engine& engine, store::Store& store, size_t queue_limit)
+    : engine_(engine), store_(store), queue_limit_(queue_limit) {}
+
+Runtime::~Runtime() { Stop(); }
+
+void Runtime::Start() {
+  if (started_) return;
+  started_ = true;
+  store_thread_ = std::thread([this] { StoreLoop(); });
+  engine_thread_ = std::thread([this] { EngineLoop(); });
+}
+
+void Runtime::Stop() {
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  engine_thread_.join();
+  {
+    std::lock_guard<std::mutex> lk(store_mu_);
+    store_stopping_ = true;
+  }
+  store_cv_.notify_all();
+  store_thread_.join();
+}
+
+bool Runtime::Post(Command cmd) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stopping_ || queue_.size() >= queue_limit_) return false;
+    queue_.push_back(std::move(cmd));
+  }
+  cv_.notify_one();
+  return true;
+}
+
+size_t Runtime::queue_depth() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return queue_.size();
+}
+
+RuntimeStats Runtime::stats() const {
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  return stats_;
+}
+
+void Runtime::AddWaiter(core::TaskId id, absl::Time deadline,
+                        std::function<void(const drover::v1::Task&, bool)> fn) {
+  waiters_.emplace(id, Waiter{deadline, std::move(fn)});
+  waiter_deadlines_.emplace(deadline, id);
+}
+
+void Runtime::FireWaiters(const std::vector<core::TaskId>& terminal, PendingBatch& pending) {
+  if (waiters_.empty()) return;
+  for (core::TaskId id : terminal) {
+    auto [lo, hi] = waiters_.equal_range(id);
+    if (lo == hi) continue;
+    const drover::v1::Task* t = engine_.Snapshot(id);
+    if (t == nullptr) continue;
+    auto copy = std::make_shared<drover::v1::Task>(*t);
+    for (auto it = lo; it != hi; ++it) {
+      pending.callbacks.push_back(
+          [fn = std::move(it->second.fn), copy](const absl::Status&) { fn(*copy, false); });
+    }
+    waiters_.erase(lo, hi);
+  }
+}
+
+void Runtime::ExpireWaiters(PendingBatch& pending) {
+  const absl::Time now = absl::Now();
+  while (!waiter_deadlines_.empty() && waiter_deadlines_.begin()->first <= now) {
+    auto [deadline, id] = *waiter_deadlines_.begin();
+    waiter_deadlines_.erase(waiter_deadlines_.begin());
+    auto [lo, hi] = waiters_.equal_range(id);
+    for (auto it = lo; it != hi;) {
+      if (it->second.deadline != deadline) {
+        ++it;
+        continue;
+      }
+      const drover::v1::Task* t = engine_.Snapshot(id);
+      auto copy = std::make_shared<drover::v1::Task>(t ? *t : drover::v1::Task());
+      pending.callbacks.push_back(
+          [fn = std::move(it->second.fn), copy](const absl::Status&) { fn(*copy, true); });
+      it = waiters_.erase(it);
+    }
+  }
+}
+
+void Runtime::BuildBatch(Batch& batch, PendingBatch& pending) {
+  core::Outbox out = engine_.TakeOutbox();
+  pending.writes.upserts.reserve(out.dirty.size());
+  for (core::TaskId id : out.dirty) {
+    const drover::v1::Task* t = engine_.Snapshot(id);
+    if (t == nullptr) continue;  // purged within the same batch
+    pending.writes.upserts.emplace_back();
+    core::TaskToRow(*t, pending.writes.upserts.back());
+  }
+  pending.writes.deletes = std::move(out.purged);
+  pending.writes.meta = std::move(out.meta);
+  pending.pushes = std::move(out.pushes);
+  FireWaiters(out.terminal, pending);
+  for (auto& cb : batch.callbacks_) pending.callbacks.push_back(std::move(cb));
+}
+
+void Runtime::EngineLoop() {
+  std::deque<Command> cmds;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      std::optional<absl::Time> wake = engine_.NextWakeup();
+      if (!waiter_deadlines_.empty()) {
+        const absl::Time w = waiter_deadlines_.begin()->first;
+        wake = wake ? std::min(*wake, w) : w;
+      }
+      auto ready = [&] { return !queue_.empty() || stopping_; };
+      if (wake) {
+        cv_.wait_until(lk, absl::ToChronoTime(*wake), ready);
+      } else {
+        cv_.wait(lk, ready);
+      }
+      if (queue_.empty() && stopping_) break;
+      while (!queue_.empty() && cmds.size() < kMaxCommandsPerBatch) {
+        cmds.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    Batch batch;
+    PendingBatch pending;
+    engine_.Tick();
+    for (Command& c : cmds) c(engine_, batch);
+    pending.commands = cmds.size();
+    cmds.clear();
+    ExpireWaiters(pending);
+    BuildBatch(batch, pending);
+    if (pending.writes.empty() && pending.pushes.empty() && pending.callbacks.empty()) continue;
+    std::unique_lock<std::mutex> lk(store_mu_);
+    store_space_cv_.wait(lk, [&] { return store_queue_.size() < kMaxPendingBatches; });
+    store_queue_.push_back(std::move(pending));
+    lk.unlock();
+    store_cv_.notify_one();
+  }
+}
+
+void Runtime::StoreLoop() {
+  std::deque<PendingBatch> work;
+  store::WriteBatch merged;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(store_mu_);
+      store_cv_.wait(lk, [&] { return !store_queue_.empty() || store_stopping_; });
+      if (store_queue_.empty() && store_stopping_) return;
+      work.swap(store_queue_);
+    }
+    store_space_cv_.notify_all();
+    // Everything that waited is committed in one transaction (group commit).
+    merged.clear();
+    size_t commands = 0;
+    for (PendingBatch& p : work) {
+      commands += p.commands;
+      if (work.size() == 1) {
+        merged = std::move(p.writes);
+        break;
+      }
+      for (auto& r : p.writes.upserts) merged.upserts.push_back(std::move(r));
+      for (auto id : p.writes.deletes) merged.deletes.push_back(id);
+      for (auto& m : p.writes.meta) merged.meta.push_back(std::move(m));
+    }
+    absl::Status st;
+    const absl::Time start = absl::Now();
+    if (!merged.empty()) st = store_.Commit(merged);
+    const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+    {
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      stats_.batches++;
+      stats_.commands += static_cast<int64_t>(commands);
+      if (!merged.empty()) stats_.commit_seconds.Observe(secs);
+      stats_.batch_commands.Observe(static_cast<double>(commands));
+      if (!st.ok()) stats_.commit_failures++;
+    }
+    if (!st.ok()) {
+      fmt::print(stderr, "drover: store commit failed: {}\n", st.ToString());
+      st = absl::UnavailableError(
+          absl::StrCat("store commit failed (", st.message(), "); restart drover serve"));
+    }
+    for (PendingBatch& p : work) {
+      if (st.ok() && sink_ != nullptr) {
+        for (const auto& push : p.pushes) sink_->Push(push.agent, push.item);
+      }
+      for (auto& cb : p.callbacks) cb(st);
+    }
+    work.clear();
+    if (!st.ok()) {
+      // The engine is now ahead of the store: nothing more may be acknowledged. Exit so a
+      // supervisor restarts the server, which recovers from what the store holds.
+      fmt::print(stderr, "drover: exiting after a failed commit; restart recovers from the store\n");
+      std::fflush(stderr);
+      std::_Exit(70);
+    }
+  }
+}
+
+}  // namespace drover::api

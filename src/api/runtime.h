@@ -1,0 +1,132 @@
+// The engine loop and the store thread of drover serve.
+//
+// Network threads Post() commands; the engine thread runs them in arrival order against
+// the one Engine, in batches; after each batch it turns the engine's Outbox into one
+// store WriteBatch plus the callbacks that may only run once that batch is durable
+// (replies, pushes to agents). The store thread commits batches in order and then runs
+// their callbacks (group commit). No reply, and no lease pushed to an agent, is ever
+// ahead of the store.
+//
+// Threading: Post() is thread-safe. Commands run on the engine thread and must not block.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "core/engine.h"
+#include "store/store.h"
+#include "util/histogram.h"
+
+namespace drover::api {
+
+// Handed to a command running on the engine thread.
+class Batch {
+ public:
+  // Runs `fn` on the store thread after this batch commits (or with the failure).
+  void AfterCommit(std::function<void(const absl::Status&)> fn) {
+    callbacks_.push_back(std::move(fn));
+  }
+
+ private:
+  friend class Runtime;
+  std::vector<std::function<void(const absl::Status&)>> callbacks_;
+};
+
+// Delivers work items to agents' open work streams (implemented by the gRPC layer).
+class PushSink {
+ public:
+  virtual ~PushSink() = default;
+  // Called on the store thread after commit. Must not block.
+  virtual void Push(core::AgentId agent, const drover::v1::WorkItem& item) = 0;
+};
+
+struct RuntimeStats {
+  int64_t batches = 0;
+  int64_t commands = 0;
+  int64_t commit_failures = 0;
+  Histogram commit_seconds{Histogram::LatencyBounds()};
+  Histogram batch_commands{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384}};
+};
+
+class Runtime {
+ public:
+  using Command = std::function<void(core::Engine&, Batch&)>;
+
+  Runtime(core::Engine& engine, store::Store& store, size_t queue_limit);
+  ~Runtime();
+
+  void SetPushSink(PushSink* sink) { sink_ = sink; }
+
+  // Starts both threads. The engine must be recovered already.
+  void Start();
+  // Refuses new commands, runs those queued, commits, joins. Idempotent.
+  void Stop();
+
+  // Queues a command. False when the queue is full or the runtime is stopping; the caller
+  // answers RESOURCE_EXHAUSTED / UNAVAILABLE then.
+  bool Post(Command cmd);
+
+  // Registers a waiter for a task to become terminal; runs on the engine thread only
+  // (from inside a command). `fn` gets the final task, or the task as it is at `deadline`.
+  void AddWaiter(core::TaskId id, absl::Time deadline,
+                 std::function<void(const drover::v1::Task&, bool timed_out)> fn);
+
+  // Reads under the runtime's own lock, from any thread.
+  RuntimeStats stats() const;
+  size_t queue_depth() const;
+
+ private:
+  struct Waiter {
+    absl::Time deadline;
+    std::function<void(const drover::v1::Task&, bool)> fn;
+  };
+  struct PendingBatch {
+    store::WriteBatch writes;
+    std::vector<core::Outbox::Push> pushes;
+    std::vector<std::function<void(const absl::Status&)>> callbacks;
+    size_t commands = 0;
+  };
+
+  void EngineLoop();
+  void StoreLoop();
+  void BuildBatch(Batch& batch, PendingBatch& pending);
+  void FireWaiters(const std::vector<core::TaskId>& terminal, PendingBatch& pending);
+  void ExpireWaiters(PendingBatch& pending);
+
+  core::Engine& engine_;
+  store::Store& store_;
+  const size_t queue_limit_;
+  PushSink* sink_ = nullptr;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Command> queue_;
+  bool stopping_ = false;
+
+  std::mutex store_mu_;
+  std::condition_variable store_cv_;
+  std::condition_variable store_space_cv_;
+  std::deque<PendingBatch> store_queue_;
+  bool store_stopping_ = false;
+
+  // Engine thread only.
+  std::multimap<core::TaskId, Waiter> waiters_;
+  std::multimap<absl::Time, core::TaskId> waiter_deadlines_;
+
+  mutable std::mutex stats_mu_;
+  RuntimeStats stats_;
+
+  std::thread engine_thread_;
+  std::thread store_thread_;
+  bool started_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace drover::api

@@ -1,0 +1,141 @@
+#include "api/server.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "api/grpc_server.h"
+#include "api/http_server.h"
+#include "api/runtime.h"
+#include "api/service.h"
+#include "core/codec.h"
+#include "util/clock.h"
+
+namespace drover::api {
+
+struct Server::Impl {
+  ServeOptions options;
+  SystemClock clock;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<core::Engine> engine;
+  std::unique_ptr<Runtime> runtime;
+  std::unique_ptr<Service> service;
+  std::unique_ptr<GrpcServer> grpc;
+  std::unique_ptr<HttpServer> http;
+  RecoveryReport recovery;
+  bool stopped = false;
+};
+
+namespace {
+
+absl::StatusOr<uint64_t> MetaNumber(store::Store& s, const std::string& key) {
+  auto v = s.GetMeta(key);
+  if (!v.ok()) return v.status();
+  if (!v->has_value()) return 0;
+  uint64_t n = 0;
+  if (!absl::SimpleAtoi(**v, &n)) {
+    return absl::DataLossError(absl::StrCat("store: meta ", key, " is not a number"));
+  }
+  return n;
+}
+
+absl::Status Recover(Server::Impl& s) {
+  const absl::Time start = absl::Now();
+  auto epoch = MetaNumber(*s.store, "epoch");
+  if (!epoch.ok()) return epoch.status();
+  auto max_id = MetaNumber(*s.store, "max_task_id");
+  if (!max_id.ok()) return max_id.status();
+  s.recovery.epoch = static_cast<uint32_t>(*epoch + 1);
+  store::WriteBatch bump;
+  bump.meta.emplace_back("epoch", absl::StrCat(s.recovery.epoch));
+  if (absl::Status st = s.store->Commit(bump); !st.ok()) return st;
+
+  core::EngineOptions eo = s.options.engine;
+  eo.epoch = s.recovery.epoch;
+  eo.seed = static_cast<uint64_t>(absl::ToUnixNanos(start));
+  s.engine = std::make_unique<core::Engine>(eo, s.clock);
+  absl::Status row_error;
+  absl::Status st = s.store->LoadTasks([&](store::TaskRow&& row) {
+    if (!row_error.ok()) return;
+    auto task = core::RowToTask(row);
+    if (!task.ok()) {
+      row_error = task.status();
+      return;
+    }
+    if (task->state() == v1::TASK_STATE_LEASED) s.recovery.requeued++;
+    s.engine->Restore(std::move(*task));
+    s.recovery.tasks++;
+  });
+  if (!st.ok()) return st;
+  if (!row_error.ok()) return row_error;
+  s.engine->FinishRecovery(*max_id);
+  // Persist what recovery changed (leased tasks back in the queue) before serving.
+  core::Outbox out = s.engine->TakeOutbox();
+  store::WriteBatch batch;
+  for (core::TaskId id : out.dirty) {
+    batch.upserts.emplace_back();
+    core::TaskToRow(*s.engine->Snapshot(id), batch.upserts.back());
+  }
+  if (!batch.empty()) {
+    if (absl::Status cst = s.store->Commit(batch); !cst.ok()) return cst;
+  }
+  s.recovery.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  if (options.store == "memory") {
+    impl->store = store::NewMemoryStore();
+  } else {
+    if (::mkdir(options.data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("data_dir: cannot create ", options.data_dir, ": ", std::strerror(errno)));
+    }
+    auto st = store::OpenSqliteStore(options.data_dir + "/drover.db", options.durability);
+    if (!st.ok()) return st.status();
+    impl->store = std::move(*st);
+  }
+  if (absl::Status st = Recover(*impl); !st.ok()) return st;
+
+  impl->runtime =
+      std::make_unique<Runtime>(*impl->engine, *impl->store, options.command_queue_limit);
+  impl->service = std::make_unique<Service>(*impl->runtime, *impl->store, absl::Now());
+  impl->grpc = std::make_unique<GrpcServer>(*impl->service);
+  impl->runtime->SetPushSink(&impl->grpc->sink());
+  impl->runtime->Start();
+  if (absl::Status st = impl->grpc->Start(options.grpc_listen); !st.ok()) {
+    impl->runtime->Stop();
+    return st;
+  }
+  if (!options.http_listen.empty()) {
+    impl->http = std::make_unique<HttpServer>(*impl->service, options.http_threads);
+    if (absl::Status st = impl->http->Start(options.http_listen); !st.ok()) {
+      impl->grpc->Stop();
+      impl->runtime->Stop();
+      return st;
+    }
+  }
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+void Server::Stop() {
+  if (!impl_ || impl_->stopped) return;
+  impl_->stopped = true;
+  if (impl_->http) impl_->http->Stop();
+  impl_->grpc->Stop();
+  impl_->runtime->Stop();
+}
+
+int Server::grpc_port() const { return impl_->grpc->port(); }
+int Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+const RecoveryReport& Server::recovery() const { return impl_->recovery; }
+
+}  // namespace drover::api

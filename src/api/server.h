@@ -1,0 +1,42 @@
+// drover serve: wires the concrete parts together (the one place that does).
+//
+//   store (SQLite | memory) -> recovery -> Engine -> Runtime (engine + store threads)
+//   -> Service -> GrpcServer + HttpServer
+//
+// Life cycle: Start() returns once recovered and listening, or an error naming what
+// failed; Stop() refuses new work, finishes work in flight and is idempotent.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "api/config.h"
+
+namespace drover::api {
+
+struct RecoveryReport {
+  int64_t tasks = 0;      // rows read
+  int64_t requeued = 0;   // leased when the server stopped, queued again
+  double seconds = 0;
+  uint32_t epoch = 0;
+};
+
+class Server {
+ public:
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServeOptions& options);
+  ~Server();
+
+  void Stop();
+  int grpc_port() const;
+  int http_port() const;
+  const RecoveryReport& recovery() const;
+
+  struct Impl;
+
+ private:
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace drover::api

@@ -1,0 +1,448 @@
+#include "api/service.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "obs/metrics.h"
+
+namespace drover::api {
+namespace {
+
+using core::Engine;
+
+absl::Status Busy() {
+  absl::Status st = absl::ResourceExhaustedError(
+      "server busy: the command queue is full; retry shortly");
+  st.SetPayload(core::kRetryAfterPayload, absl::Cord("100"));
+  return st;
+}
+
+absl::StatusOr<uint64_t> ParsePageToken(const std::string& token) {
+  if (token.empty()) return 0;
+  uint64_t after = 0;
+  if (!absl::SimpleAtoi(token, &after)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_token: '", token.substr(0, 40), "' is not a token from a listing"));
+  }
+  return after;
+}
+
+absl::Status CheckPageSize(int32_t size) {
+  if (size < 0 || size > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be 0 (default 100) to 1000, got ", size));
+  }
+  return absl::OkStatus();
+}
+
+v1::ListTasksResponse Page(const std::vector<const v1::Task*>& tasks, int limit) {
+  v1::ListTasksResponse resp;
+  for (const v1::Task* t : tasks) *resp.add_tasks() = *t;
+  if (static_cast<int>(tasks.size()) == limit && !tasks.empty()) {
+    resp.set_next_page_token(absl::StrCat(tasks.back()->id()));
+  }
+  return resp;
+}
+
+}  // namespace
+
+// Runs `body` on the engine thread; its answer is delivered once its batch commits.
+template <typename T, typename F>
+static void RunOn(Runtime& runtime, Reply<T> done, F body) {
+  auto shared = std::make_shared<Reply<T>>(std::move(done));
+  const bool queued =
+      runtime.Post([shared, body = std::move(body)](Engine& engine, Batch& batch) mutable {
+        absl::StatusOr<T> result = body(engine);
+        batch.AfterCommit([shared, result = std::move(result)](const absl::Status& st) mutable {
+          if (!st.ok()) {
+            (*shared)(st);
+          } else {
+            (*shared)(std::move(result));
+          }
+        });
+      });
+  if (!queued) (*shared)(Busy());
+}
+
+void Service::SubmitTask(const v1::SubmitTaskRequest& req, Reply<v1::SubmitTaskResponse> done) {
+  RunOn<v1::SubmitTaskResponse>(
+      runtime_, std::move(done),
+      [spec = req.task()](Engine& e) -> absl::StatusOr<v1::SubmitTaskResponse> {
+        auto r = e.Submit({spec}, "task");
+        if (!r.ok()) return r.status();
+        v1::SubmitTaskResponse resp;
+        *resp.mutable_task() = *e.Snapshot((*r)[0].id);
+        resp.set_deduplicated((*r)[0].deduplicated);
+        return resp;
+      });
+}
+
+void Service::SubmitTasks(const v1::SubmitTasksRequest& req,
+                          Reply<v1::SubmitTasksResponse> done) {
+  auto specs = std::make_shared<std::vector<v1::TaskSpec>>(req.tasks().begin(), req.tasks().end());
+  RunOn<v1::SubmitTasksResponse>(
+      runtime_, std::move(done), [specs](Engine& e) -> absl::StatusOr<v1::SubmitTasksResponse> {
+        auto r = e.Submit(*specs, "tasks");
+        if (!r.ok()) return r.status();
+        v1::SubmitTasksResponse resp;
+        for (const auto& one : *r) {
+          v1::SubmitTaskResponse* out = resp.add_results();
+          *out->mutable_task() = *e.Snapshot(one.id);
+          out->set_deduplicated(one.deduplicated);
+        }
+        return resp;
+      });
+}
+
+void Service::GetTask(const v1::GetTaskRequest& req, Reply<v1::Task> done) {
+  RunOn<v1::Task>(runtime_, std::move(done), [id = req.id()](Engine& e) -> absl::StatusOr<v1::Task> {
+    auto t = e.Get(id);
+    if (!t.ok()) return t.status();
+    return **t;
+  });
+}
+
+void Service::ListTasks(const v1::ListTasksRequest& req, Reply<v1::ListTasksResponse> done) {
+  RunOn<v1::ListTasksResponse>(
+      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
+        if (absl::Status st = CheckPageSize(req.page_size()); !st.ok()) return st;
+        if (!v1::TaskState_IsValid(req.state())) {
+          return absl::InvalidArgumentError(absl::StrCat("state: unknown value ", req.state()));
+        }
+        if (!v1::Priority_IsValid(req.priority())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("priority: unknown value ", req.priority()));
+        }
+        auto after = ParsePageToken(req.page_token());
+        if (!after.ok()) return after.status();
+        core::ListFilter f;
+        f.state = req.state();
+        f.type = req.type();
+        f.tenant = req.tenant();
+        f.priority = req.priority();
+        f.after = *after;
+        f.limit = req.page_size() == 0 ? 100 : req.page_size();
+        return Page(e.List(f), f.limit);
+      });
+}
+
+void Service::CancelTask(const v1::CancelTaskRequest& req, Reply<v1::Task> done) {
+  RunOn<v1::Task>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Task> {
+    auto t = e.Cancel(req.id(), req.reason());
+    if (!t.ok()) return t.status();
+    return **t;
+  });
+}
+
+void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskResponse> done) {
+  if (req.timeout_ms() < 0 || req.timeout_ms() > 3'600'000) {
+    done(absl::InvalidArgumentError(
+        absl::StrCat("timeout_ms: must be 0 (30 s) to 3600000 (1 h), got ", req.timeout_ms())));
+    return;
+  }
+  auto shared = std::make_shared<Reply<v1::WaitTaskResponse>>(std::move(done));
+  const absl::Duration timeout =
+      absl::Milliseconds(req.timeout_ms() == 0 ? 30'000 : req.timeout_ms());
+  Runtime& runtime = runtime_;
+  const bool queued =
+      runtime_.Post([shared, id = req.id(), timeout, &runtime](Engine& e, Batch& batch) {
+        auto t = e.Get(id);
+        if (!t.ok()) {
+          batch.AfterCommit([shared, st = t.status()](const absl::Status&) { (*shared)(st); });
+          return;
+        }
+        if (core::IsTerminal((*t)->state())) {
+          v1::WaitTaskResponse resp;
+          *resp.mutable_task() = **t;
+          batch.AfterCommit([shared, resp](const absl::Status&) { (*shared)(resp); });
+          return;
+        }
+        runtime.AddWaiter(id, absl::Now() + timeout,
+                          [shared](const v1::Task& task, bool timed_out) {
+                            v1::WaitTaskResponse resp;
+                            *resp.mutable_task() = task;
+                            resp.set_timed_out(timed_out);
+                            (*shared)(std::move(resp));
+                          });
+      });
+  if (!queued) (*shared)(Busy());
+}
+
+void Service::RegisterAgent(const v1::RegisterAgentRequest& req,
+                            Reply<v1::RegisterAgentResponse> done) {
+  RunOn<v1::RegisterAgentResponse>(
+      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::RegisterAgentResponse> {
+        auto id = e.RegisterAgent(req);
+        if (!id.ok()) return id.status();
+        v1::RegisterAgentResponse resp;
+        resp.set_agent_id(*id);
+        const int64_t ttl = absl::ToInt64Milliseconds(e.options().lease_ttl);
+        resp.set_lease_ttl_ms(ttl);
+        resp.set_heartbeat_interval_ms(std::max<int64_t>(100, ttl / 3));
+        return resp;
+      });
+}
+
+void Service::Heartbeat(const v1::HeartbeatRequest& req, Reply<v1::HeartbeatResponse> done) {
+  RunOn<v1::HeartbeatResponse>(
+      runtime_, std::move(done), [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::HeartbeatResponse> {
+        if (absl::Status st = e.Heartbeat(id); !st.ok()) return st;
+        return v1::HeartbeatResponse();
+      });
+}
+
+void Service::OpenStream(uint64_t agent_id, Reply<bool> done) {
+  RunOn<bool>(runtime_, std::move(done), [agent_id](Engine& e) -> absl::StatusOr<bool> {
+    if (absl::Status st = e.OpenStream(agent_id); !st.ok()) return st;
+    return true;
+  });
+}
+
+void Service::CloseStream(uint64_t agent_id) {
+  // Best effort: if the queue is full the agent's leases still expire by TTL.
+  runtime_.Post([agent_id](Engine& e, Batch&) { e.CloseStream(agent_id); });
+}
+
+void Service::CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> done) {
+  RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+    if (absl::Status st = e.Complete(req.agent_id(), req.task_id(), req.lease_token(), req.result());
+        !st.ok()) {
+      return st;
+    }
+    return v1::Ack();
+  });
+}
+
+void Service::FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done) {
+  RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+    if (absl::Status st =
+            e.Fail(req.agent_id(), req.task_id(), req.lease_token(), req.error(), req.retryable());
+        !st.ok()) {
+      return st;
+    }
+    return v1::Ack();
+  });
+}
+
+void Service::Checkpoint(const v1::CheckpointRequest& req, Reply<v1::Ack> done) {
+  RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+    if (absl::Status st =
+            e.Checkpoint(req.agent_id(), req.task_id(), req.lease_token(), req.checkpoint());
+        !st.ok()) {
+      return st;
+    }
+    return v1::Ack();
+  });
+}
+
+void Service::ExtendLease(const v1::ExtendLeaseRequest& req,
+                          Reply<v1::ExtendLeaseResponse> done) {
+  RunOn<v1::ExtendLeaseResponse>(
+      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ExtendLeaseResponse> {
+        auto t = e.ExtendLease(req.agent_id(), req.task_id(), req.lease_token());
+        if (!t.ok()) return t.status();
+        v1::ExtendLeaseResponse resp;
+        resp.set_lease_expires_unix_ms(absl::ToUnixMillis(*t));
+        return resp;
+      });
+}
+
+void Service::DeregisterAgent(const v1::DeregisterAgentRequest& req, Reply<v1::Ack> done) {
+  RunOn<v1::Ack>(runtime_, std::move(done), [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::Ack> {
+    if (absl::Status st = e.Deregister(id); !st.ok()) return st;
+    return v1::Ack();
+  });
+}
+
+void Service::Health(Reply<v1::HealthResponse> done) {
+  // Liveness: the process answers. It does not touch the engine, so a busy engine does not
+  // get the server killed.
+  v1::HealthResponse resp;
+  resp.set_status("SERVING");
+  done(resp);
+}
+
+void Service::Ready(Reply<v1::HealthResponse> done) {
+  // Readiness: a command makes the round trip through the engine and the store.
+  RunOn<v1::HealthResponse>(runtime_, std::move(done),
+                            [](Engine& e) -> absl::StatusOr<v1::HealthResponse> {
+                              v1::HealthResponse resp;
+                              resp.set_status("SERVING");
+                              resp.set_detail(absl::StrCat(e.outstanding(), " of ",
+                                                           e.options().capacity,
+                                                           " outstanding tasks"));
+                              return resp;
+                            });
+}
+
+void Service::Stats(Reply<v1::StatsResponse> done) {
+  RunOn<v1::StatsResponse>(
+      runtime_, std::move(done),
+      [started = started_, desc = store_.Describe()](Engine& e) -> absl::StatusOr<v1::StatsResponse> {
+        v1::StatsResponse r;
+        for (int s = v1::TASK_STATE_WAITING; s <= v1::TASK_STATE_EXPIRED; ++s) {
+          (*r.mutable_tasks_by_state())[core::StateName(static_cast<v1::TaskState>(s))] =
+              e.CountInState(static_cast<v1::TaskState>(s));
+        }
+        for (const auto& [key, depth] : e.queue_depths()) {
+          v1::QueueDepth* q = r.add_queues();
+          q->set_type(key.first);
+          q->set_priority(static_cast<v1::Priority>(key.second));
+          q->set_depth(depth);
+        }
+        r.set_outstanding(e.outstanding());
+        r.set_capacity(e.options().capacity);
+        int64_t slots = 0, busy = 0;
+        for (const auto& [id, a] : e.agents()) {
+          slots += a.max_concurrency;
+          busy += static_cast<int64_t>(a.leased.size());
+        }
+        r.set_agents(static_cast<int64_t>(e.agents().size()));
+        r.set_agent_slots(slots);
+        r.set_agent_slots_busy(busy);
+        const core::EngineProbe& p = e.probe();
+        r.set_submitted_total(p.submitted);
+        r.set_rejected_total(p.rejected_full + p.rejected_shed + p.rejected_invalid);
+        r.set_succeeded_total(p.succeeded);
+        r.set_retries_total(p.retries);
+        r.set_dead_lettered_total(p.dead_lettered);
+        r.set_leases_expired_total(p.leases_expired);
+        r.set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - started));
+        r.set_store(desc);
+        return r;
+      });
+}
+
+void Service::ListDeadLetters(const v1::ListDeadLettersRequest& req,
+                              Reply<v1::ListTasksResponse> done) {
+  RunOn<v1::ListTasksResponse>(
+      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
+        if (absl::Status st = CheckPageSize(req.page_size()); !st.ok()) return st;
+        auto after = ParsePageToken(req.page_token());
+        if (!after.ok()) return after.status();
+        core::ListFilter f;
+        f.dead_only = true;
+        f.type = req.type();
+        f.tenant = req.tenant();
+        f.after = *after;
+        f.limit = req.page_size() == 0 ? 100 : req.page_size();
+        return Page(e.List(f), f.limit);
+      });
+}
+
+void Service::ReprocessDeadLetters(const v1::ReprocessDeadLettersRequest& req,
+                                   Reply<v1::ReprocessDeadLettersResponse> done) {
+  RunOn<v1::ReprocessDeadLettersResponse>(
+      runtime_, std::move(done),
+      [req](Engine& e) -> absl::StatusOr<v1::ReprocessDeadLettersResponse> {
+        std::vector<core::TaskId> ids(req.ids().begin(), req.ids().end());
+        auto r = e.Reprocess(ids, req.all(), req.type());
+        if (!r.ok()) return r.status();
+        v1::ReprocessDeadLettersResponse resp;
+        for (auto id : *r) resp.add_reprocessed(id);
+        return resp;
+      });
+}
+
+void Service::PurgeDeadLetters(const v1::PurgeDeadLettersRequest& req,
+                               Reply<v1::PurgeDeadLettersResponse> done) {
+  RunOn<v1::PurgeDeadLettersResponse>(
+      runtime_, std::move(done),
+      [req](Engine& e) -> absl::StatusOr<v1::PurgeDeadLettersResponse> {
+        std::vector<core::TaskId> ids(req.ids().begin(), req.ids().end());
+        auto r = e.Purge(ids, req.all(), req.type());
+        if (!r.ok()) return r.status();
+        v1::PurgeDeadLettersResponse resp;
+        resp.set_purged(*r);
+        return resp;
+      });
+}
+
+void Service::Metrics(Reply<std::string> done) {
+  auto shared = std::make_shared<Reply<std::string>>(std::move(done));
+  store::Store& store = store_;
+  Runtime& runtime = runtime_;
+  const bool queued = runtime_.Post([shared, &store, &runtime](Engine& e, Batch& batch) {
+    obs::PromWriter w;
+    w.Family("drover_tasks", "gauge", "Tasks known to the engine, by state.");
+    for (int s = v1::TASK_STATE_WAITING; s <= v1::TASK_STATE_EXPIRED; ++s) {
+      w.Sample({{"state", core::StateName(static_cast<v1::TaskState>(s))}},
+               static_cast<double>(e.CountInState(static_cast<v1::TaskState>(s))));
+    }
+    w.Family("drover_queue_depth", "gauge", "Ready tasks by agent type and priority.");
+    for (const auto& [key, depth] : e.queue_depths()) {
+      w.Sample({{"type", key.first},
+                {"priority", core::PriorityName(static_cast<v1::Priority>(key.second))}},
+               static_cast<double>(depth));
+    }
+    w.Gauge("drover_outstanding_tasks", "Non-terminal tasks (admission control counts these).",
+            static_cast<double>(e.outstanding()));
+    w.Gauge("drover_capacity_tasks", "Configured capacity of outstanding tasks.",
+            static_cast<double>(e.options().capacity));
+    const core::EngineProbe& p = e.probe();
+    w.Counter("drover_tasks_submitted_total", "Tasks accepted.", p.submitted);
+    w.Counter("drover_tasks_deduplicated_total",
+              "Submissions answered with an earlier task by idempotency key.", p.deduplicated);
+    w.Family("drover_tasks_rejected_total", "counter", "Submissions refused, by reason.");
+    w.Sample({{"reason", "queue_full"}}, p.rejected_full);
+    w.Sample({{"reason", "load_shedding"}}, p.rejected_shed);
+    w.Sample({{"reason", "invalid"}}, p.rejected_invalid);
+    w.Counter("drover_tasks_dispatched_total", "Leases handed to agents.", p.dispatched);
+    w.Counter("drover_tasks_succeeded_total", "Tasks completed successfully.", p.succeeded);
+    w.Counter("drover_task_attempts_failed_total", "Attempts counted as failures.",
+              p.failed_attempts);
+    w.Counter("drover_task_retries_total", "Tasks queued again after a failed attempt.",
+              p.retries);
+    w.Counter("drover_leases_expired_total", "Leases that expired without a heartbeat.",
+              p.leases_expired);
+    w.Counter("drover_tasks_timed_out_total", "Attempts past their execution timeout.",
+              p.timed_out);
+    w.Counter("drover_tasks_dead_lettered_total", "Tasks moved to the dead-letter queue.",
+              p.dead_lettered);
+    w.Counter("drover_tasks_canceled_total", "Tasks canceled.", p.canceled);
+    w.Counter("drover_tasks_expired_total", "Tasks not started by their deadline.", p.expired);
+    w.Counter("drover_stale_reports_total",
+              "Completions and failures refused for a stale lease token.", p.stale_reports);
+    w.Counter("drover_dead_letters_reprocessed_total", "Dead letters queued again.",
+              p.reprocessed);
+    w.Family("drover_dispatch_latency_seconds", "histogram",
+             "Time from a task becoming ready to its lease.");
+    w.HistogramSample({}, p.dispatch_latency);
+    w.Family("drover_completion_latency_seconds", "histogram",
+             "Time from submission to success.");
+    w.HistogramSample({}, p.completion_latency);
+    w.Family("drover_task_run_seconds", "histogram", "Time an attempt held its lease.");
+    w.HistogramSample({}, p.run_time);
+    int64_t slots = 0, busy = 0, streams = 0;
+    for (const auto& [id, a] : e.agents()) {
+      slots += a.max_concurrency;
+      busy += static_cast<int64_t>(a.leased.size());
+      streams += a.stream_open ? 1 : 0;
+    }
+    w.Gauge("drover_agents", "Registered agents.", static_cast<double>(e.agents().size()));
+    w.Gauge("drover_agents_connected", "Agents with an open work stream.",
+            static_cast<double>(streams));
+    w.Gauge("drover_agent_slots", "Task slots of registered agents.", static_cast<double>(slots));
+    w.Gauge("drover_agent_slots_busy", "Task slots holding a lease.", static_cast<double>(busy));
+    w.Gauge("drover_command_queue_depth", "Requests waiting for the engine thread.",
+            static_cast<double>(runtime.queue_depth()));
+    auto text = std::make_shared<std::string>(w.text());
+    // Store and runtime figures are read on the store thread, which owns them.
+    batch.AfterCommit([shared, text, &store, &runtime](const absl::Status&) {
+      obs::PromWriter s;
+      const store::StoreStats ss = store.Stats();
+      const RuntimeStats rs = runtime.stats();
+      s.Counter("drover_store_commits_total", "Store transactions committed.", ss.commits);
+      s.Counter("drover_store_rows_written_total", "Task rows written.", ss.rows_written);
+      s.Counter("drover_store_commit_failures_total", "Store transactions that failed.",
+                rs.commit_failures);
+      s.Family("drover_store_commit_seconds", "histogram", "Time to commit one group.");
+      s.HistogramSample({}, rs.commit_seconds);
+      s.Family("drover_engine_batch_commands", "histogram", "Commands per engine batch.");
+      s.HistogramSample({}, rs.batch_commands);
+      (*shared)(*text + s.text());
+    });
+  });
+  if (!queued) (*shared)(Busy());
+}
+
+}  // namespace drover::api

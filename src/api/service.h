@@ -1,0 +1,64 @@
+// The operations of drover's API, independent of transport. gRPC and HTTP handlers parse
+// their request into the drover.v1 message, call one method here and map the answer.
+//
+// Every method is asynchronous: `done` runs exactly once, on the store thread after the
+// batch that carried the command committed, or at once (on the caller's thread) when the
+// command could not be queued. `done` must not block.
+//
+// Threading: thread-safe.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "api/runtime.h"
+#include "drover/v1/drover.pb.h"
+#include "store/store.h"
+
+namespace drover::api {
+
+template <typename T>
+using Reply = std::function<void(absl::StatusOr<T>)>;
+
+class Service {
+ public:
+  Service(Runtime& runtime, store::Store& store, absl::Time started)
+      : runtime_(runtime), store_(store), started_(started) {}
+
+  void SubmitTask(const v1::SubmitTaskRequest& req, Reply<v1::SubmitTaskResponse> done);
+  void SubmitTasks(const v1::SubmitTasksRequest& req, Reply<v1::SubmitTasksResponse> done);
+  void GetTask(const v1::GetTaskRequest& req, Reply<v1::Task> done);
+  void ListTasks(const v1::ListTasksRequest& req, Reply<v1::ListTasksResponse> done);
+  void CancelTask(const v1::CancelTaskRequest& req, Reply<v1::Task> done);
+  void WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskResponse> done);
+
+  void RegisterAgent(const v1::RegisterAgentRequest& req, Reply<v1::RegisterAgentResponse> done);
+  void Heartbeat(const v1::HeartbeatRequest& req, Reply<v1::HeartbeatResponse> done);
+  // The work stream: opened once the gRPC layer has registered the stream for pushes.
+  void OpenStream(uint64_t agent_id, Reply<bool> done);
+  void CloseStream(uint64_t agent_id);
+  void CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> done);
+  void FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done);
+  void Checkpoint(const v1::CheckpointRequest& req, Reply<v1::Ack> done);
+  void ExtendLease(const v1::ExtendLeaseRequest& req, Reply<v1::ExtendLeaseResponse> done);
+  void DeregisterAgent(const v1::DeregisterAgentRequest& req, Reply<v1::Ack> done);
+
+  void Health(Reply<v1::HealthResponse> done);
+  void Ready(Reply<v1::HealthResponse> done);
+  void Stats(Reply<v1::StatsResponse> done);
+  void ListDeadLetters(const v1::ListDeadLettersRequest& req, Reply<v1::ListTasksResponse> done);
+  void ReprocessDeadLetters(const v1::ReprocessDeadLettersRequest& req,
+                            Reply<v1::ReprocessDeadLettersResponse> done);
+  void PurgeDeadLetters(const v1::PurgeDeadLettersRequest& req,
+                        Reply<v1::PurgeDeadLettersResponse> done);
+  // Prometheus text for /metrics.
+  void Metrics(Reply<std::string> done);
+
+ private:
+  Runtime& runtime_;
+  store::Store& store_;
+  absl::Time started_;
+};
+
+}  // namespace drover::api

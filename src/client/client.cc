@@ -1,0 +1,248 @@
+#include "client/client.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+
+namespace drover::client {
+namespace {
+
+constexpr char kRetryAfterPayload[] = "drover.retry_after_ms";
+
+absl::Status Convert(const grpc::Status& st, const grpc::ClientContext& ctx) {
+  if (st.ok()) return absl::OkStatus();
+  absl::Status out(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  const auto& md = ctx.GetServerTrailingMetadata();
+  auto it = md.find("retry-after-ms");
+  if (it != md.end()) {
+    out.SetPayload(kRetryAfterPayload, absl::Cord(std::string(it->second.data(), it->second.size())));
+  }
+  return out;
+}
+
+}  // namespace
+
+int64_t RetryAfterMs(const absl::Status& st) {
+  auto p = st.GetPayload(kRetryAfterPayload);
+  int64_t ms = 0;
+  if (p && absl::SimpleAtoi(std::string(*p), &ms)) return ms;
+  return 0;
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& address, ClientOptions options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
+  // Reconnect quickly after a server restart.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return std::unique_ptr<Client>(new Client(std::move(channel), options));
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : channel_(std::move(channel)),
+      options_(options),
+      tasks_(v1::TaskService::NewStub(channel_)),
+      agents_(v1::AgentService::NewStub(channel_)),
+      admin_(v1::AdminService::NewStub(channel_)) {}
+
+void Client::Prepare(grpc::ClientContext& ctx, absl::Duration timeout) const {
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+absl::Status Client::WaitForServer(absl::Duration timeout) {
+  if (channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(absl::StrCat("no drover server answered within ",
+                                             absl::FormatDuration(timeout)));
+}
+
+// One unary call: a context with the deadline, the stub method, the status conversion.
+#define DROVER_CALL(stub, method, req, resp, timeout) \
+  grpc::ClientContext ctx;                            \
+  Prepare(ctx, timeout);                              \
+  grpc::Status gst = stub->method(&ctx, req, &resp);  \
+  absl::Status st = Convert(gst, ctx)
+
+absl::StatusOr<v1::SubmitTaskResponse> Client::Submit(const v1::TaskSpec& spec) {
+  v1::SubmitTaskRequest req;
+  *req.mutable_task() = spec;
+  v1::SubmitTaskResponse resp;
+  DROVER_CALL(tasks_, SubmitTask, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::SubmitTasksResponse> Client::SubmitBatch(const std::vector<v1::TaskSpec>& specs) {
+  v1::SubmitTasksRequest req;
+  for (const auto& s : specs) *req.add_tasks() = s;
+  v1::SubmitTasksResponse resp;
+  DROVER_CALL(tasks_, SubmitTasks, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::Task> Client::Get(uint64_t id) {
+  v1::GetTaskRequest req;
+  req.set_id(id);
+  v1::Task resp;
+  DROVER_CALL(tasks_, GetTask, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListTasksResponse> Client::List(const v1::ListTasksRequest& req) {
+  v1::ListTasksResponse resp;
+  DROVER_CALL(tasks_, ListTasks, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::Task> Client::Cancel(uint64_t id, const std::string& reason) {
+  v1::CancelTaskRequest req;
+  req.set_id(id);
+  req.set_reason(reason);
+  v1::Task resp;
+  DROVER_CALL(tasks_, CancelTask, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::WaitTaskResponse> Client::Wait(uint64_t id, absl::Duration timeout) {
+  v1::WaitTaskRequest req;
+  req.set_id(id);
+  req.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
+  v1::WaitTaskResponse resp;
+  DROVER_CALL(tasks_, WaitTask, req, resp, timeout + absl::Seconds(10));
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::RegisterAgentResponse> Client::Register(const v1::RegisterAgentRequest& req) {
+  v1::RegisterAgentResponse resp;
+  DROVER_CALL(agents_, RegisterAgent, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::Status Client::Heartbeat(uint64_t agent_id) {
+  v1::HeartbeatRequest req;
+  req.set_agent_id(agent_id);
+  v1::HeartbeatResponse resp;
+  DROVER_CALL(agents_, Heartbeat, req, resp, options_.timeout);
+  return st;
+}
+
+absl::Status Client::Complete(uint64_t agent_id, uint64_t task_id, uint64_t token,
+                              const std::string& result) {
+  v1::CompleteTaskRequest req;
+  req.set_agent_id(agent_id);
+  req.set_task_id(task_id);
+  req.set_lease_token(token);
+  req.set_result(result);
+  v1::Ack resp;
+  DROVER_CALL(agents_, CompleteTask, req, resp, options_.timeout);
+  return st;
+}
+
+absl::Status Client::Fail(uint64_t agent_id, uint64_t task_id, uint64_t token,
+                          const std::string& error, bool retryable) {
+  v1::FailTaskRequest req;
+  req.set_agent_id(agent_id);
+  req.set_task_id(task_id);
+  req.set_lease_token(token);
+  req.set_error(error);
+  req.set_retryable(retryable);
+  v1::Ack resp;
+  DROVER_CALL(agents_, FailTask, req, resp, options_.timeout);
+  return st;
+}
+
+absl::Status Client::Checkpoint(uint64_t agent_id, uint64_t task_id, uint64_t token,
+                                const std::string& data) {
+  v1::CheckpointRequest req;
+  req.set_agent_id(agent_id);
+  req.set_task_id(task_id);
+  req.set_lease_token(token);
+  req.set_checkpoint(data);
+  v1::Ack resp;
+  DROVER_CALL(agents_, Checkpoint, req, resp, options_.timeout);
+  return st;
+}
+
+absl::StatusOr<int64_t> Client::ExtendLease(uint64_t agent_id, uint64_t task_id, uint64_t token) {
+  v1::ExtendLeaseRequest req;
+  req.set_agent_id(agent_id);
+  req.set_task_id(task_id);
+  req.set_lease_token(token);
+  v1::ExtendLeaseResponse resp;
+  DROVER_CALL(agents_, ExtendLease, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp.lease_expires_unix_ms();
+}
+
+absl::Status Client::Deregister(uint64_t agent_id) {
+  v1::DeregisterAgentRequest req;
+  req.set_agent_id(agent_id);
+  v1::Ack resp;
+  DROVER_CALL(agents_, DeregisterAgent, req, resp, options_.timeout);
+  return st;
+}
+
+std::unique_ptr<Client::WorkStream> Client::OpenWorkStream(uint64_t agent_id) {
+  auto ws = std::unique_ptr<WorkStream>(new WorkStream());
+  v1::OpenWorkStreamRequest req;
+  req.set_agent_id(agent_id);
+  ws->reader_ = agents_->OpenWorkStream(&ws->ctx_, req);
+  return ws;
+}
+
+absl::Status Client::WorkStream::Finish() { return Convert(reader_->Finish(), ctx_); }
+
+absl::StatusOr<v1::HealthResponse> Client::Ready() {
+  v1::HealthRequest req;
+  v1::HealthResponse resp;
+  DROVER_CALL(admin_, Ready, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::StatsResponse> Client::Stats() {
+  v1::StatsRequest req;
+  v1::StatsResponse resp;
+  DROVER_CALL(admin_, Stats, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListTasksResponse> Client::ListDeadLetters(
+    const v1::ListDeadLettersRequest& req) {
+  v1::ListTasksResponse resp;
+  DROVER_CALL(admin_, ListDeadLetters, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ReprocessDeadLettersResponse> Client::Reprocess(
+    const v1::ReprocessDeadLettersRequest& req) {
+  v1::ReprocessDeadLettersResponse resp;
+  DROVER_CALL(admin_, ReprocessDeadLetters, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::PurgeDeadLettersResponse> Client::Purge(const v1::PurgeDeadLettersRequest& req) {
+  v1::PurgeDeadLettersResponse resp;
+  DROVER_CALL(admin_, PurgeDeadLetters, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+#undef DROVER_CALL
+
+}  // namespace drover::client

@@ -1,0 +1,87 @@
+// client: the C++ client of drover's gRPC API, used by the CLI, the agent runner and the
+// benchmarks. Each call is synchronous and returns absl::Status / StatusOr with the
+// server's code and message.
+//
+// Threading: thread-safe (gRPC stubs are); one Client may serve many threads.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "drover/v1/drover.grpc.pb.h"
+
+namespace drover::client {
+
+namespace v1 = ::drover::v1;
+
+struct ClientOptions {
+  absl::Duration timeout = absl::Seconds(30);  // per unary call
+};
+
+class Client {
+ public:
+  // Creates a channel to "host:port". Connection is lazy; the first call connects.
+  static std::unique_ptr<Client> Connect(const std::string& address, ClientOptions options = {});
+
+  // Waits until the channel is connected, up to `timeout`.
+  absl::Status WaitForServer(absl::Duration timeout);
+
+  absl::StatusOr<v1::SubmitTaskResponse> Submit(const v1::TaskSpec& spec);
+  absl::StatusOr<v1::SubmitTasksResponse> SubmitBatch(const std::vector<v1::TaskSpec>& specs);
+  absl::StatusOr<v1::Task> Get(uint64_t id);
+  absl::StatusOr<v1::ListTasksResponse> List(const v1::ListTasksRequest& req);
+  absl::StatusOr<v1::Task> Cancel(uint64_t id, const std::string& reason);
+  absl::StatusOr<v1::WaitTaskResponse> Wait(uint64_t id, absl::Duration timeout);
+
+  absl::StatusOr<v1::RegisterAgentResponse> Register(const v1::RegisterAgentRequest& req);
+  absl::Status Heartbeat(uint64_t agent_id);
+  absl::Status Complete(uint64_t agent_id, uint64_t task_id, uint64_t token,
+                        const std::string& result);
+  absl::Status Fail(uint64_t agent_id, uint64_t task_id, uint64_t token, const std::string& error,
+                    bool retryable);
+  absl::Status Checkpoint(uint64_t agent_id, uint64_t task_id, uint64_t token,
+                          const std::string& data);
+  absl::StatusOr<int64_t> ExtendLease(uint64_t agent_id, uint64_t task_id, uint64_t token);
+  absl::Status Deregister(uint64_t agent_id);
+
+  // An open work stream; Read() blocks for the next item, false when the stream ends
+  // (then Finish() tells why). Cancel() from another thread unblocks Read().
+  class WorkStream {
+   public:
+    bool Read(v1::WorkItem* item) { return reader_->Read(item); }
+    absl::Status Finish();
+    void Cancel() { ctx_.TryCancel(); }
+
+   private:
+    friend class Client;
+    grpc::ClientContext ctx_;
+    std::unique_ptr<grpc::ClientReader<v1::WorkItem>> reader_;
+  };
+  std::unique_ptr<WorkStream> OpenWorkStream(uint64_t agent_id);
+
+  absl::StatusOr<v1::HealthResponse> Ready();
+  absl::StatusOr<v1::StatsResponse> Stats();
+  absl::StatusOr<v1::ListTasksResponse> ListDeadLetters(const v1::ListDeadLettersRequest& req);
+  absl::StatusOr<v1::ReprocessDeadLettersResponse> Reprocess(
+      const v1::ReprocessDeadLettersRequest& req);
+  absl::StatusOr<v1::PurgeDeadLettersResponse> Purge(const v1::PurgeDeadLettersRequest& req);
+
+ private:
+  Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
+  void Prepare(grpc::ClientContext& ctx, absl::Duration timeout) const;
+
+  std::shared_ptr<grpc::Channel> channel_;
+  ClientOptions options_;
+  std::unique_ptr<v1::TaskService::Stub> tasks_;
+  std::unique_ptr<v1::AgentService::Stub> agents_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+};
+
+// The retry-after hint (ms) the server attached to a RESOURCE_EXHAUSTED answer, if any;
+// kept in the status payload under "drover.retry_after_ms".
+int64_t RetryAfterMs(const absl::Status& st);
+
+}  // namespace drover::client

@@ -1,0 +1,1054 @@
+#include "core/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace drover::core {
+namespace {
+
+constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
+constexpr size_t kMaxNameLen = 64;
+constexpr size_t kMaxLabels = 64;
+constexpr size_t kMaxLabelKey = 63;
+constexpr size_t kMaxLabelValue = 256;
+constexpr size_t kMaxIdempotencyKey = 256;
+constexpr int kMaxAttemptsLimit = 100;
+constexpr int64_t kMaxTimeoutMs = 7LL * 24 * 3600 * 1000;
+constexpr int kMaxConcurrency = 1024;
+constexpr size_t kMaxErrorText = 16 * 1024;
+
+bool ValidName(const std::string& s) {
+  if (s.empty() || s.size() > kMaxNameLen) return false;
+  for (char c : s) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' &&
+        c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status NameError(const std::string& field, const std::string& value) {
+  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": '", value.substr(0, 80), "' must be 1 to ", kMaxNameLen,
+                   " characters of [A-Za-z0-9_.-]"));
+}
+
+int EffectivePriority(v1::Priority p) {
+  return p == v1::PRIORITY_UNSPECIFIED ? static_cast<int>(v1::PRIORITY_NORMAL)
+                                       : static_cast<int>(p);
+}
+
+}  // namespace
+
+bool IsTerminal(v1::TaskState s) {
+  return s == v1::TASK_STATE_SUCCEEDED || s == v1::TASK_STATE_DEAD ||
+         s == v1::TASK_STATE_CANCELED || s == v1::TASK_STATE_EXPIRED;
+}
+
+std::string StateName(v1::TaskState s) {
+  std::string name = v1::TaskState_Name(s);
+  if (name.rfind("TASK_STATE_", 0) == 0) name = name.substr(11);
+  return absl::AsciiStrToLower(name);
+}
+
+std::string PriorityName(v1::Priority p) {
+  std::string name = v1::Priority_Name(static_cast<v1::Priority>(EffectivePriority(p)));
+  if (name.rfind("PRIORITY_", 0) == 0) name = name.substr(9);
+  return absl::AsciiStrToLower(name);
+}
+
+Engine::Engine(EngineOptions options, const Clock& clock)
+    : options_(std::move(options)), clock_(clock), rng_(options_.seed) {}
+
+// ---------------------------------------------------------------------------------------
+// Validation and admission
+
+absl::Status Engine::ValidateSpec(const v1::TaskSpec& s, const std::string& f) const {
+  auto bad = [&](const std::string& field, const std::string& msg) {
+    return absl::InvalidArgumentError(absl::StrCat(f, ".", field, ": ", msg));
+  };
+  if (!ValidName(s.type())) return NameError(f + ".type", s.type());
+  if (!s.tenant().empty() && !ValidName(s.tenant())) return NameError(f + ".tenant", s.tenant());
+  if (s.payload().size() > options_.max_payload_bytes) {
+    return bad("payload", absl::StrCat(s.payload().size(), " bytes exceeds the limit of ",
+                                       options_.max_payload_bytes, " bytes"));
+  }
+  if (!v1::Priority_IsValid(s.priority())) {
+    return bad("priority", absl::StrCat("unknown value ", static_cast<int>(s.priority()),
+                                        " (use critical, high, normal, low or background)"));
+  }
+  if (s.deadline_unix_ms() < 0) {
+    return bad("deadline_unix_ms", absl::StrCat("must be >= 0, got ", s.deadline_unix_ms()));
+  }
+  if (s.deadline_unix_ms() > 0 && s.deadline_unix_ms() <= now_ms()) {
+    return bad("deadline_unix_ms",
+               absl::StrCat("is in the past (", s.deadline_unix_ms(), " <= now ", now_ms(), ")"));
+  }
+  if (!std::isfinite(s.estimated_complexity()) || s.estimated_complexity() < 0) {
+    return bad("estimated_complexity", "must be a finite number >= 0");
+  }
+  if (!std::isfinite(s.cost_budget()) || s.cost_budget() < 0) {
+    return bad("cost_budget", "must be a finite number >= 0");
+  }
+  if (s.idempotency_key().size() > kMaxIdempotencyKey) {
+    return bad("idempotency_key", absl::StrCat(s.idempotency_key().size(),
+                                               " bytes exceeds the limit of ",
+                                               kMaxIdempotencyKey));
+  }
+  if (s.max_attempts() < 0 || s.max_attempts() > kMaxAttemptsLimit) {
+    return bad("max_attempts",
+               absl::StrCat("must be 0 (type default) to ", kMaxAttemptsLimit, ", got ",
+                            s.max_attempts()));
+  }
+  struct MsField {
+    const char* name;
+    int64_t value;
+  };
+  for (const MsField& m : {MsField{"execution_timeout_ms", s.execution_timeout_ms()},
+                           MsField{"backoff_base_ms", s.backoff_base_ms()},
+                           MsField{"backoff_cap_ms", s.backoff_cap_ms()}}) {
+    if (m.value < 0) return bad(m.name, absl::StrCat("must be >= 0, got ", m.value));
+    if (m.value > kMaxTimeoutMs) {
+      return bad(m.name, absl::StrCat("must be at most ", kMaxTimeoutMs, " (7 days), got ",
+                                      m.value));
+    }
+  }
+  if (s.labels_size() > static_cast<int>(kMaxLabels)) {
+    return bad("labels", absl::StrCat(s.labels_size(), " labels exceed the limit of ",
+                                      kMaxLabels));
+  }
+  for (const auto& [k, v] : s.labels()) {
+    if (k.empty() || k.size() > kMaxLabelKey) {
+      return bad("labels", absl::StrCat("key '", k.substr(0, 80), "' must be 1 to ",
+                                        kMaxLabelKey, " bytes"));
+    }
+    if (v.size() > kMaxLabelValue) {
+      return bad("labels", absl::StrCat("value of '", k, "' exceeds ", kMaxLabelValue,
+                                        " bytes"));
+    }
+  }
+  if (s.depends_on_size() > 0) {
+    return absl::UnimplementedError(
+        absl::StrCat(f, ".depends_on: task dependencies are not supported yet"));
+  }
+  if (!s.pool().empty()) {
+    return absl::UnimplementedError(absl::StrCat(f, ".pool: agent pools are not supported yet"));
+  }
+  return absl::OkStatus();
+}
+
+int64_t Engine::outstanding() const {
+  return static_cast<int64_t>(tasks_.size()) - state_counts_[v1::TASK_STATE_SUCCEEDED] -
+         state_counts_[v1::TASK_STATE_DEAD] - state_counts_[v1::TASK_STATE_CANCELED] -
+         state_counts_[v1::TASK_STATE_EXPIRED];
+}
+
+absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh) {
+  if (fresh.empty()) return absl::OkStatus();
+  const int64_t now_out = outstanding();
+  const int64_t after = now_out + static_cast<int64_t>(fresh.size());
+  const int64_t shed_at =
+      static_cast<int64_t>(std::floor(options_.shed_fraction * static_cast<double>(options_.capacity)));
+  // The hint: how long the backlog above the threshold takes to drain at the recent
+  // completion rate is not known to a pure engine; a fixed floor, scaled by how far past
+  // the threshold we are, keeps clients from hammering.
+  auto exhausted = [&](const std::string& msg, double over) {
+    absl::Duration hint = options_.min_retry_after * std::max(1.0, over);
+    absl::Status st = absl::ResourceExhaustedError(
+        absl::StrCat(msg, "; retry after ", absl::FormatDuration(hint)));
+    st.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(absl::ToInt64Milliseconds(hint))));
+    return st;
+  };
+  if (after > options_.capacity) {
+    probe_.rejected_full += static_cast<int64_t>(fresh.size());
+    return exhausted(absl::StrCat("queue full: ", now_out, " of ", options_.capacity,
+                                  " outstanding tasks, ", fresh.size(), " more do not fit"),
+                     2.0);
+  }
+  if (after > shed_at) {
+    for (const v1::TaskSpec* s : fresh) {
+      int p = EffectivePriority(s->priority());
+      if (p > v1::PRIORITY_HIGH) {
+        probe_.rejected_shed += static_cast<int64_t>(fresh.size());
+        return exhausted(
+            absl::StrCat("load shedding: ", now_out, " of ", options_.capacity,
+                         " outstanding tasks is at or above ",
+                         static_cast<int>(options_.shed_fraction * 100),
+                         " %; only critical and high priority are admitted (got ",
+                         PriorityName(s->priority()), ")"),
+            1.0);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+TypeDefaults Engine::DefaultsFor(const std::string& type) const {
+  auto it = options_.per_type.find(type);
+  return it == options_.per_type.end() ? options_.defaults : it->second;
+}
+
+absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
+    const std::vector<v1::TaskSpec>& specs, const std::string& field_prefix) {
+  if (specs.empty()) {
+    probe_.rejected_invalid++;
+    return absl::InvalidArgumentError(absl::StrCat(field_prefix, ": no tasks given"));
+  }
+  if (specs.size() > options_.max_batch) {
+    probe_.rejected_invalid++;
+    return absl::InvalidArgumentError(absl::StrCat(field_prefix, ": ", specs.size(),
+                                                   " tasks exceed the batch limit of ",
+                                                   options_.max_batch));
+  }
+  const bool single = specs.size() == 1 && field_prefix == "task";
+  std::vector<SubmitResult> results(specs.size());
+  std::vector<const v1::TaskSpec*> fresh;
+  absl::flat_hash_map<std::string, size_t> batch_keys;  // duplicates within the batch
+  std::vector<int> dup_of(specs.size(), -1);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const std::string field =
+        single ? field_prefix : absl::StrCat(field_prefix, "[", i, "]");
+    if (absl::Status st = ValidateSpec(specs[i], field); !st.ok()) {
+      probe_.rejected_invalid++;
+      return st;
+    }
+    const v1::TaskSpec& s = specs[i];
+    if (!s.idempotency_key().empty()) {
+      std::string k = absl::StrCat(s.tenant().empty() ? "default" : s.tenant(),
+                                   std::string(1, '\0'), s.idempotency_key());
+      if (auto it = idempotency_.find(k); it != idempotency_.end()) {
+        results[i] = {it->second, true};
+        continue;
+      }
+      if (auto [it, inserted] = batch_keys.emplace(k, i); !inserted) {
+        dup_of[i] = static_cast<int>(it->second);
+        continue;
+      }
+    }
+    fresh.push_back(&s);
+  }
+  if (absl::Status st = Admit(fresh); !st.ok()) return st;
+
+  const absl::Time t = now();
+  const int64_t t_ms = ToUnixMs(t);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (results[i].id != 0) continue;
+    if (dup_of[i] >= 0) continue;
+    const v1::TaskSpec& s = specs[i];
+    auto e = std::make_unique<Entry>();
+    v1::Task& task = e->task;
+    const TaskId id = next_task_id_++;
+    task.set_id(id);
+    *task.mutable_spec() = s;
+    if (s.tenant().empty()) task.mutable_spec()->set_tenant("default");
+    if (s.priority() == v1::PRIORITY_UNSPECIFIED) {
+      task.mutable_spec()->set_priority(v1::PRIORITY_NORMAL);
+    }
+    const TypeDefaults d = DefaultsFor(s.type());
+    task.set_effective_max_attempts(s.max_attempts() > 0 ? s.max_attempts()
+                                                         : d.retry.max_attempts);
+    task.set_effective_execution_timeout_ms(s.execution_timeout_ms() > 0
+                                                ? s.execution_timeout_ms()
+                                                : absl::ToInt64Milliseconds(d.execution_timeout));
+    task.set_created_unix_ms(t_ms);
+    task.set_updated_unix_ms(t_ms);
+    if (!s.idempotency_key().empty()) {
+      idempotency_[absl::StrCat(task.spec().tenant(), std::string(1, '\0'),
+                                s.idempotency_key())] = id;
+    }
+    Entry& ref = *e;
+    tasks_.emplace(id, std::move(e));
+    state_counts_[v1::TASK_STATE_UNSPECIFIED]++;  // SetState moves it out
+    results[i] = {id, false};
+    probe_.submitted++;
+    if (s.deadline_unix_ms() > 0) {
+      Arm(TimerKind::kDeadline, id, 0, FromUnixMs(s.deadline_unix_ms()));
+    }
+    MakeReady(ref);
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (dup_of[i] >= 0) results[i] = {results[dup_of[i]].id, true};
+    if (results[i].deduplicated) probe_.deduplicated++;
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------
+// State changes
+
+void Engine::MarkDirty(const Entry& e) {
+  if (dirty_set_.insert(e.task.id()).second) outbox_.dirty.push_back(e.task.id());
+}
+
+void Engine::SetState(Entry& e, v1::TaskState s) {
+  state_counts_[e.task.state()]--;
+  state_counts_[s]++;
+  e.task.set_state(s);
+  e.task.set_updated_unix_ms(now_ms());
+  e.gen++;
+  MarkDirty(e);
+}
+
+void Engine::MakeReady(Entry& e) {
+  SetState(e, v1::TASK_STATE_READY);
+  e.task.set_not_before_unix_ms(0);
+  const v1::TaskSpec& s = e.task.spec();
+  e.key = QueueKey{EffectivePriority(s.priority()),
+                   s.deadline_unix_ms() > 0 ? s.deadline_unix_ms() : kNoDeadline, next_seq_++,
+                   e.task.id()};
+  e.ready_since = now();
+  TypeQueue& q = queues_[s.type()];
+  q.ready.insert(e.key);
+  queue_depths_[{s.type(), e.key.priority}]++;
+  DispatchType(s.type());
+}
+
+void Engine::RemoveFromReady(Entry& e) {
+  if (e.task.state() != v1::TASK_STATE_READY) return;
+  auto it = queues_.find(e.task.spec().type());
+  if (it == queues_.end()) return;
+  if (it->second.ready.erase(e.key) > 0) {
+    auto d = queue_depths_.find({e.task.spec().type(), e.key.priority});
+    if (d != queue_depths_.end() && --d->second == 0) queue_depths_.erase(d);
+  }
+}
+
+void Engine::Lease(Entry& e, AgentInfo& agent) {
+  RemoveFromReady(e);
+  const absl::Time t = now();
+  const int64_t t_ms = ToUnixMs(t);
+  SetState(e, v1::TASK_STATE_LEASED);
+  v1::Task& task = e.task;
+  task.set_attempts(task.attempts() + 1);
+  const uint64_t token = (static_cast<uint64_t>(options_.epoch) << 32) | ++token_counter_;
+  task.set_lease_token(token);
+  task.set_agent_id(agent.id);
+  const absl::Time expires = t + options_.lease_ttl;
+  task.set_lease_expires_unix_ms(ToUnixMs(expires));
+  if (task.started_unix_ms() == 0) task.set_started_unix_ms(t_ms);
+  v1::Attempt* a = task.add_history();
+  a->set_number(task.attempts());
+  a->set_agent_id(agent.id);
+  a->set_started_unix_ms(t_ms);
+  agent.leased.insert(task.id());
+  Arm(TimerKind::kLease, task.id(), e.gen, expires);
+  Arm(TimerKind::kExecTimeout, task.id(), e.gen,
+      t + absl::Milliseconds(task.effective_execution_timeout_ms()));
+  probe_.dispatched++;
+  probe_.dispatch_latency.Observe(absl::ToDoubleSeconds(t - e.ready_since));
+
+  Outbox::Push push;
+  push.agent = agent.id;
+  v1::TaskLease* l = push.item.mutable_lease();
+  l->set_task_id(task.id());
+  l->set_lease_token(token);
+  l->set_attempt(task.attempts());
+  l->set_type(task.spec().type());
+  l->set_payload(task.spec().payload());
+  l->set_checkpoint(task.checkpoint());
+  l->set_deadline_unix_ms(task.spec().deadline_unix_ms());
+  l->set_lease_expires_unix_ms(task.lease_expires_unix_ms());
+  l->set_execution_timeout_ms(task.effective_execution_timeout_ms());
+  l->set_tenant(task.spec().tenant());
+  l->set_priority(task.spec().priority());
+  *l->mutable_labels() = task.spec().labels();
+  outbox_.pushes.push_back(std::move(push));
+  RefreshIdle(agent);
+}
+
+void Engine::CloseAttempt(Entry& e, const std::string& outcome, const std::string& error,
+                          bool counted) {
+  v1::Task& task = e.task;
+  if (task.history_size() == 0) return;
+  v1::Attempt* a = task.mutable_history(task.history_size() - 1);
+  if (a->ended_unix_ms() != 0) return;
+  a->set_ended_unix_ms(now_ms());
+  a->set_outcome(outcome);
+  a->set_error(error.substr(0, kMaxErrorText));
+  a->set_counted(counted);
+  probe_.run_time.Observe(
+      static_cast<double>(a->ended_unix_ms() - a->started_unix_ms()) / 1000.0);
+}
+
+void Engine::ReleaseFromAgent(Entry& e) {
+  v1::Task& task = e.task;
+  auto it = agents_.find(task.agent_id());
+  task.set_lease_token(0);
+  task.set_lease_expires_unix_ms(0);
+  task.set_agent_id(0);
+  if (it == agents_.end()) return;
+  it->second.leased.erase(task.id());
+  RefreshIdle(it->second);
+}
+
+void Engine::Finish(Entry& e, v1::TaskState terminal, const std::string& reason) {
+  RemoveFromReady(e);
+  SetState(e, terminal);
+  e.task.set_reason(reason);
+  e.task.set_finished_unix_ms(now_ms());
+  e.task.set_not_before_unix_ms(0);
+  outbox_.terminal.push_back(e.task.id());
+  switch (terminal) {
+    case v1::TASK_STATE_DEAD:
+      probe_.dead_lettered++;
+      dead_.insert(e.task.id());
+      break;
+    case v1::TASK_STATE_CANCELED:
+      probe_.canceled++;
+      break;
+    case v1::TASK_STATE_EXPIRED:
+      probe_.expired++;
+      break;
+    case v1::TASK_STATE_SUCCEEDED:
+      probe_.succeeded++;
+      probe_.completion_latency.Observe(
+          static_cast<double>(e.task.finished_unix_ms() - e.task.created_unix_ms()) / 1000.0);
+      break;
+    default:
+      break;
+  }
+}
+
+absl::Duration Engine::Backoff(const Entry& e) {
+  const v1::TaskSpec& s = e.task.spec();
+  const TypeDefaults d = DefaultsFor(s.type());
+  const absl::Duration base =
+      s.backoff_base_ms() > 0 ? absl::Milliseconds(s.backoff_base_ms()) : d.retry.base;
+  const absl::Duration cap =
+      s.backoff_cap_ms() > 0 ? absl::Milliseconds(s.backoff_cap_ms()) : d.retry.cap;
+  // Exponential with full jitter: uniform in [0, min(cap, base * 2^(failures-1))].
+  const int exp = std::clamp(e.task.failures() - 1, 0, 40);
+  absl::Duration ceiling = base * static_cast<double>(1ULL << std::min(exp, 30));
+  if (exp > 30 || ceiling > cap) ceiling = cap;
+  const int64_t max_ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(ceiling));
+  std::uniform_int_distribution<int64_t> dist(0, max_ms);
+  return absl::Milliseconds(dist(rng_));
+}
+
+void Engine::FailAttempt(Entry& e, const std::string& outcome, const std::string& error,
+                         bool retryable, bool counted) {
+  CloseAttempt(e, outcome, error, counted);
+  ReleaseFromAgent(e);
+  v1::Task& task = e.task;
+  task.set_last_error(error.substr(0, kMaxErrorText));
+  if (counted) {
+    task.set_failures(task.failures() + 1);
+    probe_.failed_attempts++;
+  }
+  if (!retryable) {
+    Finish(e, v1::TASK_STATE_DEAD, absl::StrCat("non-retryable failure: ", error.substr(0, 200)));
+    return;
+  }
+  if (task.failures() >= task.effective_max_attempts()) {
+    Finish(e, v1::TASK_STATE_DEAD,
+           absl::StrCat("attempts exhausted (", task.failures(), " of ",
+                        task.effective_max_attempts(), "): ", error.substr(0, 200)));
+    return;
+  }
+  probe_.retries++;
+  if (!counted) {
+    MakeReady(e);  // not the task's fault: no backoff
+    return;
+  }
+  const absl::Time at = now() + Backoff(e);
+  SetState(e, v1::TASK_STATE_RETRY_WAIT);
+  task.set_not_before_unix_ms(ToUnixMs(at));
+  Arm(TimerKind::kRetry, task.id(), e.gen, at);
+}
+
+// ---------------------------------------------------------------------------------------
+// Dispatch
+
+void Engine::RefreshIdle(AgentInfo& agent) {
+  const bool idle = agent.stream_open &&
+                    static_cast<int>(agent.leased.size()) < agent.max_concurrency;
+  for (const std::string& type : agent.types) {
+    TypeQueue& q = queues_[type];
+    if (idle) {
+      q.idle_agents.insert(agent.id);
+    } else {
+      q.idle_agents.erase(agent.id);
+    }
+  }
+}
+
+AgentInfo* Engine::PickAgent(TypeQueue& q) {
+  // Least loaded: the lowest share of busy slots; ties go to the lowest id.
+  AgentInfo* best = nullptr;
+  double best_load = 2;
+  for (AgentId id : q.idle_agents) {
+    auto it = agents_.find(id);
+    if (it == agents_.end()) continue;
+    AgentInfo& a = it->second;
+    const double load = static_cast<double>(a.leased.size()) / a.max_concurrency;
+    if (load < best_load) {
+      best = &a;
+      best_load = load;
+      if (load == 0) break;
+    }
+  }
+  return best;
+}
+
+void Engine::DispatchType(const std::string& type) {
+  auto qit = queues_.find(type);
+  if (qit == queues_.end()) return;
+  TypeQueue& q = qit->second;
+  while (!q.ready.empty() && !q.idle_agents.empty()) {
+    AgentInfo* agent = PickAgent(q);
+    if (agent == nullptr) break;
+    Entry* e = Find(q.ready.begin()->id);
+    Lease(*e, *agent);
+  }
+}
+
+void Engine::FillAgent(AgentInfo& agent) {
+  while (agent.stream_open && static_cast<int>(agent.leased.size()) < agent.max_concurrency) {
+    // The best head among the agent's types: priority, deadline, then age.
+    const QueueKey* best = nullptr;
+    for (const std::string& type : agent.types) {
+      auto it = queues_.find(type);
+      if (it == queues_.end() || it->second.ready.empty()) continue;
+      const QueueKey& head = *it->second.ready.begin();
+      if (best == nullptr || head < *best) best = &head;
+    }
+    if (best == nullptr) break;
+    Lease(*Find(best->id), agent);
+  }
+  RefreshIdle(agent);
+}
+
+// ---------------------------------------------------------------------------------------
+// Task commands
+
+Engine::Entry* Engine::Find(TaskId id) {
+  auto it = tasks_.find(id);
+  return it == tasks_.end() ? nullptr : it->second.get();
+}
+const Engine::Entry* Engine::Find(TaskId id) const {
+  auto it = tasks_.find(id);
+  return it == tasks_.end() ? nullptr : it->second.get();
+}
+
+const v1::Task* Engine::Snapshot(TaskId id) const {
+  const Entry* e = Find(id);
+  return e == nullptr ? nullptr : &e->task;
+}
+
+absl::StatusOr<const v1::Task*> Engine::Get(TaskId id) const {
+  const Entry* e = Find(id);
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("id: task ", id, " not found"));
+  return &e->task;
+}
+
+std::vector<const v1::Task*> Engine::List(const ListFilter& f) const {
+  std::vector<const v1::Task*> out;
+  const int limit = std::clamp(f.limit, 1, 1000);
+  auto matches = [&](const v1::Task& t) {
+    if (f.state != v1::TASK_STATE_UNSPECIFIED && t.state() != f.state) return false;
+    if (!f.type.empty() && t.spec().type() != f.type) return false;
+    if (!f.tenant.empty() && t.spec().tenant() != f.tenant) return false;
+    if (f.priority != v1::PRIORITY_UNSPECIFIED && t.spec().priority() != f.priority) return false;
+    return true;
+  };
+  if (f.dead_only) {
+    for (auto it = dead_.upper_bound(f.after); it != dead_.end(); ++it) {
+      const Entry* e = Find(*it);
+      if (e != nullptr && matches(e->task)) out.push_back(&e->task);
+      if (static_cast<int>(out.size()) >= limit) break;
+    }
+    return out;
+  }
+  for (auto it = tasks_.upper_bound(f.after); it != tasks_.end(); ++it) {
+    if (matches(it->second->task)) out.push_back(&it->second->task);
+    if (static_cast<int>(out.size()) >= limit) break;
+  }
+  return out;
+}
+
+absl::StatusOr<const v1::Task*> Engine::Cancel(TaskId id, const std::string& reason) {
+  Entry* e = Find(id);
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("id: task ", id, " not found"));
+  const v1::TaskState s = e->task.state();
+  if (IsTerminal(s)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("id: task ", id, " is already ", StateName(s)));
+  }
+  const std::string why = reason.empty() ? "canceled by request" : reason.substr(0, 1024);
+  if (s == v1::TASK_STATE_LEASED) {
+    Outbox::Push push;
+    push.agent = e->task.agent_id();
+    push.item.mutable_cancel()->set_task_id(id);
+    push.item.mutable_cancel()->set_lease_token(e->task.lease_token());
+    push.item.mutable_cancel()->set_reason(why);
+    outbox_.pushes.push_back(std::move(push));
+    CloseAttempt(*e, "canceled", why, false);
+    const AgentId agent = e->task.agent_id();
+    ReleaseFromAgent(*e);
+    Finish(*e, v1::TASK_STATE_CANCELED, why);
+    if (auto it = agents_.find(agent); it != agents_.end()) FillAgent(it->second);
+  } else {
+    Finish(*e, v1::TASK_STATE_CANCELED, why);
+  }
+  return &e->task;
+}
+
+absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>& ids, bool all,
+                                                      const std::string& type) {
+  std::vector<TaskId> chosen;
+  if (all) {
+    for (TaskId id : dead_) {
+      if (type.empty() || Find(id)->task.spec().type() == type) chosen.push_back(id);
+    }
+  } else {
+    if (ids.empty()) return absl::InvalidArgumentError("ids: give task ids, or all");
+    for (TaskId id : ids) {
+      const Entry* e = Find(id);
+      if (e == nullptr) return absl::NotFoundError(absl::StrCat("ids: task ", id, " not found"));
+      if (e->task.state() != v1::TASK_STATE_DEAD) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "ids: task ", id, " is ", StateName(e->task.state()), ", not dead-lettered"));
+      }
+      chosen.push_back(id);
+    }
+  }
+  const int64_t needed = static_cast<int64_t>(chosen.size());
+  if (outstanding() + needed > options_.capacity) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue full: ", outstanding(), " of ", options_.capacity, " outstanding; cannot take ",
+        needed, " dead letters back"));
+  }
+  for (TaskId id : chosen) {
+    Entry& e = *Find(id);
+    dead_.erase(id);
+    e.task.set_failures(0);
+    e.task.set_reason("");
+    e.task.set_finished_unix_ms(0);
+    probe_.reprocessed++;
+    if (e.task.spec().deadline_unix_ms() > 0 &&
+        e.task.spec().deadline_unix_ms() <= now_ms()) {
+      // Its deadline has passed: it can never start, say so rather than requeue.
+      Finish(e, v1::TASK_STATE_EXPIRED, "deadline passed before reprocess");
+      continue;
+    }
+    MakeReady(e);
+  }
+  return chosen;
+}
+
+absl::StatusOr<int64_t> Engine::Purge(const std::vector<TaskId>& ids, bool all,
+                                      const std::string& type) {
+  std::vector<TaskId> chosen;
+  if (all) {
+    for (TaskId id : dead_) {
+      if (type.empty() || Find(id)->task.spec().type() == type) chosen.push_back(id);
+    }
+  } else {
+    if (ids.empty()) return absl::InvalidArgumentError("ids: give task ids, or all");
+    for (TaskId id : ids) {
+      const Entry* e = Find(id);
+      if (e == nullptr) return absl::NotFoundError(absl::StrCat("ids: task ", id, " not found"));
+      if (e->task.state() != v1::TASK_STATE_DEAD) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "ids: task ", id, " is ", StateName(e->task.state()), ", not dead-lettered"));
+      }
+      chosen.push_back(id);
+    }
+  }
+  for (TaskId id : chosen) {
+    auto it = tasks_.find(id);
+    const v1::Task& t = it->second->task;
+    if (!t.spec().idempotency_key().empty()) {
+      idempotency_.erase(
+          absl::StrCat(t.spec().tenant(), std::string(1, '\0'), t.spec().idempotency_key()));
+    }
+    state_counts_[t.state()]--;
+    dead_.erase(id);
+    tasks_.erase(it);
+    outbox_.purged.push_back(id);
+    probe_.purged++;
+  }
+  if (!chosen.empty()) {
+    // Ids are never reused, even when the highest ones are purged.
+    outbox_.meta.emplace_back("max_task_id", absl::StrCat(next_task_id_ - 1));
+  }
+  return static_cast<int64_t>(chosen.size());
+}
+
+// ---------------------------------------------------------------------------------------
+// Agent commands
+
+absl::StatusOr<AgentId> Engine::RegisterAgent(const v1::RegisterAgentRequest& req) {
+  if (req.types_size() == 0) return absl::InvalidArgumentError("types: at least one agent type");
+  for (int i = 0; i < req.types_size(); ++i) {
+    if (!ValidName(req.types(i))) return NameError(absl::StrCat("types[", i, "]"), req.types(i));
+  }
+  if (req.max_concurrency() < 1 || req.max_concurrency() > kMaxConcurrency) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_concurrency: must be 1 to ", kMaxConcurrency, ", got ", req.max_concurrency()));
+  }
+  if (!std::isfinite(req.cost_factor()) || req.cost_factor() < 0) {
+    return absl::InvalidArgumentError("cost_factor: must be a finite number >= 0");
+  }
+  const AgentId id = next_agent_id_++;
+  AgentInfo& a = agents_[id];
+  a.id = id;
+  for (const std::string& t : req.types()) {
+    if (std::find(a.types.begin(), a.types.end(), t) == a.types.end()) a.types.push_back(t);
+  }
+  a.max_concurrency = req.max_concurrency();
+  a.cost_factor = req.cost_factor() == 0 ? 1.0 : req.cost_factor();
+  a.name = req.name().substr(0, 128);
+  a.labels.insert(req.labels().begin(), req.labels().end());
+  a.last_seen = now();
+  Arm(TimerKind::kAgent, id, 0, a.last_seen + options_.lease_ttl);
+  return id;
+}
+
+absl::Status Engine::Heartbeat(AgentId id) {
+  auto it = agents_.find(id);
+  if (it == agents_.end()) {
+    return absl::NotFoundError(absl::StrCat("agent_id: agent ", id, " not registered"));
+  }
+  AgentInfo& a = it->second;
+  a.last_seen = now();
+  // A heartbeat renews every lease the agent holds. Expiry is checked lazily by the
+  // lease timer, so renewing costs no timer churn.
+  const int64_t expires = ToUnixMs(a.last_seen + options_.lease_ttl);
+  for (TaskId t : a.leased) {
+    Entry* e = Find(t);
+    if (e != nullptr) e->task.set_lease_expires_unix_ms(expires);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::OpenStream(AgentId id) {
+  auto it = agents_.find(id);
+  if (it == agents_.end()) {
+    return absl::NotFoundError(absl::StrCat("agent_id: agent ", id, " not registered"));
+  }
+  it->second.stream_open = true;
+  it->second.last_seen = now();
+  FillAgent(it->second);
+  return absl::OkStatus();
+}
+
+void Engine::CloseStream(AgentId id) {
+  auto it = agents_.find(id);
+  if (it == agents_.end()) return;
+  it->second.stream_open = false;
+  RefreshIdle(it->second);
+}
+
+absl::StatusOr<Engine::Entry*> Engine::FindLeased(AgentId agent, TaskId id, uint64_t token,
+                                                  const char* what) {
+  Entry* e = Find(id);
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("task_id: task ", id, " not found"));
+  if (e->task.state() != v1::TASK_STATE_LEASED || e->task.lease_token() != token ||
+      e->task.agent_id() != agent) {
+    probe_.stale_reports++;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease_token: ", what, " refused, lease ", token, " of agent ", agent,
+        " is not the current lease of task ", id, " (task is ", StateName(e->task.state()),
+        ")"));
+  }
+  return e;
+}
+
+absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token,
+                              const std::string& result) {
+  if (result.size() > options_.max_result_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("result: ", result.size(),
+                                                   " bytes exceeds the limit of ",
+                                                   options_.max_result_bytes, " bytes"));
+  }
+  absl::StatusOr<Entry*> found = FindLeased(agent, id, token, "completion");
+  if (!found.ok()) return found.status();
+  Entry& e = **found;
+  CloseAttempt(e, "succeeded", "", false);
+  ReleaseFromAgent(e);
+  e.task.set_result(result);
+  Finish(e, v1::TASK_STATE_SUCCEEDED, "");
+  if (auto it = agents_.find(agent); it != agents_.end()) {
+    it->second.last_seen = now();
+    FillAgent(it->second);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Fail(AgentId agent, TaskId id, uint64_t token, const std::string& error,
+                          bool retryable) {
+  absl::StatusOr<Entry*> found = FindLeased(agent, id, token, "failure report");
+  if (!found.ok()) return found.status();
+  FailAttempt(**found, "failed", error.empty() ? "failed without a message" : error, retryable,
+              true);
+  if (auto it = agents_.find(agent); it != agents_.end()) {
+    it->second.last_seen = now();
+    FillAgent(it->second);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Checkpoint(AgentId agent, TaskId id, uint64_t token,
+                                const std::string& data) {
+  if (data.size() > options_.max_checkpoint_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint: ", data.size(),
+                                                   " bytes exceeds the limit of ",
+                                                   options_.max_checkpoint_bytes, " bytes"));
+  }
+  absl::StatusOr<Entry*> found = FindLeased(agent, id, token, "checkpoint");
+  if (!found.ok()) return found.status();
+  (*found)->task.set_checkpoint(data);
+  (*found)->task.set_updated_unix_ms(now_ms());
+  MarkDirty(**found);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<absl::Time> Engine::ExtendLease(AgentId agent, TaskId id, uint64_t token) {
+  absl::StatusOr<Entry*> found = FindLeased(agent, id, token, "lease extension");
+  if (!found.ok()) return found.status();
+  const absl::Time expires = now() + options_.lease_ttl;
+  (*found)->task.set_lease_expires_unix_ms(ToUnixMs(expires));
+  if (auto it = agents_.find(agent); it != agents_.end()) it->second.last_seen = now();
+  return expires;
+}
+
+void Engine::RemoveAgent(AgentInfo& agent, const std::string& outcome, bool counted) {
+  const AgentId id = agent.id;
+  std::vector<TaskId> leased(agent.leased.begin(), agent.leased.end());
+  std::sort(leased.begin(), leased.end());
+  agent.stream_open = false;
+  RefreshIdle(agent);
+  for (TaskId t : leased) {
+    Entry* e = Find(t);
+    if (e == nullptr || e->task.state() != v1::TASK_STATE_LEASED) continue;
+    if (outcome == "lease_expired") probe_.leases_expired++;
+    FailAttempt(*e, outcome,
+                outcome == "lease_expired" ? "lease expired: no heartbeat from agent"
+                                           : "agent deregistered",
+                true, counted);
+  }
+  for (const std::string& type : agent.types) queues_[type].idle_agents.erase(id);
+  agents_.erase(id);
+}
+
+absl::Status Engine::Deregister(AgentId id) {
+  auto it = agents_.find(id);
+  if (it == agents_.end()) {
+    return absl::NotFoundError(absl::StrCat("agent_id: agent ", id, " not registered"));
+  }
+  RemoveAgent(it->second, "agent_deregistered", false);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// Time
+
+void Engine::Arm(TimerKind kind, uint64_t id, uint32_t gen, absl::Time at) {
+  timers_.push(Timer{at, next_timer_seq_++, id, gen, kind});
+}
+
+std::optional<absl::Time> Engine::NextWakeup() const {
+  if (timers_.empty()) return std::nullopt;
+  return timers_.top().at;
+}
+
+void Engine::Tick() {
+  const absl::Time t = now();
+  while (!timers_.empty() && timers_.top().at <= t) {
+    Timer timer = timers_.top();
+    timers_.pop();
+    FireTimer(timer);
+  }
+}
+
+void Engine::FireTimer(const Timer& t) {
+  if (t.kind == TimerKind::kAgent) {
+    auto it = agents_.find(t.id);
+    if (it == agents_.end()) return;
+    const absl::Time due = it->second.last_seen + options_.lease_ttl;
+    if (due > now()) {
+      Arm(TimerKind::kAgent, t.id, 0, due);
+      return;
+    }
+    RemoveAgent(it->second, "lease_expired", true);
+    return;
+  }
+  Entry* e = Find(t.id);
+  if (e == nullptr) return;
+  v1::Task& task = e->task;
+  if (t.kind == TimerKind::kDeadline) {
+    const v1::TaskState s = task.state();
+    if ((s == v1::TASK_STATE_READY || s == v1::TASK_STATE_RETRY_WAIT ||
+         s == v1::TASK_STATE_WAITING) &&
+        task.spec().deadline_unix_ms() <= now_ms()) {
+      Finish(*e, v1::TASK_STATE_EXPIRED, "deadline passed before the task started");
+    }
+    return;
+  }
+  if (t.gen != e->gen) return;  // the task moved on since the timer was armed
+  switch (t.kind) {
+    case TimerKind::kRetry:
+      if (task.state() == v1::TASK_STATE_RETRY_WAIT) MakeReady(*e);
+      break;
+    case TimerKind::kLease: {
+      if (task.state() != v1::TASK_STATE_LEASED) break;
+      const absl::Time expires = FromUnixMs(task.lease_expires_unix_ms());
+      if (expires > now()) {
+        Arm(TimerKind::kLease, task.id(), e->gen, expires);
+        break;
+      }
+      probe_.leases_expired++;
+      const AgentId agent = task.agent_id();
+      FailAttempt(*e, "lease_expired", "lease expired: no heartbeat from agent", true, true);
+      if (auto it = agents_.find(agent); it != agents_.end()) FillAgent(it->second);
+      break;
+    }
+    case TimerKind::kExecTimeout: {
+      if (task.state() != v1::TASK_STATE_LEASED) break;
+      probe_.timed_out++;
+      Outbox::Push push;
+      push.agent = task.agent_id();
+      push.item.mutable_cancel()->set_task_id(task.id());
+      push.item.mutable_cancel()->set_lease_token(task.lease_token());
+      push.item.mutable_cancel()->set_reason("execution timeout");
+      outbox_.pushes.push_back(std::move(push));
+      const AgentId agent = task.agent_id();
+      FailAttempt(*e, "timed_out",
+                  absl::StrCat("execution timeout of ", task.effective_execution_timeout_ms(),
+                               " ms exceeded"),
+                  true, true);
+      if (auto it = agents_.find(agent); it != agents_.end()) FillAgent(it->second);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Recovery
+
+void Engine::Restore(v1::Task task) {
+  auto e = std::make_unique<Entry>();
+  const TaskId id = task.id();
+  e->task = std::move(task);
+  state_counts_[e->task.state()]++;
+  next_task_id_ = std::max(next_task_id_, id + 1);
+  const v1::Task& t = e->task;
+  if (!t.spec().idempotency_key().empty()) {
+    idempotency_[absl::StrCat(t.spec().tenant(), std::string(1, '\0'), t.spec().idempotency_key())] =
+        id;
+  }
+  if (t.state() == v1::TASK_STATE_DEAD) dead_.insert(id);
+  tasks_.emplace(id, std::move(e));
+}
+
+void Engine::FinishRecovery(uint64_t max_task_id) {
+  next_task_id_ = std::max(next_task_id_, max_task_id + 1);
+  for (auto& [id, ptr] : tasks_) {
+    Entry& e = *ptr;
+    v1::Task& t = e.task;
+    if (IsTerminal(t.state())) continue;
+    if (t.spec().deadline_unix_ms() > 0) {
+      Arm(TimerKind::kDeadline, id, 0, FromUnixMs(t.spec().deadline_unix_ms()));
+    }
+    switch (t.state()) {
+      case v1::TASK_STATE_LEASED:
+        // The server stopped while an agent held it. The agent's lease died with the
+        // server: close the attempt, uncounted, and queue the task again.
+        CloseAttempt(e, "interrupted", "server restarted while the task was leased", false);
+        t.set_lease_token(0);
+        t.set_lease_expires_unix_ms(0);
+        t.set_agent_id(0);
+        MakeReady(e);
+        break;
+      case v1::TASK_STATE_RETRY_WAIT:
+        e.gen++;
+        Arm(TimerKind::kRetry, id, e.gen, FromUnixMs(t.not_before_unix_ms()));
+        break;
+      case v1::TASK_STATE_READY:
+      case v1::TASK_STATE_WAITING:
+      case v1::TASK_STATE_UNSPECIFIED:
+        MakeReady(e);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+Outbox Engine::TakeOutbox() {
+  Outbox out = std::move(outbox_);
+  outbox_ = Outbox{};
+  dirty_set_.clear();
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Invariants
+
+absl::Status Engine::CheckInvariants() const {
+  std::array<int64_t, 9> counts{};
+  for (const auto& [id, ptr] : tasks_) {
+    const v1::Task& t = ptr->task;
+    counts[t.state()]++;
+    if (t.failures() > t.effective_max_attempts()) {
+      return absl::InternalError(absl::StrCat("task ", id, " has ", t.failures(),
+                                              " counted failures, max ",
+                                              t.effective_max_attempts()));
+    }
+    if (t.state() == v1::TASK_STATE_LEASED) {
+      auto it = agents_.find(t.agent_id());
+      if (it == agents_.end()) {
+        return absl::InternalError(
+            absl::StrCat("task ", id, " leased to unknown agent ", t.agent_id()));
+      }
+      if (!it->second.leased.contains(id)) {
+        return absl::InternalError(
+            absl::StrCat("task ", id, " leased to agent ", t.agent_id(), " which lacks it"));
+      }
+    }
+    if (t.state() == v1::TASK_STATE_READY) {
+      auto q = queues_.find(t.spec().type());
+      if (q == queues_.end() || !q->second.ready.contains(ptr->key)) {
+        return absl::InternalError(absl::StrCat("ready task ", id, " missing from its queue"));
+      }
+    }
+  }
+  for (int s = 0; s < 9; ++s) {
+    if (counts[s] != state_counts_[s]) {
+      return absl::InternalError(absl::StrCat("state count ", s, " is ", state_counts_[s],
+                                              ", records say ", counts[s]));
+    }
+  }
+  for (const auto& [id, a] : agents_) {
+    if (static_cast<int>(a.leased.size()) > a.max_concurrency) {
+      return absl::InternalError(absl::StrCat("agent ", id, " holds ", a.leased.size(),
+                                              " leases, max ", a.max_concurrency));
+    }
+    for (TaskId t : a.leased) {
+      const Entry* e = Find(t);
+      if (e == nullptr || e->task.state() != v1::TASK_STATE_LEASED || e->task.agent_id() != id) {
+        return absl::InternalError(
+            absl::StrCat("agent ", id, " lists task ", t, " that it does not hold"));
+      }
+    }
+  }
+  int64_t ready = 0;
+  for (const auto& [type, q] : queues_) ready += static_cast<int64_t>(q.ready.size());
+  if (ready != counts[v1::TASK_STATE_READY]) {
+    return absl::InternalError(absl::StrCat("queues hold ", ready, " tasks, ",
+                                            counts[v1::TASK_STATE_READY], " are ready"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace drover::core

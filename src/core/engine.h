@@ -1,0 +1,304 @@
+// core: drover's deterministic engine.
+//
+// The engine owns every task and agent record in memory. It is driven only by commands
+// (the public methods below) and by time (an injected Clock, read once per command). It
+// never does I/O: each command returns its answer and leaves, in the Outbox, what the
+// caller must do next — persist the tasks that changed, push work items to agents, wake
+// waiters of tasks that became terminal.
+//
+// The caller (drover serve's engine loop, a unit test, the simulator) must:
+//   1. call TakeOutbox() after each command or group of commands,
+//   2. persist outbox.dirty (Snapshot(id) gives the record) and outbox.purged,
+//   3. only after that commit: deliver outbox.pushes and answer the requests.
+// Answers are thereby never ahead of the store.
+//
+// Threading: thread-compatible, owned by one thread. Nothing here blocks.
+//
+// Delivery to agents is at-least-once: a task whose agent dies or loses its lease is
+// dispatched again. Each task's result is recorded exactly once: every lease carries a
+// fencing token and a completion with a stale token is refused.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "drover/v1/drover.pb.h"
+#include "util/clock.h"
+#include "util/histogram.h"
+
+namespace drover::core {
+
+namespace v1 = ::drover::v1;
+
+using TaskId = uint64_t;
+using AgentId = uint64_t;
+
+// The key under which a RESOURCE_EXHAUSTED status carries its retry-after hint
+// (milliseconds, decimal text). api maps it to gRPC metadata and HTTP Retry-After.
+inline constexpr char kRetryAfterPayload[] = "drover.retry_after_ms";
+
+struct RetryPolicy {
+  absl::Duration base = absl::Seconds(1);
+  absl::Duration cap = absl::Minutes(5);
+  int max_attempts = 5;
+};
+
+struct TypeDefaults {
+  RetryPolicy retry;
+  absl::Duration execution_timeout = absl::Hours(1);
+};
+
+struct EngineOptions {
+  int64_t capacity = 1'000'000;  // outstanding (non-terminal) tasks admitted at most
+  double shed_fraction = 0.9;    // at this share of capacity only high and critical enter
+  absl::Duration lease_ttl = absl::Seconds(30);
+  TypeDefaults defaults;
+  absl::flat_hash_map<std::string, TypeDefaults> per_type;
+  size_t max_payload_bytes = 1 << 20;
+  size_t max_result_bytes = 4 << 20;
+  size_t max_checkpoint_bytes = 4 << 20;
+  size_t max_batch = 10'000;
+  absl::Duration min_retry_after = absl::Seconds(1);
+  uint32_t epoch = 1;  // start-up counter; fencing tokens are unique across restarts
+  uint64_t seed = 1;   // jitter randomness
+};
+
+// Counters and histograms of the engine, read by the metrics exporter.
+struct EngineProbe {
+  int64_t submitted = 0;
+  int64_t deduplicated = 0;
+  int64_t rejected_full = 0;
+  int64_t rejected_shed = 0;
+  int64_t rejected_invalid = 0;
+  int64_t dispatched = 0;
+  int64_t succeeded = 0;
+  int64_t failed_attempts = 0;
+  int64_t retries = 0;
+  int64_t leases_expired = 0;
+  int64_t timed_out = 0;
+  int64_t dead_lettered = 0;
+  int64_t canceled = 0;
+  int64_t expired = 0;
+  int64_t stale_reports = 0;
+  int64_t reprocessed = 0;
+  int64_t purged = 0;
+  Histogram dispatch_latency{Histogram::LatencyBounds()};    // ready -> leased, seconds
+  Histogram completion_latency{Histogram::LatencyBounds()};  // submitted -> succeeded
+  Histogram run_time{Histogram::LatencyBounds()};            // leased -> reported
+};
+
+// What a command left for the caller to do (see the file comment).
+struct Outbox {
+  struct Push {
+    AgentId agent = 0;
+    v1::WorkItem item;
+  };
+  std::vector<TaskId> dirty;     // tasks whose durable record changed
+  std::vector<TaskId> purged;    // tasks removed for good
+  std::vector<std::pair<std::string, std::string>> meta;  // store meta to write
+  std::vector<Push> pushes;      // work items for agents' work streams
+  std::vector<TaskId> terminal;  // tasks that reached a terminal state
+  bool empty() const {
+    return dirty.empty() && purged.empty() && meta.empty() && pushes.empty() &&
+           terminal.empty();
+  }
+};
+
+struct ListFilter {
+  v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
+  std::string type;
+  std::string tenant;
+  v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
+  bool dead_only = false;
+  TaskId after = 0;  // page token: list ids greater than this
+  int limit = 100;
+};
+
+struct AgentInfo {
+  AgentId id = 0;
+  std::vector<std::string> types;
+  int max_concurrency = 1;
+  double cost_factor = 1;
+  std::string name;
+  std::map<std::string, std::string> labels;
+  bool stream_open = false;
+  absl::Time last_seen;
+  absl::flat_hash_set<TaskId> leased;
+};
+
+bool IsTerminal(v1::TaskState s);
+// "ready", "leased", ...: a state's short name for metrics, CLI and errors.
+std::string StateName(v1::TaskState s);
+std::string PriorityName(v1::Priority p);
+
+class Engine {
+ public:
+  Engine(EngineOptions options, const Clock& clock);
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // --- recovery (before any command) -------------------------------------------------
+  // Adds a task read from the store. `max_task_id` (from store meta) keeps ids unique
+  // after purges.
+  void Restore(v1::Task task);
+  // Ends recovery: tasks that were leased when the server stopped return to the queue
+  // (their attempt closes as "interrupted" and is not counted), timers are re-armed.
+  void FinishRecovery(uint64_t max_task_id);
+
+  // --- tasks ----------------------------------------------------------------------------
+  struct SubmitResult {
+    TaskId id = 0;
+    bool deduplicated = false;
+  };
+  // All or none: validates every spec (errors name the field, e.g. "tasks[2].payload"),
+  // then applies admission control. `field_prefix` is "task" for a single submission.
+  absl::StatusOr<std::vector<SubmitResult>> Submit(const std::vector<v1::TaskSpec>& specs,
+                                                   const std::string& field_prefix);
+  absl::StatusOr<const v1::Task*> Get(TaskId id) const;
+  std::vector<const v1::Task*> List(const ListFilter& filter) const;
+  absl::StatusOr<const v1::Task*> Cancel(TaskId id, const std::string& reason);
+  // Dead letters back to READY with a fresh attempt series. Unknown or non-dead ids are
+  // an error naming them (nothing changes then).
+  absl::StatusOr<std::vector<TaskId>> Reprocess(const std::vector<TaskId>& ids, bool all,
+                                                const std::string& type);
+  absl::StatusOr<int64_t> Purge(const std::vector<TaskId>& ids, bool all,
+                                const std::string& type);
+
+  // --- agents ---------------------------------------------------------------------------
+  absl::StatusOr<AgentId> RegisterAgent(const v1::RegisterAgentRequest& req);
+  absl::Status Heartbeat(AgentId agent);
+  // The agent's work stream opened / closed. While open, free slots get work pushed.
+  absl::Status OpenStream(AgentId agent);
+  void CloseStream(AgentId agent);
+  absl::Status Complete(AgentId agent, TaskId task, uint64_t token, const std::string& result);
+  absl::Status Fail(AgentId agent, TaskId task, uint64_t token, const std::string& error,
+                    bool retryable);
+  absl::Status Checkpoint(AgentId agent, TaskId task, uint64_t token, const std::string& data);
+  absl::StatusOr<absl::Time> ExtendLease(AgentId agent, TaskId task, uint64_t token);
+  // The agent leaves; its leased tasks return to the queue at once, uncounted.
+  absl::Status Deregister(AgentId agent);
+
+  // --- time -----------------------------------------------------------------------------
+  // Fires every timer due at clock.Now(): lease expiry, retry backoff, deadlines,
+  // execution timeouts, agent expiry.
+  void Tick();
+  // When the next timer is due (nullopt: none armed).
+  std::optional<absl::Time> NextWakeup() const;
+
+  // --- reading --------------------------------------------------------------------------
+  Outbox TakeOutbox();
+  const v1::Task* Snapshot(TaskId id) const;
+  const EngineProbe& probe() const { return probe_; }
+  int64_t CountInState(v1::TaskState s) const { return state_counts_[s]; }
+  int64_t outstanding() const;
+  const EngineOptions& options() const { return options_; }
+  // Ready depth per (type, priority).
+  const std::map<std::pair<std::string, int>, int64_t>& queue_depths() const {
+    return queue_depths_;
+  }
+  const absl::btree_map<AgentId, AgentInfo>& agents() const { return agents_; }
+  size_t task_count() const { return tasks_.size(); }
+
+  // Checks internal consistency (indexes agree with records). For tests and the
+  // simulation; returns the first inconsistency found.
+  absl::Status CheckInvariants() const;
+
+ private:
+  struct QueueKey {
+    int priority;
+    int64_t deadline_ms;  // INT64_MAX when none
+    uint64_t seq;
+    TaskId id;
+    auto operator<=>(const QueueKey&) const = default;
+  };
+  struct Entry {
+    v1::Task task;
+    uint32_t gen = 0;  // bumps on every state change; stale timers carry an older one
+    QueueKey key{};    // valid while READY
+    absl::Time ready_since;
+  };
+  struct TypeQueue {
+    std::set<QueueKey> ready;
+    std::set<AgentId> idle_agents;  // stream open, a free slot
+  };
+  enum class TimerKind : uint8_t { kLease, kRetry, kDeadline, kExecTimeout, kAgent };
+  struct Timer {
+    absl::Time at;
+    uint64_t seq;
+    uint64_t id;  // task or agent id
+    uint32_t gen;
+    TimerKind kind;
+    bool operator>(const Timer& o) const {
+      return at != o.at ? at > o.at : seq > o.seq;
+    }
+  };
+
+  absl::Status ValidateSpec(const v1::TaskSpec& spec, const std::string& field) const;
+  absl::Status Admit(const std::vector<const v1::TaskSpec*>& fresh);
+  TypeDefaults DefaultsFor(const std::string& type) const;
+  Entry* Find(TaskId id);
+  const Entry* Find(TaskId id) const;
+  absl::StatusOr<Entry*> FindLeased(AgentId agent, TaskId id, uint64_t token,
+                                    const char* what);
+
+  void SetState(Entry& e, v1::TaskState s);
+  void MakeReady(Entry& e);
+  void RemoveFromReady(Entry& e);
+  void Lease(Entry& e, AgentInfo& agent);
+  void CloseAttempt(Entry& e, const std::string& outcome, const std::string& error,
+                    bool counted);
+  void ReleaseFromAgent(Entry& e);
+  // An attempt ended without success.
+  void FailAttempt(Entry& e, const std::string& outcome, const std::string& error,
+                   bool retryable, bool counted);
+  void Finish(Entry& e, v1::TaskState terminal, const std::string& reason);
+  void RemoveAgent(AgentInfo& agent, const std::string& outcome, bool counted);
+
+  void RefreshIdle(AgentInfo& agent);
+  void DispatchType(const std::string& type);
+  void FillAgent(AgentInfo& agent);
+  AgentInfo* PickAgent(TypeQueue& q);
+
+  void Arm(TimerKind kind, uint64_t id, uint32_t gen, absl::Time at);
+  void FireTimer(const Timer& t);
+  absl::Duration Backoff(const Entry& e);
+  void MarkDirty(const Entry& e);
+  absl::Time now() const { return clock_.Now(); }
+  int64_t now_ms() const { return ToUnixMs(clock_.Now()); }
+
+  EngineOptions options_;
+  const Clock& clock_;
+  std::mt19937_64 rng_;
+  absl::btree_map<TaskId, std::unique_ptr<Entry>> tasks_;
+  absl::flat_hash_map<std::string, TypeQueue> queues_;
+  absl::btree_map<AgentId, AgentInfo> agents_;
+  absl::flat_hash_map<std::string, TaskId> idempotency_;  // tenant '\0' key -> id
+  std::set<TaskId> dead_;
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
+  std::map<std::pair<std::string, int>, int64_t> queue_depths_;
+  std::array<int64_t, 9> state_counts_{};
+  TaskId next_task_id_ = 1;
+  AgentId next_agent_id_ = 1;
+  uint64_t next_seq_ = 1;
+  uint64_t next_timer_seq_ = 1;
+  uint32_t token_counter_ = 0;
+  Outbox outbox_;
+  absl::flat_hash_set<TaskId> dirty_set_;
+  EngineProbe probe_;
+};
+
+}  // namespace drover::core

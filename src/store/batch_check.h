@@ -1,0 +1,43 @@
+// Private to drover_store: the checks every driver makes on a WriteBatch before writing any
+// of it, so that all drivers accept and reject exactly the same batches.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "fmt/format.h"
+#include "store/store.h"
+
+namespace drover::store::internal {
+
+// Task ids are stored in SQL INTEGER columns, which are signed 64-bit. Ids above this would
+// wrap to negative numbers and sort before every other id, so no driver accepts them.
+inline constexpr uint64_t kMaxTaskId = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+
+// OK, or InvalidArgumentError naming the store and the offending id. Checked before the
+// transaction starts, so a rejected batch writes nothing.
+inline absl::Status CheckBatch(const WriteBatch& batch, std::string_view store) {
+  for (const TaskRow& row : batch.upserts) {
+    if (row.id > kMaxTaskId) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: commit: upsert of task id {} is out of range (max {})", store, row.id, kMaxTaskId));
+    }
+  }
+  for (uint64_t id : batch.deletes) {
+    if (id > kMaxTaskId) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: commit: delete of task id {} is out of range (max {})", store, id, kMaxTaskId));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// What StoreStats::rows_written adds for one successful commit: every row the batch upserts
+// or deletes, task or meta (a delete of an unknown id counts too: it was requested).
+inline int64_t RowsIn(const WriteBatch& batch) {
+  return static_cast<int64_t>(batch.upserts.size() + batch.deletes.size() + batch.meta.size());
+}
+
+}  // namespace drover::store::internal

@@ -1,0 +1,79 @@
+// The in-memory driver of drover::store::Store: the reference semantics the SQLite driver is
+// tested against (tests/unit/store_test.cc runs one conformance suite over both).
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "batch_check.h"
+#include "store/store.h"
+
+namespace drover::store {
+namespace {
+
+class MemoryStore final : public Store {
+ public:
+  std::string Describe() const override { return "memory"; }
+
+  absl::Status Commit(const WriteBatch& batch) override {
+    if (loading_) {
+      return absl::FailedPreconditionError(
+          "memory: Commit called from inside a LoadTasks callback");
+    }
+    // Every check happens before the first write, and the writes below cannot fail (short
+    // of running out of memory), so a batch is applied entirely or not at all.
+    if (auto s = internal::CheckBatch(batch, Describe()); !s.ok()) return s;
+    if (batch.empty()) return absl::OkStatus();  // same as SQLite: not counted as a commit
+    for (const TaskRow& row : batch.upserts) tasks_.insert_or_assign(row.id, row);
+    for (uint64_t id : batch.deletes) tasks_.erase(id);
+    for (const auto& [key, value] : batch.meta) meta_.insert_or_assign(key, value);
+    ++stats_.commits;
+    stats_.rows_written += internal::RowsIn(batch);
+    return absl::OkStatus();
+  }
+
+  absl::Status LoadTasks(const std::function<void(TaskRow&&)>& fn) override {
+    if (!fn) return absl::InvalidArgumentError("LoadTasks: empty callback");
+    if (loading_) {
+      return absl::FailedPreconditionError(
+          "memory: LoadTasks called from inside a LoadTasks callback");
+    }
+    // The flag makes a Commit from inside `fn` fail, as it would otherwise invalidate the
+    // iterator walking tasks_.
+    loading_ = true;
+    for (const auto& [id, row] : tasks_) fn(TaskRow(row));
+    loading_ = false;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) override {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override {
+    auto it = meta_.find(key);
+    if (it == meta_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  StoreStats Stats() const override { return stats_; }
+
+ private:
+  std::map<uint64_t, TaskRow> tasks_;  // ordered: LoadTasks walks it in id order
+  std::map<std::string, std::string> meta_;
+  StoreStats stats_;
+  bool loading_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> NewMemoryStore() { return std::make_unique<MemoryStore>(); }
+
+}  // namespace drover::store

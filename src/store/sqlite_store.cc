@@ -1,0 +1,464 @@
+// The SQLite driver of drover::store::Store.
+//
+// One connection per store, used from one thread (Store is thread-compatible), opened in WAL
+// mode. Every Commit is one BEGIN IMMEDIATE ... COMMIT transaction built from statements
+// prepared once at open and reused for the life of the store: this is the hot path of the
+// queue (>= 100k row writes/s in batches of hundreds to thousands), so nothing on it parses
+// SQL, copies row bytes, or allocates per row.
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "batch_check.h"
+#include "fmt/format.h"
+#include "migrations.h"
+#include "store/store.h"
+
+namespace drover::store {
+namespace {
+
+using internal::kSqliteMigrationCount;
+using internal::kSqliteMigrations;
+using internal::Migration;
+
+// How long a statement waits for a lock held by another connection (a `sqlite3` shell, a
+// backup) before failing with SQLITE_BUSY.
+constexpr int kBusyTimeoutMs = 5000;
+// Page cache size in KiB (negative cache_size means KiB in SQLite): 64 MiB keeps the task
+// table and its indexes in memory for queues of a few hundred thousand tasks.
+constexpr int kCacheSizeKiB = 64 * 1024;
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+int NewestMigrationVersion() {
+  return kSqliteMigrationCount == 0 ? 0 : kSqliteMigrations[kSqliteMigrationCount - 1].version;
+}
+
+// "sqlite:<path>: <what>: <sqlite's message> (code N)". Call before anything else runs on
+// `db`: the message is the connection's last error.
+std::string SqliteMessage(sqlite3* db, std::string_view path, std::string_view what) {
+  return fmt::format("sqlite:{}: {}: {} (sqlite code {})", path, what, sqlite3_errmsg(db),
+                     sqlite3_extended_errcode(db));
+}
+
+// The error for a failure while opening: a file that is not a database is the caller's
+// problem (FailedPrecondition); anything else is reported as Internal.
+absl::Status OpenError(sqlite3* db, std::string_view path, std::string_view what) {
+  if ((sqlite3_extended_errcode(db) & 0xff) == SQLITE_NOTADB) {
+    return absl::FailedPreconditionError(
+        fmt::format("sqlite:{}: not a SQLite database ({}: {})", path, what, sqlite3_errmsg(db)));
+  }
+  return absl::InternalError(SqliteMessage(db, path, what));
+}
+
+// Runs SQL that returns no rows we need (pragmas that set, DDL, transaction control).
+absl::Status Exec(sqlite3* db, std::string_view path, const char* sql, std::string_view what) {
+  if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return OpenError(db, path, what);
+  }
+  return absl::OkStatus();
+}
+
+// Runs a single-row query and returns its first column as an integer / as text.
+absl::StatusOr<int64_t> QueryInt(sqlite3* db, std::string_view path, const char* sql) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &raw, nullptr) != SQLITE_OK) {
+    return OpenError(db, path, sql);
+  }
+  StmtPtr stmt(raw);
+  if (sqlite3_step(stmt.get()) != SQLITE_ROW) return OpenError(db, path, sql);
+  return sqlite3_column_int64(stmt.get(), 0);
+}
+
+absl::StatusOr<std::string> QueryText(sqlite3* db, std::string_view path, const char* sql) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &raw, nullptr) != SQLITE_OK) {
+    return OpenError(db, path, sql);
+  }
+  StmtPtr stmt(raw);
+  if (sqlite3_step(stmt.get()) != SQLITE_ROW) return OpenError(db, path, sql);
+  const unsigned char* text = sqlite3_column_text(stmt.get(), 0);
+  return text == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(text));
+}
+
+// Rolls back the open transaction, if any. Used on error paths, where the error to report was
+// already captured: ROLLBACK's own outcome would only overwrite it.
+void RollbackIfOpen(sqlite3* db) {
+  if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+// Brings the database from `version` to the newest migration, one transaction per migration,
+// so a failure leaves it at the last migration that fully applied.
+absl::Status ApplyMigrations(sqlite3* db, std::string_view path, int64_t version) {
+  for (int i = 0; i < kSqliteMigrationCount; ++i) {
+    const Migration& m = kSqliteMigrations[i];
+    if (m.version <= version) continue;
+    const std::string what = fmt::format("migration {}", m.name);
+    if (auto s = Exec(db, path, "BEGIN IMMEDIATE", what + ": begin"); !s.ok()) return s;
+    // Another process may have migrated between our first read and taking the write lock:
+    // read the version again under the lock so no migration ever runs twice.
+    absl::StatusOr<int64_t> now = QueryInt(db, path, "PRAGMA user_version");
+    if (!now.ok()) {
+      RollbackIfOpen(db);
+      return now.status();
+    }
+    if (*now >= m.version) {
+      RollbackIfOpen(db);
+      version = *now;
+      continue;
+    }
+    const std::string set_version = fmt::format("PRAGMA user_version = {}", m.version);
+    absl::Status s = Exec(db, path, m.sql, what);
+    if (s.ok()) s = Exec(db, path, set_version.c_str(), what + ": set user_version");
+    if (s.ok()) s = Exec(db, path, "COMMIT", what + ": commit");
+    if (!s.ok()) {
+      RollbackIfOpen(db);
+      // A migration that fails is a bug in drover or a damaged file, not a caller error.
+      return absl::InternalError(s.message());
+    }
+    version = m.version;
+  }
+  return absl::OkStatus();
+}
+
+// Resets a statement (and drops its bindings) when the scope ends, on every path: a
+// statement left stepped keeps a read snapshot open and pins the WAL.
+class ResetOnExit {
+ public:
+  explicit ResetOnExit(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ResetOnExit(const ResetOnExit&) = delete;
+  ResetOnExit& operator=(const ResetOnExit&) = delete;
+  ~ResetOnExit() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+// Binds text or a blob without copying (SQLITE_STATIC): the caller keeps `bytes` alive and
+// unchanged until the statement is reset. A zero-length value binds as '' / x'', never NULL,
+// because std::string::data() is never null.
+int BindText(sqlite3_stmt* stmt, int index, const std::string& bytes) {
+  return sqlite3_bind_text64(stmt, index, bytes.data(), bytes.size(), SQLITE_STATIC, SQLITE_UTF8);
+}
+int BindBlob(sqlite3_stmt* stmt, int index, const std::string& bytes) {
+  return sqlite3_bind_blob64(stmt, index, bytes.data(), bytes.size(), SQLITE_STATIC);
+}
+
+// Copies column `index` (TEXT or BLOB) out of the current row. Reads the pointer before the
+// size, as SQLite recommends; bytes after a NUL are kept.
+std::string ColumnText(sqlite3_stmt* stmt, int index) {
+  const void* p = sqlite3_column_text(stmt, index);
+  const int n = sqlite3_column_bytes(stmt, index);
+  return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
+}
+std::string ColumnBlob(sqlite3_stmt* stmt, int index) {
+  const void* p = sqlite3_column_blob(stmt, index);
+  const int n = sqlite3_column_bytes(stmt, index);
+  return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
+}
+
+// Reads the current row of a task SELECT, whose columns must be, in this order:
+// id, tenant, type, state, priority, updated_unix_ms, blob.
+TaskRow ReadTaskRow(sqlite3_stmt* stmt) {
+  TaskRow row;
+  row.id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
+  row.tenant = ColumnText(stmt, 1);
+  row.type = ColumnText(stmt, 2);
+  row.state = sqlite3_column_int(stmt, 3);
+  row.priority = sqlite3_column_int(stmt, 4);
+  row.updated_unix_ms = sqlite3_column_int64(stmt, 5);
+  row.blob = ColumnBlob(stmt, 6);
+  return row;
+}
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(std::string path, DbPtr db) : path_(std::move(path)), db_(std::move(db)) {}
+
+  // Prepares every statement the store uses. Called once, after the migrations.
+  absl::Status Prepare();
+
+  std::string Describe() const override { return "sqlite:" + path_; }
+  absl::Status Commit(const WriteBatch& batch) override;
+  absl::Status LoadTasks(const std::function<void(TaskRow&&)>& fn) override;
+  absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) override;
+  absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override;
+  StoreStats Stats() const override { return stats_; }
+
+ private:
+  absl::Status Internal(std::string_view what) const {
+    return absl::InternalError(SqliteMessage(db_.get(), path_, what));
+  }
+  // Steps a statement that returns no rows and resets it. `what` is built only on error.
+  template <typename What>
+  absl::Status Run(sqlite3_stmt* stmt, const What& what);
+  // Everything between (and including) BEGIN and COMMIT; the caller rolls back on error.
+  absl::Status WriteBatchInTransaction(const WriteBatch& batch);
+
+  const std::string path_;
+  // Declared before the statements so it is destroyed after them: sqlite3_close needs every
+  // statement finalized.
+  DbPtr db_;
+  StmtPtr begin_;
+  StmtPtr commit_;
+  StmtPtr upsert_task_;
+  StmtPtr delete_task_;
+  StmtPtr upsert_meta_;
+  StmtPtr get_task_;
+  StmtPtr get_meta_;
+  StmtPtr load_tasks_;
+  StoreStats stats_;
+  // True while LoadTasks runs its callback; Commit and LoadTasks refuse to run then.
+  bool loading_ = false;
+};
+
+absl::Status SqliteStore::Prepare() {
+  struct Spec {
+    StmtPtr* stmt;
+    const char* name;  // for the error message
+    const char* sql;
+  };
+  const Spec specs[] = {
+      {&begin_, "begin", "BEGIN IMMEDIATE"},
+      {&commit_, "commit", "COMMIT"},
+      {&upsert_task_, "upsert task",
+       "INSERT INTO tasks (id, tenant, type, state, priority, updated_unix_ms, blob) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+       "ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, type = excluded.type, "
+       "state = excluded.state, priority = excluded.priority, "
+       "updated_unix_ms = excluded.updated_unix_ms, blob = excluded.blob"},
+      {&delete_task_, "delete task", "DELETE FROM tasks WHERE id = ?1"},
+      {&upsert_meta_, "upsert meta",
+       "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+       "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
+      {&get_task_, "get task",
+       "SELECT id, tenant, type, state, priority, updated_unix_ms, blob FROM tasks WHERE id = ?1"},
+      {&get_meta_, "get meta", "SELECT value FROM meta WHERE key = ?1"},
+      {&load_tasks_, "load tasks",
+       "SELECT id, tenant, type, state, priority, updated_unix_ms, blob FROM tasks ORDER BY id"},
+  };
+  for (const Spec& spec : specs) {
+    sqlite3_stmt* raw = nullptr;
+    // PERSISTENT: these statements live as long as the connection, so SQLite should not
+    // take their memory from its short-lived lookaside pool.
+    if (sqlite3_prepare_v3(db_.get(), spec.sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr) !=
+        SQLITE_OK) {
+      return Internal(fmt::format("prepare {} statement", spec.name));
+    }
+    spec.stmt->reset(raw);
+  }
+  return absl::OkStatus();
+}
+
+template <typename What>
+absl::Status SqliteStore::Run(sqlite3_stmt* stmt, const What& what) {
+  const int rc = sqlite3_step(stmt);
+  absl::Status status;
+  // Capture the message before sqlite3_reset, which may replace it.
+  if (rc != SQLITE_DONE) status = Internal(what());
+  sqlite3_reset(stmt);
+  return status;
+}
+
+absl::Status SqliteStore::WriteBatchInTransaction(const WriteBatch& batch) {
+  if (auto s = Run(begin_.get(), [] { return "commit: begin"; }); !s.ok()) return s;
+
+  // Each parameter is bound again for every row, so a reset (without clear_bindings) between
+  // rows suffices; the caller clears the bindings once the batch is done, so no statement
+  // keeps pointers into the caller's rows (bound SQLITE_STATIC) after Commit returns.
+  sqlite3_stmt* upsert = upsert_task_.get();
+  for (const TaskRow& row : batch.upserts) {
+    int rc = sqlite3_bind_int64(upsert, 1, static_cast<int64_t>(row.id));
+    if (rc == SQLITE_OK) rc = BindText(upsert, 2, row.tenant);
+    if (rc == SQLITE_OK) rc = BindText(upsert, 3, row.type);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(upsert, 4, row.state);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(upsert, 5, row.priority);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(upsert, 6, row.updated_unix_ms);
+    if (rc == SQLITE_OK) rc = BindBlob(upsert, 7, row.blob);
+    if (rc != SQLITE_OK) return Internal(fmt::format("commit: bind task {}", row.id));
+    auto s = Run(upsert, [&] { return fmt::format("commit: upsert task {}", row.id); });
+    if (!s.ok()) return s;
+  }
+
+  sqlite3_stmt* del = delete_task_.get();
+  for (uint64_t id : batch.deletes) {
+    if (sqlite3_bind_int64(del, 1, static_cast<int64_t>(id)) != SQLITE_OK) {
+      return Internal(fmt::format("commit: bind delete of task {}", id));
+    }
+    auto s = Run(del, [&] { return fmt::format("commit: delete task {}", id); });
+    if (!s.ok()) return s;
+  }
+
+  sqlite3_stmt* meta = upsert_meta_.get();
+  for (const auto& [key, value] : batch.meta) {
+    int rc = BindText(meta, 1, key);
+    if (rc == SQLITE_OK) rc = BindText(meta, 2, value);
+    if (rc != SQLITE_OK) return Internal(fmt::format("commit: bind meta \"{}\"", key));
+    auto s = Run(meta, [&] { return fmt::format("commit: set meta \"{}\"", key); });
+    if (!s.ok()) return s;
+  }
+
+  return Run(commit_.get(), [] { return "commit: commit"; });
+}
+
+absl::Status SqliteStore::Commit(const WriteBatch& batch) {
+  if (loading_) {
+    return absl::FailedPreconditionError(
+        fmt::format("sqlite:{}: Commit called from inside a LoadTasks callback", path_));
+  }
+  if (auto s = internal::CheckBatch(batch, Describe()); !s.ok()) return s;
+  if (batch.empty()) return absl::OkStatus();  // nothing to make durable; not a commit
+
+  absl::Status status = WriteBatchInTransaction(batch);
+  sqlite3_clear_bindings(upsert_task_.get());
+  sqlite3_clear_bindings(delete_task_.get());
+  sqlite3_clear_bindings(upsert_meta_.get());
+  if (!status.ok()) {
+    // A failed statement or a failed COMMIT can leave the transaction open; nothing of the
+    // batch may become visible, so undo it all.
+    RollbackIfOpen(db_.get());
+    return status;
+  }
+  ++stats_.commits;
+  stats_.rows_written += internal::RowsIn(batch);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::LoadTasks(const std::function<void(TaskRow&&)>& fn) {
+  if (!fn) return absl::InvalidArgumentError("LoadTasks: empty callback");
+  if (loading_) {
+    return absl::FailedPreconditionError(
+        fmt::format("sqlite:{}: LoadTasks called from inside a LoadTasks callback", path_));
+  }
+  loading_ = true;
+  sqlite3_stmt* stmt = load_tasks_.get();
+  ResetOnExit reset(stmt);
+  // One statement is one read transaction: the callback sees a consistent snapshot even if
+  // another connection writes meanwhile.
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) fn(ReadTaskRow(stmt));
+  loading_ = false;
+  if (rc != SQLITE_DONE) return Internal("load tasks");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<TaskRow>> SqliteStore::GetTask(uint64_t id) {
+  // No stored id exceeds kMaxTaskId (Commit refuses them), so such an id is simply unknown.
+  if (id > internal::kMaxTaskId) return std::nullopt;
+  sqlite3_stmt* stmt = get_task_.get();
+  ResetOnExit reset(stmt);
+  if (sqlite3_bind_int64(stmt, 1, static_cast<int64_t>(id)) != SQLITE_OK) {
+    return Internal(fmt::format("get task {}: bind", id));
+  }
+  const int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) return ReadTaskRow(stmt);
+  if (rc == SQLITE_DONE) return std::nullopt;
+  return Internal(fmt::format("get task {}", id));
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::GetMeta(const std::string& key) {
+  sqlite3_stmt* stmt = get_meta_.get();
+  ResetOnExit reset(stmt);
+  if (BindText(stmt, 1, key) != SQLITE_OK) {
+    return Internal(fmt::format("get meta \"{}\": bind", key));
+  }
+  const int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) return ColumnText(stmt, 0);
+  if (rc == SQLITE_DONE) return std::nullopt;
+  return Internal(fmt::format("get meta \"{}\"", key));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                                       Durability durability) {
+  if (path.empty()) return absl::InvalidArgumentError("OpenSqliteStore: empty database path");
+
+  // NOMUTEX: the store is thread-compatible and its connection is never shared, so SQLite's
+  // per-call connection mutex would be pure overhead on the hot path.
+  sqlite3* raw = nullptr;
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  DbPtr db(raw);  // sqlite3_open_v2 may allocate a handle even when it fails: always close it
+  if (rc != SQLITE_OK) {
+    return absl::FailedPreconditionError(
+        fmt::format("sqlite:{}: cannot open database: {}", path,
+                    raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+  }
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+
+  // SQLite silently falls back to read-only when the file is not writable; a store that
+  // cannot commit is useless, so say why now instead of failing on the first Commit.
+  if (sqlite3_db_readonly(db.get(), "main") == 1) {
+    return absl::FailedPreconditionError(
+        fmt::format("sqlite:{}: database file is read-only (check its permissions)", path));
+  }
+
+  // The first read of the file: fails with SQLITE_NOTADB when it is not a SQLite database.
+  // Nothing is written before the checks below pass, so a foreign file is left untouched.
+  absl::StatusOr<int64_t> version = QueryInt(db.get(), path, "PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  const int newest = NewestMigrationVersion();
+  if (*version < 0 || *version > newest) {
+    return absl::FailedPreconditionError(fmt::format(
+        "sqlite:{}: database schema version {} is newer than this drover binary supports "
+        "(newest migration: {}); refusing to open it",
+        path, *version, newest));
+  }
+  if (*version == 0) {
+    // A database we never migrated must be empty; one with tables belongs to someone else.
+    absl::StatusOr<int64_t> objects =
+        QueryInt(db.get(), path, "SELECT count(*) FROM sqlite_master");
+    if (!objects.ok()) return objects.status();
+    if (*objects > 0) {
+      return absl::FailedPreconditionError(fmt::format(
+          "sqlite:{}: not a drover database (user_version 0 but it has {} schema objects)", path,
+          *objects));
+    }
+  }
+
+  absl::StatusOr<std::string> journal = QueryText(db.get(), path, "PRAGMA journal_mode = WAL");
+  if (!journal.ok()) return journal.status();
+  if (*journal != "wal") {
+    return absl::FailedPreconditionError(fmt::format(
+        "sqlite:{}: cannot enable WAL journal mode (journal_mode is '{}')", path, *journal));
+  }
+  // In WAL mode NORMAL syncs only at checkpoints: a commit survives a process crash but the
+  // last commits may be lost on power failure. FULL also syncs the WAL on every commit.
+  const char* synchronous =
+      durability == Durability::kFull ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL";
+  const std::string cache_size = fmt::format("PRAGMA cache_size = -{}", kCacheSizeKiB);
+  for (const char* pragma : {synchronous, "PRAGMA temp_store = MEMORY", cache_size.c_str()}) {
+    if (auto s = Exec(db.get(), path, pragma, pragma); !s.ok()) return s;
+  }
+
+  if (auto s = ApplyMigrations(db.get(), path, *version); !s.ok()) return s;
+
+  auto store = std::make_unique<SqliteStore>(path, std::move(db));
+  if (auto s = store->Prepare(); !s.ok()) return s;
+  return store;
+}
+
+}  // namespace drover::store
