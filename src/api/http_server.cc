@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "api/status_map.h"
 #include "core/engine.h"
-#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "httplib.h"
 
@@ -20,17 +19,35 @@ std::string StatusCodeName(absl::StatusCode code) {
   return absl::AsciiStrToUpper(absl::StatusCodeToString(code));
 }
 
+std::string JsonEscape(absl::string_view in) {
+  std::string out;
+  for (unsigned char c : in) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          absl::StrAppend(&out, "\\u00", absl::Hex(c, absl::kZeroPad2));
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
 void WriteError(httplib::Response& res, const absl::Status& st) {
   res.status = HttpCode(st.code());
   if (auto ms = RetryAfterMs(st)) {
     res.set_header("Retry-After", std::to_string((*ms + 999) / 1000));
   }
-  pb::Struct body;
-  auto* err = (*body.mutable_fields())["error"].mutable_struct_value();
-  (*err->mutable_fields())["code"].set_string_value(StatusCodeName(st.code()));
-  (*err->mutable_fields())["message"].set_string_value(std::string(st.message()));
-  std::string json;
-  (void)pb::util::MessageToJsonString(body, &json);
+  // Written by hand: protobuf's printer escapes '<' and '>', which hurts messages like
+  // "must be >= 0".
+  std::string json = absl::StrCat("{\"error\":{\"code\":\"", StatusCodeName(st.code()),
+                                  "\",\"message\":\"", JsonEscape(st.message()), "\"}}");
   res.set_content(json + "\n", "application/json");
 }
 

@@ -333,8 +333,10 @@ int Main(int argc, char** argv) {
   wait->add_option("--timeout", wait_timeout, "give up after this long (default 60s, at most 1h)");
   wait->add_flag("--json", json, "print JSON");
 
+  bool one_line = false;
   CLI::App* stats = app.add_subcommand("stats", "Server statistics");
   stats->add_flag("--json", json, "print JSON");
+  stats->add_flag("--line", one_line, "one line of task counts (for watching a run)");
 
   std::vector<uint64_t> ids;
   bool all = false;
@@ -515,13 +517,24 @@ int Main(int argc, char** argv) {
       fmt::print("{}", Json(*r));
       return 0;
     }
+    auto count = [&](const char* state) {
+      auto it = r->tasks_by_state().find(state);
+      return it == r->tasks_by_state().end() ? int64_t{0} : it->second;
+    };
+    if (one_line) {
+      fmt::print(
+          "ready {:>5}  running {:>3}  retry-wait {:>4}  succeeded {:>6}  dead {:>4}  retries {:>5}  "
+          "outstanding {}\n",
+          count("ready"), count("leased"), count("retry_wait"), count("succeeded"), count("dead"),
+          r->retries_total(), r->outstanding());
+      return 0;
+    }
     fmt::print("store {}  up {}s  outstanding {} of {}\n", r->store(), r->uptime_ms() / 1000,
                r->outstanding(), r->capacity());
     std::vector<std::string> parts;
     for (const char* st : {"waiting", "ready", "leased", "retry_wait", "succeeded", "dead",
                            "canceled", "expired"}) {
-      auto it = r->tasks_by_state().find(st);
-      parts.push_back(absl::StrCat(st, " ", it == r->tasks_by_state().end() ? 0 : it->second));
+      parts.push_back(absl::StrCat(st, " ", count(st)));
     }
     fmt::print("tasks: {}\n", absl::StrJoin(parts, ", "));
     fmt::print("agents {} ({} of {} slots busy)  submitted {}  rejected {}  retries {}  dead-lettered {}  leases expired {}\n",

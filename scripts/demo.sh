@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The demo: drover serve on the embedded SQLite store, agents of two types (scripts in
+# examples/agents that take a moment and sometimes fail), a mixed workload across all five
+# priorities, the flow live in the terminal, and a summary.
+#   usage: scripts/demo.sh [path/to/drover]     (make demo builds it first)
+#   KEEP=1 leaves the server and agents running afterwards.
+set -euo pipefail
+DROVER=${1:-build/release/drover}
+DROVER=$(cd "$(dirname "$DROVER")" && pwd)/$(basename "$DROVER")
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/drover-demo.XXXXXX)
+PIDS=()
+stop_all() {
+  if [ "${KEEP:-0}" = 1 ]; then return; fi
+  for p in "${PIDS[@]:-}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+GRPC_PORT=${GRPC_PORT:-7070}
+HTTP_PORT=${HTTP_PORT:-7071}
+# Fall back to free ports when the usual ones are taken.
+if ! python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1',$GRPC_PORT))" 2>/dev/null; then GRPC_PORT=$(free_port); fi
+if ! python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1',$HTTP_PORT))" 2>/dev/null; then HTTP_PORT=$(free_port); fi
+export DROVER_SERVER=127.0.0.1:$GRPC_PORT
+
+bold() { printf '\033[1m%s\033[0m\n' "$*"; }
+
+cat >"$WORK/drover.json" <<'JSON'
+{
+  "capacity": 10000,
+  "lease_ttl_ms": 10000,
+  "defaults": {"backoff_base_ms": 300, "backoff_cap_ms": 3000, "max_attempts": 4},
+  "task_types": {"review": {"max_attempts": 5, "execution_timeout_ms": 30000}}
+}
+JSON
+
+bold "1. drover serve (SQLite store in $WORK/data)"
+"$DROVER" serve --config "$WORK/drover.json" --data-dir "$WORK/data" \
+  --grpc-listen "127.0.0.1:$GRPC_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
+  --port-file "$WORK/ports" 2>"$WORK/serve.log" &
+PIDS+=("$!")
+for _ in $(seq 1 100); do [ -f "$WORK/ports" ] && break; sleep 0.05; done
+sed 's/^/   /' "$WORK/serve.log"
+
+bold "2. agents: 2 x summarize (4 slots each), 1 x review (3 slots)"
+for i in 1 2; do
+  "$DROVER" agent --name "summarize-$i" --type summarize --concurrency 4 \
+    -- "$ROOT/examples/agents/summarize.sh" 2>"$WORK/agent-summarize-$i.log" &
+  PIDS+=("$!")
+done
+"$DROVER" agent --name review-1 --type review --concurrency 3 \
+  -- "$ROOT/examples/agents/review.sh" 2>"$WORK/agent-review-1.log" &
+PIDS+=("$!")
+sleep 0.5
+echo "   drover agent --type summarize --concurrency 4 -- examples/agents/summarize.sh"
+
+bold "3. a mixed workload: 150 tasks across all five priorities"
+for prio in background low normal high critical; do
+  case $prio in
+    background) count=40 ;; low) count=40 ;; normal) count=40 ;; high) count=20 ;; critical) count=10 ;;
+  esac
+  for i in $(seq 1 "$count"); do
+    if [ $((i % 3)) = 0 ]; then type=review; else type=summarize; fi
+    echo "{\"type\":\"$type\",\"priority\":\"PRIORITY_${prio^^}\",\"payload\":\"$(printf 'doc %s-%s about agents and queues' "$prio" "$i" | base64 -w0)\"}"
+  done
+done | python3 -c '
+import sys, json
+tasks = [json.loads(l) for l in sys.stdin]
+print(json.dumps({"tasks": tasks}))' >"$WORK/batch.json"
+resp=$(curl -s -XPOST -H "Content-Type: application/json" "http://127.0.0.1:$HTTP_PORT/v1/tasks:batch" --data-binary @"$WORK/batch.json")
+case "$resp" in *'"results"'*) ;; *) echo "   batch refused: $resp"; exit 1 ;; esac
+echo "   submitted 150 tasks in one batch over HTTP/JSON (curl -XPOST .../v1/tasks:batch)"
+urgent=$("$DROVER" submit -q --type summarize --priority critical --payload "incident report: production is down")
+echo "   and one critical task from the CLI: task $urgent (watch it overtake the backlog)"
+
+bold "4. the flow (drover stats, every second)"
+start=$(date +%s)
+while :; do
+  line=$("$DROVER" stats --line)
+  printf '   %3ss  %s\n' "$(( $(date +%s) - start ))" "$line"
+  case "$line" in *"outstanding 0") break ;; esac
+  [ $(( $(date +%s) - start )) -gt 180 ] && { echo "   (stopping the watch after 180 s)"; break; }
+  sleep 1
+done
+
+bold "5. summary"
+"$DROVER" stats | sed 's/^/   /'
+echo
+echo "   the critical task submitted last:"
+"$DROVER" get "$urgent" | sed 's/^/     /' | head -6
+echo
+echo "   dead-letter queue (permanent failures, kept with their last error):"
+"$DROVER" dlq ls --limit 5 | sed 's/^/     /'
+echo
+bold "where to look next"
+cat <<EOF2
+   drover ls --state dead                     # or: --state succeeded --type review
+   drover get <id>                            # a task, its result and every attempt
+   drover dlq reprocess --all                 # queue the dead letters again
+   curl http://127.0.0.1:$HTTP_PORT/metrics        # Prometheus metrics
+   curl http://127.0.0.1:$HTTP_PORT/v1/stats       # the same API as gRPC, in JSON
+   logs: $WORK/*.log
+   (set DROVER_SERVER=$DROVER_SERVER for the CLI; run KEEP=1 make demo to keep it all running)
+EOF2

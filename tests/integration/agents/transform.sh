@@ -1,0 +1,14 @@
+#!/bin/sh
+# Test agent: result is "<type>:<payload upper-cased>". Payloads steer failures:
+#   flaky*  fails retryably (exit 75) on attempt 1, then succeeds;
+#   poison* always fails permanently (exit 1);
+#   sleep*  runs until killed, leaving a marker when it gets SIGTERM.
+payload=$(cat)
+case "$payload" in
+  flaky*) [ "$DROVER_ATTEMPT" = 1 ] && { echo "transient trouble" >&2; exit 75; } ;;
+  poison*) echo "cannot handle $payload" >&2; exit 1 ;;
+  sleep*)
+    trap 'echo "$DROVER_TASK_ID" >> "${MARKER_DIR:-/tmp}/killed"; exit 143' TERM
+    while :; do sleep 0.1; done ;;
+esac
+printf '%s:%s' "$DROVER_TASK_TYPE" "$(printf '%s' "$payload" | tr a-z A-Z)"
