@@ -39,51 +39,54 @@ absl::StatusOr<uint64_t> MetaNumber(store::Store& s, const std::string& key) {
   return n;
 }
 
-absl::Status Recover(Server::Impl& s) {
-  const absl::Time start = absl::Now();
-  auto epoch = MetaNumber(*s.store, "epoch");
-  if (!epoch.ok()) return epoch.status();
-  auto max_id = MetaNumber(*s.store, "max_task_id");
-  if (!max_id.ok()) return max_id.status();
-  s.recovery.epoch = static_cast<uint32_t>(*epoch + 1);
-  store::WriteBatch bump;
-  bump.meta.emplace_back("epoch", absl::StrCat(s.recovery.epoch));
-  if (absl::Status st = s.store->Commit(bump); !st.ok()) return st;
+}  // namespace
 
-  core::EngineOptions eo = s.options.engine;
-  eo.epoch = s.recovery.epoch;
-  eo.seed = static_cast<uint64_t>(absl::ToUnixNanos(start));
-  s.engine = std::make_unique<core::Engine>(eo, s.clock);
+absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
+                                                            core::EngineOptions options,
+                                                            const Clock& clock,
+                                                            RecoveryReport* report) {
+  const absl::Time start = absl::Now();
+  *report = RecoveryReport();
+  auto epoch = MetaNumber(store, "epoch");
+  if (!epoch.ok()) return epoch.status();
+  auto max_id = MetaNumber(store, "max_task_id");
+  if (!max_id.ok()) return max_id.status();
+  report->epoch = static_cast<uint32_t>(*epoch + 1);
+  store::WriteBatch bump;
+  bump.meta.emplace_back("epoch", absl::StrCat(report->epoch));
+  if (absl::Status st = store.Commit(bump); !st.ok()) return st;
+
+  options.epoch = report->epoch;
+  options.seed = static_cast<uint64_t>(absl::ToUnixNanos(start));
+  auto engine = std::make_unique<core::Engine>(options, clock);
   absl::Status row_error;
-  absl::Status st = s.store->LoadTasks([&](store::TaskRow&& row) {
+  absl::Status st = store.LoadTasks([&](store::TaskRow&& row) {
     if (!row_error.ok()) return;
     auto task = core::RowToTask(row);
     if (!task.ok()) {
       row_error = task.status();
       return;
     }
-    if (task->state() == v1::TASK_STATE_LEASED) s.recovery.requeued++;
-    s.engine->Restore(std::move(*task));
-    s.recovery.tasks++;
+    if (task->state() == v1::TASK_STATE_LEASED) report->requeued++;
+    engine->Restore(std::move(*task));
+    report->tasks++;
   });
   if (!st.ok()) return st;
   if (!row_error.ok()) return row_error;
-  s.engine->FinishRecovery(*max_id);
+  engine->FinishRecovery(*max_id);
   // Persist what recovery changed (leased tasks back in the queue) before serving.
-  core::Outbox out = s.engine->TakeOutbox();
+  core::Outbox out = engine->TakeOutbox();
   store::WriteBatch batch;
   for (core::TaskId id : out.dirty) {
     batch.upserts.emplace_back();
-    core::TaskToRow(*s.engine->Snapshot(id), batch.upserts.back());
+    core::TaskToRow(*engine->Snapshot(id), batch.upserts.back());
   }
   if (!batch.empty()) {
-    if (absl::Status cst = s.store->Commit(batch); !cst.ok()) return cst;
+    if (absl::Status cst = store.Commit(batch); !cst.ok()) return cst;
   }
-  s.recovery.seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  return absl::OkStatus();
+  report->seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return engine;
 }
-
-}  // namespace
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -103,7 +106,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     if (!st.ok()) return st.status();
     impl->store = std::move(*st);
   }
-  if (absl::Status st = Recover(*impl); !st.ok()) return st;
+  auto engine = RecoverEngine(*impl->store, options.engine, impl->clock, &impl->recovery);
+  if (!engine.ok()) return engine.status();
+  impl->engine = std::move(*engine);
 
   impl->runtime =
       std::make_unique<Runtime>(*impl->engine, *impl->store, options.command_queue_limit);

@@ -12,6 +12,9 @@
 
 #include "absl/status/statusor.h"
 #include "api/config.h"
+#include "core/engine.h"
+#include "store/store.h"
+#include "util/clock.h"
 
 namespace drover::api {
 
@@ -21,6 +24,14 @@ struct RecoveryReport {
   double seconds = 0;
   uint32_t epoch = 0;
 };
+
+// Rebuilds an engine from `store` (start-up recovery): bumps the store's epoch, loads every
+// task, returns tasks that were leased to the queue and persists that. Used by Server::Start
+// and by the recovery benchmark.
+absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
+                                                            core::EngineOptions options,
+                                                            const Clock& clock,
+                                                            RecoveryReport* report);
 
 class Server {
  public:

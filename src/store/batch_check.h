@@ -34,10 +34,11 @@ inline absl::Status CheckBatch(const WriteBatch& batch, std::string_view store) 
   return absl::OkStatus();
 }
 
-// What StoreStats::rows_written adds for one successful commit: every row the batch upserts
-// or deletes, task or meta (a delete of an unknown id counts too: it was requested).
+// What StoreStats::rows_written adds for one successful commit: the task rows the batch
+// upserts or deletes (a delete of an unknown id counts too: it was requested). Meta rows are
+// bookkeeping and not counted, so the figure is the queue's task write rate.
 inline int64_t RowsIn(const WriteBatch& batch) {
-  return static_cast<int64_t>(batch.upserts.size() + batch.deletes.size() + batch.meta.size());
+  return static_cast<int64_t>(batch.upserts.size() + batch.deletes.size());
 }
 
 }  // namespace drover::store::internal

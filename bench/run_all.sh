@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every benchmark and prints its figures. SMOKE=1 runs each briefly (CI).
+#   bench/run_all.sh build/release
+set -euo pipefail
+BIN=$(cd "${1:-build/release}" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+SMOKE=${SMOKE:-0}
+big() { if [ "$SMOKE" = 1 ]; then echo "$2"; else echo "$1"; fi; }
+TMP=$(mktemp -d /tmp/drover-bench.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+echo "== engine + SQLite store, one process, durability on (acks after commit)"
+"$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --db "$TMP/engine.db"
+echo "== the same with 50 agent types and 10,000 tasks in flight"
+"$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --types 50 --agents 100 \
+  --slots 200 --inflight "$(big 10000 2000)" --db "$TMP/engine50.db"
+echo "== 1,000,000 queued tasks: resident memory, then recovery after a restart"
+"$BIN/engine_bench" --queue-only "$(big 1000000 20000)" --batch 10000 --db "$TMP/queued.db"
+"$BIN/engine_bench" --recover-only --db "$TMP/queued.db"
+echo "== end to end over loopback gRPC (server, load and agents in separate processes)"
+bash "$HERE/run_e2e.sh" "$BIN" throughput "$(big 300000 5000)"
+echo "== latency at a steady 1,000 tasks/s, submission to the agent receiving the task"
+bash "$HERE/run_e2e.sh" "$BIN" latency "$(big 30000 1000)"
