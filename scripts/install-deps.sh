@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential make cmake ninja-build pkg-config git
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev
   libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev

@@ -1,6 +1,12 @@
 #include "api/server.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -23,7 +29,11 @@ struct Server::Impl {
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
   RecoveryReport recovery;
+  int lock_fd = -1;  // flock on data_dir/drover.lock: one server per data directory
   bool stopped = false;
+  ~Impl() {
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
 };
 
 namespace {
@@ -101,6 +111,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     if (::mkdir(options.data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
       return absl::FailedPreconditionError(
           absl::StrCat("data_dir: cannot create ", options.data_dir, ": ", std::strerror(errno)));
+    }
+    const std::string lock_path = options.data_dir + "/drover.lock";
+    impl->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (impl->lock_fd < 0 || ::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data_dir: ", options.data_dir, " is in use by another drover serve (", lock_path,
+          " is locked); give each server its own data directory"));
     }
     auto st = store::OpenSqliteStore(options.data_dir + "/drover.db", options.durability);
     if (!st.ok()) return st.status();

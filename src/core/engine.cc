@@ -299,6 +299,10 @@ void Engine::SetState(Entry& e, v1::TaskState s) {
 void Engine::MakeReady(Entry& e) {
   SetState(e, v1::TASK_STATE_READY);
   e.task.set_not_before_unix_ms(0);
+  Enqueue(e);
+}
+
+void Engine::Enqueue(Entry& e) {
   const v1::TaskSpec& s = e.task.spec();
   e.key = QueueKey{EffectivePriority(s.priority()),
                    s.deadline_unix_ms() > 0 ? s.deadline_unix_ms() : kNoDeadline, next_seq_++,
@@ -975,6 +979,10 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
         Arm(TimerKind::kRetry, id, e.gen, FromUnixMs(t.not_before_unix_ms()));
         break;
       case v1::TASK_STATE_READY:
+        // Unchanged by recovery: queued again without rewriting its row, so a restart
+        // with a million queued tasks writes nothing.
+        Enqueue(e);
+        break;
       case v1::TASK_STATE_WAITING:
       case v1::TASK_STATE_UNSPECIFIED:
         MakeReady(e);

@@ -257,6 +257,8 @@ class Engine {
 
   void SetState(Entry& e, v1::TaskState s);
   void MakeReady(Entry& e);
+  // Puts a READY task into its type's queue and dispatches if an agent is free.
+  void Enqueue(Entry& e);
   void RemoveFromReady(Entry& e);
   void Lease(Entry& e, AgentInfo& agent);
   void CloseAttempt(Entry& e, const std::string& outcome, const std::string& error,

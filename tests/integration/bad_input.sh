@@ -15,6 +15,8 @@ out=$("$DROVER" serve --store tape --data-dir "$WORK/x" 2>&1 || true)
 check "bad flag value is named" contains "$out" "store: 'tape' is not sqlite or memory"
 
 start_server
+out=$("$DROVER" serve --data-dir "$WORK/data" --grpc-listen 127.0.0.1:0 --http-listen off 2>&1 || true)
+check "a second server on the same data directory is refused" contains "$out" "is in use by another drover serve"
 good=$("$DROVER" submit -q --type t --payload keep-me)
 
 # gRPC through the CLI.

@@ -1,0 +1,559 @@
+// Conformance tests for drover::store drivers, plus tests only the SQLite driver can fail.
+//
+// StoreConformance runs the same scenarios over every driver (SQLite in a fresh temp dir, and
+// memory): a future driver (PostgreSQL) joins by adding one factory to kDrivers.
+
+#include "store/store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gtest/gtest.h"
+
+namespace drover::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under the system temp dir, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "drover_store_test.XXXXXX").string();
+    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~TempDir() {
+    if (path_.empty()) return;
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  bool ok() const { return !path_.empty(); }
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return (fs::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
+
+// A plain sqlite3 connection of the test's own, to look at a store's file from outside.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+        SQLITE_OK) {
+      ADD_FAILURE() << "sqlite3_open_v2(" << path << "): " << sqlite3_errmsg(db_);
+    }
+  }
+  ~RawDb() { sqlite3_close(db_); }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+
+  void Exec(const std::string& sql) {
+    char* error = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
+      ADD_FAILURE() << sql << ": " << (error != nullptr ? error : "?");
+    }
+    sqlite3_free(error);
+  }
+
+  // The first column of the first row, as text ("" when there is no row).
+  std::string Query(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    std::string result;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
+      ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db_);
+      return result;
+    }
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      if (text != nullptr) result = reinterpret_cast<const char*>(text);
+    }
+    sqlite3_finalize(stmt);
+    return result;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+// How a conformance test gets a fresh, empty store of one driver.
+struct Driver {
+  std::string name;
+  std::function<absl::StatusOr<std::unique_ptr<Store>>(const TempDir& dir)> open;
+};
+
+void PrintTo(const Driver& driver, std::ostream* os) { *os << driver.name; }
+
+const Driver kDrivers[] = {
+    {"sqlite",
+     [](const TempDir& dir) {
+       return OpenSqliteStore(dir.File("drover.db"), Durability::kNormal);
+     }},
+    {"memory",
+     [](const TempDir&) -> absl::StatusOr<std::unique_ptr<Store>> { return NewMemoryStore(); }},
+};
+
+TaskRow MakeRow(uint64_t id, std::string blob = "") {
+  TaskRow row;
+  row.id = id;
+  row.tenant = "tenant-" + std::to_string(id % 3);
+  row.type = "type-" + std::to_string(id % 5);
+  row.state = static_cast<int>(id % 7);
+  row.priority = static_cast<int>(id % 4);
+  row.updated_unix_ms = 1'700'000'000'000 + static_cast<int64_t>(id % 1'000'000);
+  row.blob = blob.empty() ? "blob-" + std::to_string(id) : std::move(blob);
+  return row;
+}
+
+void ExpectSameRow(const TaskRow& want, const TaskRow& got) {
+  SCOPED_TRACE("task id " + std::to_string(want.id));
+  EXPECT_EQ(want.id, got.id);
+  EXPECT_EQ(want.tenant, got.tenant);
+  EXPECT_EQ(want.type, got.type);
+  EXPECT_EQ(want.state, got.state);
+  EXPECT_EQ(want.priority, got.priority);
+  EXPECT_EQ(want.updated_unix_ms, got.updated_unix_ms);
+  EXPECT_EQ(want.blob, got.blob);
+}
+
+std::vector<TaskRow> LoadAll(Store& store) {
+  std::vector<TaskRow> rows;
+  absl::Status status = store.LoadTasks([&](TaskRow&& row) { rows.push_back(std::move(row)); });
+  EXPECT_TRUE(status.ok()) << status;
+  return rows;
+}
+
+std::vector<uint64_t> Ids(const std::vector<TaskRow>& rows) {
+  std::vector<uint64_t> ids;
+  for (const TaskRow& row : rows) ids.push_back(row.id);
+  return ids;
+}
+
+class StoreConformance : public ::testing::TestWithParam<Driver> {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(dir_.ok()) << "mkdtemp failed";
+    absl::StatusOr<std::unique_ptr<Store>> store = GetParam().open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  void Commit(const WriteBatch& batch) {
+    absl::Status status = store_->Commit(batch);
+    ASSERT_TRUE(status.ok()) << status;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(StoreConformance, EmptyStoreLoadsNothing) {
+  EXPECT_TRUE(LoadAll(*store_).empty());
+  absl::StatusOr<std::optional<TaskRow>> task = store_->GetTask(1);
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_FALSE(task->has_value());
+  EXPECT_EQ(store_->Stats().commits, 0);
+  EXPECT_EQ(store_->Stats().rows_written, 0);
+}
+
+TEST_P(StoreConformance, CommittedRowsLoadInIdOrderWithAllColumnsIntact) {
+  const std::string with_nuls("a\0b\0\0c\xff\x80", 8);
+  std::vector<TaskRow> rows = {MakeRow(30, with_nuls), MakeRow(10), MakeRow(20)};
+  rows[1].blob = std::string(4096, '\0');  // all NULs, larger than a small-string buffer
+  rows[2].state = -1;
+  rows[2].priority = 2'000'000'000;
+  rows[2].updated_unix_ms = -5;
+  WriteBatch batch;
+  batch.upserts = rows;
+  Commit(batch);
+
+  std::vector<TaskRow> loaded = LoadAll(*store_);
+  ASSERT_EQ(Ids(loaded), (std::vector<uint64_t>{10, 20, 30}));
+  ExpectSameRow(rows[1], loaded[0]);
+  ExpectSameRow(rows[2], loaded[1]);
+  ExpectSameRow(rows[0], loaded[2]);
+  EXPECT_EQ(loaded[2].blob.size(), 8u);
+}
+
+TEST_P(StoreConformance, EmptyStringsAndEmptyBlobRoundTrip) {
+  TaskRow row;
+  row.id = 1;
+  WriteBatch batch;
+  batch.upserts.push_back(row);
+  Commit(batch);
+
+  absl::StatusOr<std::optional<TaskRow>> got = store_->GetTask(1);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  ExpectSameRow(row, **got);
+}
+
+TEST_P(StoreConformance, UpsertReplacesExistingRow) {
+  WriteBatch batch;
+  batch.upserts.push_back(MakeRow(7, "old"));
+  Commit(batch);
+
+  TaskRow replacement = MakeRow(7, "new");
+  replacement.tenant = "other";
+  replacement.type = "other-type";
+  replacement.state = 5;
+  replacement.priority = 3;
+  replacement.updated_unix_ms = 42;
+  batch.clear();
+  batch.upserts.push_back(replacement);
+  Commit(batch);
+
+  std::vector<TaskRow> loaded = LoadAll(*store_);
+  ASSERT_EQ(loaded.size(), 1u);
+  ExpectSameRow(replacement, loaded[0]);
+}
+
+TEST_P(StoreConformance, LastUpsertOfAnIdWithinOneBatchWins) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1, "first"), MakeRow(2), MakeRow(1, "second")};
+  Commit(batch);
+
+  std::vector<TaskRow> loaded = LoadAll(*store_);
+  ASSERT_EQ(Ids(loaded), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(loaded[0].blob, "second");
+}
+
+TEST_P(StoreConformance, DeleteRemovesRowsAndIgnoresUnknownIds) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1), MakeRow(2), MakeRow(3)};
+  Commit(batch);
+
+  batch.clear();
+  batch.deletes = {2, 99};
+  Commit(batch);
+
+  EXPECT_EQ(Ids(LoadAll(*store_)), (std::vector<uint64_t>{1, 3}));
+  absl::StatusOr<std::optional<TaskRow>> gone = store_->GetTask(2);
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  EXPECT_FALSE(gone->has_value());
+}
+
+TEST_P(StoreConformance, BatchAppliesUpsertsThenDeletesThenMeta) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(5), MakeRow(6)};
+  batch.deletes = {5};  // deletes run after upserts: the row upserted above is gone
+  batch.meta = {{"next_task_id", "7"}};
+  Commit(batch);
+
+  EXPECT_EQ(Ids(LoadAll(*store_)), (std::vector<uint64_t>{6}));
+  absl::StatusOr<std::optional<std::string>> meta = store_->GetMeta("next_task_id");
+  ASSERT_TRUE(meta.ok()) << meta.status();
+  EXPECT_EQ(*meta, std::optional<std::string>("7"));
+}
+
+TEST_P(StoreConformance, MetaIsSetReadAndOverwritten) {
+  WriteBatch batch;
+  batch.meta = {{"epoch", "1"}, {"next_task_id", "100"}};
+  Commit(batch);
+  batch.clear();
+  batch.meta = {{"epoch", "2"}, {"epoch", "3"}};  // in order: the last value wins
+  Commit(batch);
+
+  absl::StatusOr<std::optional<std::string>> epoch = store_->GetMeta("epoch");
+  ASSERT_TRUE(epoch.ok()) << epoch.status();
+  EXPECT_EQ(*epoch, std::optional<std::string>("3"));
+  absl::StatusOr<std::optional<std::string>> next = store_->GetMeta("next_task_id");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(*next, std::optional<std::string>("100"));
+}
+
+TEST_P(StoreConformance, MissingMetaKeyIsNullopt) {
+  WriteBatch batch;
+  batch.meta = {{"epoch", "1"}};
+  Commit(batch);
+
+  absl::StatusOr<std::optional<std::string>> missing = store_->GetMeta("no-such-key");
+  ASSERT_TRUE(missing.ok()) << missing.status();
+  EXPECT_FALSE(missing->has_value());
+}
+
+TEST_P(StoreConformance, GetTaskFindsCommittedRowAndMissesUnknownId) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(11), MakeRow(12)};
+  Commit(batch);
+
+  absl::StatusOr<std::optional<TaskRow>> hit = store_->GetTask(12);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  ASSERT_TRUE(hit->has_value());
+  ExpectSameRow(MakeRow(12), **hit);
+
+  absl::StatusOr<std::optional<TaskRow>> miss = store_->GetTask(13);
+  ASSERT_TRUE(miss.ok()) << miss.status();
+  EXPECT_FALSE(miss->has_value());
+  absl::StatusOr<std::optional<TaskRow>> huge = store_->GetTask(UINT64_MAX);
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  EXPECT_FALSE(huge->has_value());
+}
+
+TEST_P(StoreConformance, TenThousandRowsCommitInOneBatch) {
+  constexpr uint64_t kRows = 10'000;
+  WriteBatch batch;
+  for (uint64_t id = kRows; id >= 1; --id) batch.upserts.push_back(MakeRow(id));
+  Commit(batch);
+
+  std::vector<TaskRow> loaded = LoadAll(*store_);
+  ASSERT_EQ(loaded.size(), kRows);
+  for (uint64_t i = 0; i < kRows; ++i) ASSERT_EQ(loaded[i].id, i + 1);
+  ExpectSameRow(MakeRow(1), loaded.front());
+  ExpectSameRow(MakeRow(kRows), loaded.back());
+  EXPECT_EQ(store_->Stats().commits, 1);
+  EXPECT_EQ(store_->Stats().rows_written, static_cast<int64_t>(kRows));
+}
+
+TEST_P(StoreConformance, StatsCountCommitsAndTaskRowsWritten) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1), MakeRow(2)};
+  batch.meta = {{"epoch", "1"}};
+  Commit(batch);
+  batch.clear();
+  batch.deletes = {1, 404};
+  Commit(batch);
+
+  StoreStats stats = store_->Stats();
+  EXPECT_EQ(stats.commits, 2);
+  EXPECT_EQ(stats.rows_written, 4);  // 2 upserts + 2 deletes; meta rows are not task rows
+}
+
+TEST_P(StoreConformance, EmptyBatchIsANoOpAndNotCounted) {
+  Commit(WriteBatch{});
+  EXPECT_EQ(store_->Stats().commits, 0);
+  EXPECT_TRUE(LoadAll(*store_).empty());
+}
+
+TEST_P(StoreConformance, OutOfRangeIdRejectsTheWholeBatch) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1), MakeRow(uint64_t{1} << 63)};
+  batch.meta = {{"epoch", "1"}};
+  absl::Status status = store_->Commit(batch);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find("9223372036854775808"), std::string::npos) << status;
+
+  batch.clear();
+  batch.deletes = {UINT64_MAX};
+  EXPECT_EQ(store_->Commit(batch).code(), absl::StatusCode::kInvalidArgument);
+
+  EXPECT_TRUE(LoadAll(*store_).empty());
+  absl::StatusOr<std::optional<std::string>> epoch = store_->GetMeta("epoch");
+  ASSERT_TRUE(epoch.ok()) << epoch.status();
+  EXPECT_FALSE(epoch->has_value());
+  EXPECT_EQ(store_->Stats().commits, 0);
+}
+
+TEST_P(StoreConformance, LargestAllowedIdRoundTrips) {
+  const uint64_t max_id = static_cast<uint64_t>(INT64_MAX);
+  WriteBatch batch;
+  batch.upserts = {MakeRow(max_id), MakeRow(0)};
+  Commit(batch);
+  EXPECT_EQ(Ids(LoadAll(*store_)), (std::vector<uint64_t>{0, max_id}));
+}
+
+TEST_P(StoreConformance, CommitFromInsideLoadTasksIsRefused) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1), MakeRow(2)};
+  Commit(batch);
+
+  std::vector<absl::StatusCode> codes;
+  absl::Status status = store_->LoadTasks([&](TaskRow&& row) {
+    WriteBatch nested;
+    nested.deletes = {row.id};
+    codes.push_back(store_->Commit(nested).code());
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(codes, (std::vector<absl::StatusCode>{absl::StatusCode::kFailedPrecondition,
+                                                  absl::StatusCode::kFailedPrecondition}));
+  EXPECT_EQ(LoadAll(*store_).size(), 2u);
+}
+
+TEST_P(StoreConformance, GetTaskWorksInsideLoadTasks) {
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1), MakeRow(2)};
+  Commit(batch);
+
+  int found = 0;
+  absl::Status status = store_->LoadTasks([&](TaskRow&& row) {
+    absl::StatusOr<std::optional<TaskRow>> again = store_->GetTask(row.id);
+    if (again.ok() && again->has_value()) ++found;
+  });
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(found, 2);
+}
+
+TEST_P(StoreConformance, DescribeNamesTheDriver) {
+  EXPECT_EQ(store_->Describe().rfind(GetParam().name, 0), 0u) << store_->Describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(Drivers, StoreConformance, ::testing::ValuesIn(kDrivers),
+                         [](const ::testing::TestParamInfo<Driver>& info) {
+                           return info.param.name;
+                         });
+
+// ---- SQLite only --------------------------------------------------------------------------
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(dir_.ok()) << "mkdtemp failed"; }
+
+  std::unique_ptr<Store> Open(Durability durability = Durability::kNormal) {
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(path_, durability);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  TempDir dir_;
+  const std::string path_ = dir_.File("drover.db");
+};
+
+TEST_F(SqliteStoreTest, DescribeIsSqliteColonPath) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Describe(), "sqlite:" + path_);
+}
+
+TEST_F(SqliteStoreTest, DataSurvivesCloseAndReopen) {
+  std::vector<TaskRow> rows = {MakeRow(2, std::string("x\0y", 3)), MakeRow(1)};
+  {
+    std::unique_ptr<Store> store = Open(Durability::kFull);
+    ASSERT_NE(store, nullptr);
+    WriteBatch batch;
+    batch.upserts = rows;
+    batch.meta = {{"epoch", "9"}};
+    ASSERT_TRUE(store->Commit(batch).ok());
+  }
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<TaskRow> loaded = LoadAll(*store);
+  ASSERT_EQ(Ids(loaded), (std::vector<uint64_t>{1, 2}));
+  ExpectSameRow(rows[1], loaded[0]);
+  ExpectSameRow(rows[0], loaded[1]);
+  absl::StatusOr<std::optional<std::string>> epoch = store->GetMeta("epoch");
+  ASSERT_TRUE(epoch.ok()) << epoch.status();
+  EXPECT_EQ(*epoch, std::optional<std::string>("9"));
+  EXPECT_EQ(store->Stats().commits, 0);  // stats count this process's commits only
+}
+
+TEST_F(SqliteStoreTest, ReopenAppliesNoMigrationTwice) {
+  Open().reset();
+  std::string version_after_create = RawDb(path_).Query("PRAGMA user_version");
+  EXPECT_NE(version_after_create, "0");
+  EXPECT_NE(version_after_create, "");
+
+  // The migrations use plain CREATE TABLE: running one again would fail this open.
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  store.reset();
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), version_after_create);
+}
+
+TEST_F(SqliteStoreTest, JournalModeIsWal) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA journal_mode"), "wal");
+}
+
+TEST_F(SqliteStoreTest, OpenInsideMissingDirectoryFailsNamingThePath) {
+  const std::string path = dir_.File("no/such/dir/drover.db");
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(path, Durability::kNormal);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(path), std::string::npos) << store.status();
+}
+
+TEST_F(SqliteStoreTest, OpenOfAFileThatIsNotADatabaseFailsNamingThePath) {
+  const std::string text = "this is a text file, not a SQLite database\n";
+  {
+    std::ofstream out(path_, std::ios::binary);
+    for (int i = 0; i < 100; ++i) out << text;
+  }
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(path_, Durability::kNormal);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status();
+  // The foreign file is left as it was.
+  EXPECT_EQ(fs::file_size(path_), text.size() * 100);
+}
+
+TEST_F(SqliteStoreTest, OpenOfAnotherApplicationsDatabaseFails) {
+  RawDb(path_).Exec("CREATE TABLE photos (id INTEGER PRIMARY KEY, jpeg BLOB)");
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(path_, Durability::kNormal);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status();
+}
+
+TEST_F(SqliteStoreTest, OpenOfANewerSchemaVersionFails) {
+  RawDb(path_).Exec("PRAGMA user_version = 1000000");
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(path_, Durability::kNormal);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_NE(store.status().message().find(path_), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("1000000"), std::string::npos) << store.status();
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), "1000000");
+}
+
+TEST_F(SqliteStoreTest, EmptyPathIsInvalidArgument) {
+  EXPECT_EQ(OpenSqliteStore("", Durability::kNormal).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SqliteStoreTest, FailingStatementRollsBackTheWholeBatchAndStoreStaysUsable) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  // A trigger, added behind the store's back, makes the second upsert of the batch fail.
+  RawDb(path_).Exec(
+      "CREATE TRIGGER fail_666 BEFORE INSERT ON tasks WHEN NEW.id = 666 "
+      "BEGIN SELECT RAISE(ABORT, 'refusing task 666'); END");
+
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1), MakeRow(666), MakeRow(2)};
+  batch.meta = {{"epoch", "1"}};
+  absl::Status status = store->Commit(batch);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+  EXPECT_NE(status.message().find("refusing task 666"), std::string::npos) << status;
+  EXPECT_NE(status.message().find(path_), std::string::npos) << status;
+
+  EXPECT_TRUE(LoadAll(*store).empty());
+  absl::StatusOr<std::optional<std::string>> epoch = store->GetMeta("epoch");
+  ASSERT_TRUE(epoch.ok()) << epoch.status();
+  EXPECT_FALSE(epoch->has_value());
+  EXPECT_EQ(store->Stats().commits, 0);
+  EXPECT_EQ(store->Stats().rows_written, 0);
+
+  batch.upserts = {MakeRow(1), MakeRow(2)};
+  status = store->Commit(batch);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(Ids(LoadAll(*store)), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(store->Stats().commits, 1);
+}
+
+TEST_F(SqliteStoreTest, SecondConnectionSeesCommittedRows) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  WriteBatch batch;
+  batch.upserts = {MakeRow(1), MakeRow(2), MakeRow(3)};
+  ASSERT_TRUE(store->Commit(batch).ok());
+  EXPECT_EQ(RawDb(path_).Query("SELECT count(*) FROM tasks"), "3");
+}
+
+}  // namespace
+}  // namespace drover::store
