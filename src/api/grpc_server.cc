@@ -83,9 +83,21 @@ class WorkStream final : public grpc::ServerWriteReactor<v1::WorkItem> {
   void WriteNextLocked() {
     current_ = std::move(queue_.front());
     queue_.pop_front();
+    // Leases waiting behind this one go out in the same message (at most kMaxPack).
+    if (current_.has_lease() && !queue_.empty() && queue_.front().has_lease()) {
+      v1::LeaseBatch batch;
+      *batch.add_leases() = std::move(*current_.mutable_lease());
+      while (!queue_.empty() && queue_.front().has_lease() && batch.leases_size() < kMaxPack) {
+        *batch.add_leases() = std::move(*queue_.front().mutable_lease());
+        queue_.pop_front();
+      }
+      *current_.mutable_leases() = std::move(batch);
+    }
     writing_ = true;
     StartWrite(&current_);
   }
+
+  static constexpr int kMaxPack = 256;
 
   StreamRegistry* registry_;
   Service* service_;
@@ -214,6 +226,13 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
                                    const v1::CompleteTaskRequest* req, v1::Ack* resp) override {
     auto* r = ctx->DefaultReactor();
     s_.CompleteTask(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* CompleteTasks(CallbackServerContext* ctx,
+                                    const v1::CompleteTasksRequest* req,
+                                    v1::CompleteTasksResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.CompleteTasks(*req, Finisher(ctx, r, resp));
     return r;
   }
   ServerUnaryReactor* FailTask(CallbackServerContext* ctx, const v1::FailTaskRequest* req,

@@ -147,6 +147,8 @@ void HttpServer::Routes() {
   DROVER_POST("/v1/agents:heartbeat", v1::HeartbeatRequest, v1::HeartbeatResponse, Heartbeat);
   DROVER_POST("/v1/agents:deregister", v1::DeregisterAgentRequest, v1::Ack, DeregisterAgent);
   DROVER_POST("/v1/leases:complete", v1::CompleteTaskRequest, v1::Ack, CompleteTask);
+  DROVER_POST("/v1/leases:completeBatch", v1::CompleteTasksRequest, v1::CompleteTasksResponse,
+              CompleteTasks);
   DROVER_POST("/v1/leases:fail", v1::FailTaskRequest, v1::Ack, FailTask);
   DROVER_POST("/v1/leases:checkpoint", v1::CheckpointRequest, v1::Ack, Checkpoint);
   DROVER_POST("/v1/leases:extend", v1::ExtendLeaseRequest, v1::ExtendLeaseResponse, ExtendLease);

@@ -212,6 +212,27 @@ void Service::CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> do
   });
 }
 
+void Service::CompleteTasks(const v1::CompleteTasksRequest& req,
+                            Reply<v1::CompleteTasksResponse> done) {
+  if (req.items_size() > 10'000) {
+    done(absl::InvalidArgumentError(
+        absl::StrCat("items: ", req.items_size(), " completions exceed the limit of 10000")));
+    return;
+  }
+  auto shared = std::make_shared<v1::CompleteTasksRequest>(req);
+  RunOn<v1::CompleteTasksResponse>(
+      runtime_, std::move(done), [shared](Engine& e) -> absl::StatusOr<v1::CompleteTasksResponse> {
+        v1::CompleteTasksResponse resp;
+        for (const auto& item : shared->items()) {
+          absl::Status st =
+              e.Complete(shared->agent_id(), item.task_id(), item.lease_token(), item.result());
+          resp.add_errors(st.ok() ? std::string() : std::string(st.message()));
+          if (st.ok()) resp.set_accepted(resp.accepted() + 1);
+        }
+        return resp;
+      });
+}
+
 void Service::FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done) {
   RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
     if (absl::Status st =

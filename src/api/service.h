@@ -39,6 +39,7 @@ class Service {
   void OpenStream(uint64_t agent_id, Reply<bool> done);
   void CloseStream(uint64_t agent_id);
   void CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> done);
+  void CompleteTasks(const v1::CompleteTasksRequest& req, Reply<v1::CompleteTasksResponse> done);
   void FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done);
   void Checkpoint(const v1::CheckpointRequest& req, Reply<v1::Ack> done);
   void ExtendLease(const v1::ExtendLeaseRequest& req, Reply<v1::ExtendLeaseResponse> done);

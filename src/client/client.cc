@@ -150,6 +150,14 @@ absl::Status Client::Complete(uint64_t agent_id, uint64_t task_id, uint64_t toke
   return st;
 }
 
+absl::StatusOr<v1::CompleteTasksResponse> Client::CompleteBatch(
+    const v1::CompleteTasksRequest& req) {
+  v1::CompleteTasksResponse resp;
+  DROVER_CALL(agents_, CompleteTasks, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 absl::Status Client::Fail(uint64_t agent_id, uint64_t task_id, uint64_t token,
                           const std::string& error, bool retryable) {
   v1::FailTaskRequest req;
@@ -200,6 +208,19 @@ std::unique_ptr<Client::WorkStream> Client::OpenWorkStream(uint64_t agent_id) {
   req.set_agent_id(agent_id);
   ws->reader_ = agents_->OpenWorkStream(&ws->ctx_, req);
   return ws;
+}
+
+bool Client::WorkStream::Read(v1::WorkItem* item) {
+  while (true) {
+    if (next_ < pending_.leases_size()) {
+      *item->mutable_lease() = std::move(*pending_.mutable_leases(next_++));
+      return true;
+    }
+    if (!reader_->Read(item)) return false;
+    if (!item->has_leases()) return true;
+    pending_ = std::move(*item->mutable_leases());
+    next_ = 0;
+  }
 }
 
 absl::Status Client::WorkStream::Finish() { return Convert(reader_->Finish(), ctx_); }

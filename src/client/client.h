@@ -40,6 +40,7 @@ class Client {
   absl::Status Heartbeat(uint64_t agent_id);
   absl::Status Complete(uint64_t agent_id, uint64_t task_id, uint64_t token,
                         const std::string& result);
+  absl::StatusOr<v1::CompleteTasksResponse> CompleteBatch(const v1::CompleteTasksRequest& req);
   absl::Status Fail(uint64_t agent_id, uint64_t task_id, uint64_t token, const std::string& error,
                     bool retryable);
   absl::Status Checkpoint(uint64_t agent_id, uint64_t task_id, uint64_t token,
@@ -47,11 +48,12 @@ class Client {
   absl::StatusOr<int64_t> ExtendLease(uint64_t agent_id, uint64_t task_id, uint64_t token);
   absl::Status Deregister(uint64_t agent_id);
 
-  // An open work stream; Read() blocks for the next item, false when the stream ends
-  // (then Finish() tells why). Cancel() from another thread unblocks Read().
+  // An open work stream; Read() blocks for the next item (a lease or a cancel notice:
+  // lease batches from the server are unpacked here), false when the stream ends (then
+  // Finish() tells why). Cancel() from another thread unblocks Read().
   class WorkStream {
    public:
-    bool Read(v1::WorkItem* item) { return reader_->Read(item); }
+    bool Read(v1::WorkItem* item);
     absl::Status Finish();
     void Cancel() { ctx_.TryCancel(); }
 
@@ -59,6 +61,8 @@ class Client {
     friend class Client;
     grpc::ClientContext ctx_;
     std::unique_ptr<grpc::ClientReader<v1::WorkItem>> reader_;
+    v1::LeaseBatch pending_;
+    int next_ = 0;
   };
   std::unique_ptr<WorkStream> OpenWorkStream(uint64_t agent_id);
 

@@ -642,6 +642,12 @@ absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>&
       Finish(e, v1::TASK_STATE_EXPIRED, "deadline passed before reprocess");
       continue;
     }
+    if (e.task.spec().deadline_unix_ms() > 0) {
+      // Queued again before its deadline: make sure a deadline timer is armed. The one from
+      // submission is gone when the task was restored while dead (FinishRecovery arms none
+      // for terminal tasks); a second timer is harmless, it rechecks state and time.
+      Arm(TimerKind::kDeadline, id, 0, FromUnixMs(e.task.spec().deadline_unix_ms()));
+    }
     MakeReady(e);
   }
   return chosen;
