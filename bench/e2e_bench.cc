@@ -54,15 +54,24 @@ Args Parse(int argc, char** argv) {
       std::exit(2);
     }
     std::string v = argv[++i];
-    if (k == "--server") a.server = v;
-    else if (k == "--agents") a.agents = std::stoi(v);
-    else if (k == "--slots") a.slots = std::stoi(v);
-    else if (k == "--types") a.types = std::stoi(v);
-    else if (k == "--workers") a.workers = std::stoi(v);
-    else if (k == "--batch") a.batch = std::stoi(v);
-    else if (k == "--threads") a.threads = std::stoi(v);
-    else if (k == "--tasks") a.tasks = std::stoll(v);
-    else if (k == "--rate") a.rate = std::stod(v);
+    if (k == "--server")
+      a.server = v;
+    else if (k == "--agents")
+      a.agents = std::stoi(v);
+    else if (k == "--slots")
+      a.slots = std::stoi(v);
+    else if (k == "--types")
+      a.types = std::stoi(v);
+    else if (k == "--workers")
+      a.workers = std::stoi(v);
+    else if (k == "--batch")
+      a.batch = std::stoi(v);
+    else if (k == "--threads")
+      a.threads = std::stoi(v);
+    else if (k == "--tasks")
+      a.tasks = std::stoll(v);
+    else if (k == "--rate")
+      a.rate = std::stod(v);
     else {
       fmt::print(stderr, "unknown flag {}\n", k);
       std::exit(2);
@@ -166,10 +175,11 @@ int RunAgents(const Args& a) {
     });
   }
   for (auto& t : threads) t.join();
-  fmt::print("agents: received {} tasks; submission-to-receipt latency p50 {:.3f} ms, "
-             "p90 {:.3f} ms, p99 {:.3f} ms, p99.9 {:.3f} ms\n",
-             received.load(), latency.Quantile(0.5) * 1000, latency.Quantile(0.9) * 1000,
-             latency.Quantile(0.99) * 1000, latency.Quantile(0.999) * 1000);
+  fmt::print(
+      "agents: received {} tasks; submission-to-receipt latency p50 {:.3f} ms, "
+      "p90 {:.3f} ms, p99 {:.3f} ms, p99.9 {:.3f} ms\n",
+      received.load(), latency.Quantile(0.5) * 1000, latency.Quantile(0.9) * 1000,
+      latency.Quantile(0.99) * 1000, latency.Quantile(0.999) * 1000);
   return 0;
 }
 
@@ -235,11 +245,12 @@ int RunLoad(const Args& a) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
-  fmt::print("load: {} tasks submitted in {:.2f} s ({:.0f}/s), {} completed end to end in "
-             "{:.2f} s = {:.0f} tasks/s ({} rejected; batch {}, {} threads{})\n",
-             a.tasks, submit_secs, a.tasks / submit_secs, done, secs, done / secs,
-             rejected.load(), a.rate > 0 ? 1 : a.batch, nthreads,
-             a.rate > 0 ? absl::StrCat(", open loop at ", a.rate, "/s") : "");
+  fmt::print(
+      "load: {} tasks submitted in {:.2f} s ({:.0f}/s), {} completed end to end in "
+      "{:.2f} s = {:.0f} tasks/s ({} rejected; batch {}, {} threads{})\n",
+      a.tasks, submit_secs, a.tasks / submit_secs, done, secs, done / secs, rejected.load(),
+      a.rate > 0 ? 1 : a.batch, nthreads,
+      a.rate > 0 ? absl::StrCat(", open loop at ", a.rate, "/s") : "");
   return done >= want ? 0 : 1;
 }
 

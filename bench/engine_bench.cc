@@ -66,16 +66,26 @@ Args Parse(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (k == "--tasks") a.tasks = std::stoll(next());
-    else if (k == "--batch") a.batch = std::stoi(next());
-    else if (k == "--types") a.types = std::stoi(next());
-    else if (k == "--agents") a.agents = std::stoi(next());
-    else if (k == "--slots") a.slots = std::stoi(next());
-    else if (k == "--inflight") a.inflight = std::stoi(next());
-    else if (k == "--queue-only") a.queue_only = std::stoll(next());
-    else if (k == "--db") a.db = next();
-    else if (k == "--durability") a.durability = next();
-    else if (k == "--recover-only") a.recover_only = true;
+    if (k == "--tasks")
+      a.tasks = std::stoll(next());
+    else if (k == "--batch")
+      a.batch = std::stoi(next());
+    else if (k == "--types")
+      a.types = std::stoi(next());
+    else if (k == "--agents")
+      a.agents = std::stoi(next());
+    else if (k == "--slots")
+      a.slots = std::stoi(next());
+    else if (k == "--inflight")
+      a.inflight = std::stoi(next());
+    else if (k == "--queue-only")
+      a.queue_only = std::stoll(next());
+    else if (k == "--db")
+      a.db = next();
+    else if (k == "--durability")
+      a.durability = next();
+    else if (k == "--recover-only")
+      a.recover_only = true;
     else {
       fmt::print(stderr, "unknown flag {}\n", k);
       std::exit(2);
@@ -109,8 +119,8 @@ size_t Commit(Engine& engine, drover::store::Store& store, drover::store::WriteB
 int main(int argc, char** argv) {
   Args a = Parse(argc, argv);
   drover::SystemClock clock;
-  const auto durability =
-      a.durability == "full" ? drover::store::Durability::kFull : drover::store::Durability::kNormal;
+  const auto durability = a.durability == "full" ? drover::store::Durability::kFull
+                                                 : drover::store::Durability::kNormal;
   std::unique_ptr<drover::store::Store> store;
   if (a.db == ":memory-store:") {
     store = drover::store::NewMemoryStore();
@@ -137,10 +147,10 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "{}\n", engine.status().ToString());
       return 1;
     }
-    fmt::print("recovery: {} tasks ({} were leased) in {:.2f} s; resident memory {:.0f} MiB "
-               "(process before recovery {:.0f} MiB)\n",
-               report.tasks, report.requeued, report.seconds, RssKiB() / 1024.0,
-               rss_before / 1024.0);
+    fmt::print(
+        "recovery: {} tasks ({} were leased) in {:.2f} s; resident memory {:.0f} MiB "
+        "(process before recovery {:.0f} MiB)\n",
+        report.tasks, report.requeued, report.seconds, RssKiB() / 1024.0, rss_before / 1024.0);
     return 0;
   }
 
@@ -170,7 +180,8 @@ int main(int argc, char** argv) {
     while (done < a.queue_only) {
       const int n = static_cast<int>(std::min<int64_t>(a.batch, a.queue_only - done));
       for (int i = 0; i < n; ++i) specs[i].set_type(absl::StrCat("type-", (done + i) % a.types));
-      auto r = qengine->Submit(std::vector<v1::TaskSpec>(specs.begin(), specs.begin() + n), "tasks");
+      auto r =
+          qengine->Submit(std::vector<v1::TaskSpec>(specs.begin(), specs.begin() + n), "tasks");
       if (!r.ok()) {
         fmt::print(stderr, "{}\n", r.status().ToString());
         return 1;
@@ -189,7 +200,8 @@ int main(int argc, char** argv) {
   while (completed < a.tasks) {
     if (submitted < a.tasks) {
       const int n = static_cast<int>(std::min<int64_t>(a.batch, a.tasks - submitted));
-      for (int i = 0; i < n; ++i) specs[i].set_type(absl::StrCat("type-", (submitted + i) % a.types));
+      for (int i = 0; i < n; ++i)
+        specs[i].set_type(absl::StrCat("type-", (submitted + i) % a.types));
       auto r = engine->Submit(std::vector<v1::TaskSpec>(specs.begin(), specs.begin() + n), "tasks");
       if (!r.ok()) {
         fmt::print(stderr, "submit: {}\n", r.status().ToString());

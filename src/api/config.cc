@@ -65,7 +65,8 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     } else if (c.durability() == "full") {
       o.durability = store::Durability::kFull;
     } else {
-      return Bad(source, "durability", absl::StrCat("'", c.durability(), "' is not normal or full"));
+      return Bad(source, "durability",
+                 absl::StrCat("'", c.durability(), "' is not normal or full"));
     }
   }
   if (!c.grpc_listen().empty()) o.grpc_listen = c.grpc_listen();
@@ -80,7 +81,8 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
   }
   if (c.lease_ttl_ms() != 0) {
     if (c.lease_ttl_ms() < 100 || c.lease_ttl_ms() > 3'600'000) {
-      return Bad(source, "lease_ttl_ms", absl::StrCat("must be 100 to 3600000, got ", c.lease_ttl_ms()));
+      return Bad(source, "lease_ttl_ms",
+                 absl::StrCat("must be 100 to 3600000, got ", c.lease_ttl_ms()));
     }
     o.engine.lease_ttl = absl::Milliseconds(c.lease_ttl_ms());
   }

@@ -200,8 +200,7 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
 class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
   AgentServiceImpl(api::Service& s, StreamRegistry& reg) : s_(s), reg_(reg) {}
-  ServerUnaryReactor* RegisterAgent(CallbackServerContext* ctx,
-                                    const v1::RegisterAgentRequest* req,
+  ServerUnaryReactor* RegisterAgent(CallbackServerContext* ctx, const v1::RegisterAgentRequest* req,
                                     v1::RegisterAgentResponse* resp) override {
     auto* r = ctx->DefaultReactor();
     s_.RegisterAgent(*req, Finisher(ctx, r, resp));
@@ -222,14 +221,13 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     });
     return stream;
   }
-  ServerUnaryReactor* CompleteTask(CallbackServerContext* ctx,
-                                   const v1::CompleteTaskRequest* req, v1::Ack* resp) override {
+  ServerUnaryReactor* CompleteTask(CallbackServerContext* ctx, const v1::CompleteTaskRequest* req,
+                                   v1::Ack* resp) override {
     auto* r = ctx->DefaultReactor();
     s_.CompleteTask(*req, Finisher(ctx, r, resp));
     return r;
   }
-  ServerUnaryReactor* CompleteTasks(CallbackServerContext* ctx,
-                                    const v1::CompleteTasksRequest* req,
+  ServerUnaryReactor* CompleteTasks(CallbackServerContext* ctx, const v1::CompleteTasksRequest* req,
                                     v1::CompleteTasksResponse* resp) override {
     auto* r = ctx->DefaultReactor();
     s_.CompleteTasks(*req, Finisher(ctx, r, resp));

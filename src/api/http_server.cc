@@ -23,11 +23,21 @@ std::string JsonEscape(absl::string_view in) {
   std::string out;
   for (unsigned char c : in) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (c < 0x20) {
           absl::StrAppend(&out, "\\u00", absl::Hex(c, absl::kZeroPad2));
@@ -135,10 +145,10 @@ void HttpServer::Routes() {
   Service* svc = &service_;
 
   // Body-only POST routes: one request message in, one answer out.
-#define DROVER_POST(path, Req, Resp, method)                                        \
-  s.Post(path, [svc](const httplib::Request& req, httplib::Response& res) {        \
-    Req r;                                                                           \
-    if (auto st = ParseBody(req, &r); !st.ok()) return WriteError(res, st);          \
+#define DROVER_POST(path, Req, Resp, method)                                              \
+  s.Post(path, [svc](const httplib::Request& req, httplib::Response& res) {               \
+    Req r;                                                                                \
+    if (auto st = ParseBody(req, &r); !st.ok()) return WriteError(res, st);               \
     Answer(res, Await<Resp>([&](Reply<Resp> done) { svc->method(r, std::move(done)); })); \
   })
   DROVER_POST("/v1/tasks", v1::SubmitTaskRequest, v1::SubmitTaskResponse, SubmitTask);
@@ -192,7 +202,8 @@ void HttpServer::Routes() {
     int64_t page_size = 0;
     for (absl::Status st :
          {ParseEnumParam<v1::TaskState>(req, "state", "TASK_STATE_", &v1::TaskState_Parse, &state),
-          ParseEnumParam<v1::Priority>(req, "priority", "PRIORITY_", &v1::Priority_Parse, &priority),
+          ParseEnumParam<v1::Priority>(req, "priority", "PRIORITY_", &v1::Priority_Parse,
+                                       &priority),
           ParseIntParam(req, "page_size", &page_size)}) {
       if (!st.ok()) return WriteError(res, st);
     }
@@ -202,8 +213,9 @@ void HttpServer::Routes() {
     r.set_type(req.get_param_value("type"));
     r.set_tenant(req.get_param_value("tenant"));
     r.set_page_token(req.get_param_value("page_token"));
-    Answer(res, Await<v1::ListTasksResponse>(
-                    [&](Reply<v1::ListTasksResponse> done) { svc->ListTasks(r, std::move(done)); }));
+    Answer(res, Await<v1::ListTasksResponse>([&](Reply<v1::ListTasksResponse> done) {
+             svc->ListTasks(r, std::move(done));
+           }));
   });
   s.Get("/v1/dlq", [svc](const httplib::Request& req, httplib::Response& res) {
     v1::ListDeadLettersRequest r;

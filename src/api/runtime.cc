@@ -213,7 +213,8 @@ void Runtime::StoreLoop() {
     if (!st.ok()) {
       // The engine is now ahead of the store: nothing more may be acknowledged. Exit so a
       // supervisor restarts the server, which recovers from what the store holds.
-      fmt::print(stderr, "drover: exiting after a failed commit; restart recovers from the store\n");
+      fmt::print(stderr,
+                 "drover: exiting after a failed commit; restart recovers from the store\n");
       std::fflush(stderr);
       std::_Exit(70);
     }

@@ -115,9 +115,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     const std::string lock_path = options.data_dir + "/drover.lock";
     impl->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (impl->lock_fd < 0 || ::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "data_dir: ", options.data_dir, " is in use by another drover serve (", lock_path,
-          " is locked); give each server its own data directory"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("data_dir: ", options.data_dir, " is in use by another drover serve (",
+                       lock_path, " is locked); give each server its own data directory"));
     }
     auto st = store::OpenSqliteStore(options.data_dir + "/drover.db", options.durability);
     if (!st.ok()) return st.status();

@@ -10,8 +10,8 @@ namespace {
 using core::Engine;
 
 absl::Status Busy() {
-  absl::Status st = absl::ResourceExhaustedError(
-      "server busy: the command queue is full; retry shortly");
+  absl::Status st =
+      absl::ResourceExhaustedError("server busy: the command queue is full; retry shortly");
   st.SetPayload(core::kRetryAfterPayload, absl::Cord("100"));
   return st;
 }
@@ -76,29 +76,29 @@ void Service::SubmitTask(const v1::SubmitTaskRequest& req, Reply<v1::SubmitTaskR
       });
 }
 
-void Service::SubmitTasks(const v1::SubmitTasksRequest& req,
-                          Reply<v1::SubmitTasksResponse> done) {
+void Service::SubmitTasks(const v1::SubmitTasksRequest& req, Reply<v1::SubmitTasksResponse> done) {
   auto specs = std::make_shared<std::vector<v1::TaskSpec>>(req.tasks().begin(), req.tasks().end());
-  RunOn<v1::SubmitTasksResponse>(
-      runtime_, std::move(done), [specs](Engine& e) -> absl::StatusOr<v1::SubmitTasksResponse> {
-        auto r = e.Submit(*specs, "tasks");
-        if (!r.ok()) return r.status();
-        v1::SubmitTasksResponse resp;
-        for (const auto& one : *r) {
-          v1::SubmitTaskResponse* out = resp.add_results();
-          *out->mutable_task() = *e.Snapshot(one.id);
-          out->set_deduplicated(one.deduplicated);
-        }
-        return resp;
-      });
+  RunOn<v1::SubmitTasksResponse>(runtime_, std::move(done),
+                                 [specs](Engine& e) -> absl::StatusOr<v1::SubmitTasksResponse> {
+                                   auto r = e.Submit(*specs, "tasks");
+                                   if (!r.ok()) return r.status();
+                                   v1::SubmitTasksResponse resp;
+                                   for (const auto& one : *r) {
+                                     v1::SubmitTaskResponse* out = resp.add_results();
+                                     *out->mutable_task() = *e.Snapshot(one.id);
+                                     out->set_deduplicated(one.deduplicated);
+                                   }
+                                   return resp;
+                                 });
 }
 
 void Service::GetTask(const v1::GetTaskRequest& req, Reply<v1::Task> done) {
-  RunOn<v1::Task>(runtime_, std::move(done), [id = req.id()](Engine& e) -> absl::StatusOr<v1::Task> {
-    auto t = e.Get(id);
-    if (!t.ok()) return t.status();
-    return **t;
-  });
+  RunOn<v1::Task>(runtime_, std::move(done),
+                  [id = req.id()](Engine& e) -> absl::StatusOr<v1::Task> {
+                    auto t = e.Get(id);
+                    if (!t.ok()) return t.status();
+                    return **t;
+                  });
 }
 
 void Service::ListTasks(const v1::ListTasksRequest& req, Reply<v1::ListTasksResponse> done) {
@@ -143,27 +143,26 @@ void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskRespons
   const absl::Duration timeout =
       absl::Milliseconds(req.timeout_ms() == 0 ? 30'000 : req.timeout_ms());
   Runtime& runtime = runtime_;
-  const bool queued =
-      runtime_.Post([shared, id = req.id(), timeout, &runtime](Engine& e, Batch& batch) {
-        auto t = e.Get(id);
-        if (!t.ok()) {
-          batch.AfterCommit([shared, st = t.status()](const absl::Status&) { (*shared)(st); });
-          return;
-        }
-        if (core::IsTerminal((*t)->state())) {
-          v1::WaitTaskResponse resp;
-          *resp.mutable_task() = **t;
-          batch.AfterCommit([shared, resp](const absl::Status&) { (*shared)(resp); });
-          return;
-        }
-        runtime.AddWaiter(id, absl::Now() + timeout,
-                          [shared](const v1::Task& task, bool timed_out) {
-                            v1::WaitTaskResponse resp;
-                            *resp.mutable_task() = task;
-                            resp.set_timed_out(timed_out);
-                            (*shared)(std::move(resp));
-                          });
-      });
+  const bool queued = runtime_.Post([shared, id = req.id(), timeout, &runtime](Engine& e,
+                                                                               Batch& batch) {
+    auto t = e.Get(id);
+    if (!t.ok()) {
+      batch.AfterCommit([shared, st = t.status()](const absl::Status&) { (*shared)(st); });
+      return;
+    }
+    if (core::IsTerminal((*t)->state())) {
+      v1::WaitTaskResponse resp;
+      *resp.mutable_task() = **t;
+      batch.AfterCommit([shared, resp](const absl::Status&) { (*shared)(resp); });
+      return;
+    }
+    runtime.AddWaiter(id, absl::Now() + timeout, [shared](const v1::Task& task, bool timed_out) {
+      v1::WaitTaskResponse resp;
+      *resp.mutable_task() = task;
+      resp.set_timed_out(timed_out);
+      (*shared)(std::move(resp));
+    });
+  });
   if (!queued) (*shared)(Busy());
 }
 
@@ -184,7 +183,8 @@ void Service::RegisterAgent(const v1::RegisterAgentRequest& req,
 
 void Service::Heartbeat(const v1::HeartbeatRequest& req, Reply<v1::HeartbeatResponse> done) {
   RunOn<v1::HeartbeatResponse>(
-      runtime_, std::move(done), [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::HeartbeatResponse> {
+      runtime_, std::move(done),
+      [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::HeartbeatResponse> {
         if (absl::Status st = e.Heartbeat(id); !st.ok()) return st;
         return v1::HeartbeatResponse();
       });
@@ -204,7 +204,8 @@ void Service::CloseStream(uint64_t agent_id) {
 
 void Service::CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> done) {
   RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
-    if (absl::Status st = e.Complete(req.agent_id(), req.task_id(), req.lease_token(), req.result());
+    if (absl::Status st =
+            e.Complete(req.agent_id(), req.task_id(), req.lease_token(), req.result());
         !st.ok()) {
       return st;
     }
@@ -255,8 +256,7 @@ void Service::Checkpoint(const v1::CheckpointRequest& req, Reply<v1::Ack> done) 
   });
 }
 
-void Service::ExtendLease(const v1::ExtendLeaseRequest& req,
-                          Reply<v1::ExtendLeaseResponse> done) {
+void Service::ExtendLease(const v1::ExtendLeaseRequest& req, Reply<v1::ExtendLeaseResponse> done) {
   RunOn<v1::ExtendLeaseResponse>(
       runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ExtendLeaseResponse> {
         auto t = e.ExtendLease(req.agent_id(), req.task_id(), req.lease_token());
@@ -268,10 +268,11 @@ void Service::ExtendLease(const v1::ExtendLeaseRequest& req,
 }
 
 void Service::DeregisterAgent(const v1::DeregisterAgentRequest& req, Reply<v1::Ack> done) {
-  RunOn<v1::Ack>(runtime_, std::move(done), [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::Ack> {
-    if (absl::Status st = e.Deregister(id); !st.ok()) return st;
-    return v1::Ack();
-  });
+  RunOn<v1::Ack>(runtime_, std::move(done),
+                 [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::Ack> {
+                   if (absl::Status st = e.Deregister(id); !st.ok()) return st;
+                   return v1::Ack();
+                 });
 }
 
 void Service::Health(Reply<v1::HealthResponse> done) {
@@ -284,21 +285,21 @@ void Service::Health(Reply<v1::HealthResponse> done) {
 
 void Service::Ready(Reply<v1::HealthResponse> done) {
   // Readiness: a command makes the round trip through the engine and the store.
-  RunOn<v1::HealthResponse>(runtime_, std::move(done),
-                            [](Engine& e) -> absl::StatusOr<v1::HealthResponse> {
-                              v1::HealthResponse resp;
-                              resp.set_status("SERVING");
-                              resp.set_detail(absl::StrCat(e.outstanding(), " of ",
-                                                           e.options().capacity,
-                                                           " outstanding tasks"));
-                              return resp;
-                            });
+  RunOn<v1::HealthResponse>(
+      runtime_, std::move(done), [](Engine& e) -> absl::StatusOr<v1::HealthResponse> {
+        v1::HealthResponse resp;
+        resp.set_status("SERVING");
+        resp.set_detail(
+            absl::StrCat(e.outstanding(), " of ", e.options().capacity, " outstanding tasks"));
+        return resp;
+      });
 }
 
 void Service::Stats(Reply<v1::StatsResponse> done) {
   RunOn<v1::StatsResponse>(
       runtime_, std::move(done),
-      [started = started_, desc = store_.Describe()](Engine& e) -> absl::StatusOr<v1::StatsResponse> {
+      [started = started_,
+       desc = store_.Describe()](Engine& e) -> absl::StatusOr<v1::StatsResponse> {
         v1::StatsResponse r;
         for (int s = v1::TASK_STATE_WAITING; s <= v1::TASK_STATE_EXPIRED; ++s) {
           (*r.mutable_tasks_by_state())[core::StateName(static_cast<v1::TaskState>(s))] =
@@ -335,19 +336,20 @@ void Service::Stats(Reply<v1::StatsResponse> done) {
 
 void Service::ListDeadLetters(const v1::ListDeadLettersRequest& req,
                               Reply<v1::ListTasksResponse> done) {
-  RunOn<v1::ListTasksResponse>(
-      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
-        if (absl::Status st = CheckPageSize(req.page_size()); !st.ok()) return st;
-        auto after = ParsePageToken(req.page_token());
-        if (!after.ok()) return after.status();
-        core::ListFilter f;
-        f.dead_only = true;
-        f.type = req.type();
-        f.tenant = req.tenant();
-        f.after = *after;
-        f.limit = req.page_size() == 0 ? 100 : req.page_size();
-        return Page(e.List(f), f.limit);
-      });
+  RunOn<v1::ListTasksResponse>(runtime_, std::move(done),
+                               [req](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
+                                 if (absl::Status st = CheckPageSize(req.page_size()); !st.ok())
+                                   return st;
+                                 auto after = ParsePageToken(req.page_token());
+                                 if (!after.ok()) return after.status();
+                                 core::ListFilter f;
+                                 f.dead_only = true;
+                                 f.type = req.type();
+                                 f.tenant = req.tenant();
+                                 f.after = *after;
+                                 f.limit = req.page_size() == 0 ? 100 : req.page_size();
+                                 return Page(e.List(f), f.limit);
+                               });
 }
 
 void Service::ReprocessDeadLetters(const v1::ReprocessDeadLettersRequest& req,
@@ -367,8 +369,7 @@ void Service::ReprocessDeadLetters(const v1::ReprocessDeadLettersRequest& req,
 void Service::PurgeDeadLetters(const v1::PurgeDeadLettersRequest& req,
                                Reply<v1::PurgeDeadLettersResponse> done) {
   RunOn<v1::PurgeDeadLettersResponse>(
-      runtime_, std::move(done),
-      [req](Engine& e) -> absl::StatusOr<v1::PurgeDeadLettersResponse> {
+      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::PurgeDeadLettersResponse> {
         std::vector<core::TaskId> ids(req.ids().begin(), req.ids().end());
         auto r = e.Purge(ids, req.all(), req.type());
         if (!r.ok()) return r.status();
@@ -411,8 +412,7 @@ void Service::Metrics(Reply<std::string> done) {
     w.Counter("drover_tasks_succeeded_total", "Tasks completed successfully.", p.succeeded);
     w.Counter("drover_task_attempts_failed_total", "Attempts counted as failures.",
               p.failed_attempts);
-    w.Counter("drover_task_retries_total", "Tasks queued again after a failed attempt.",
-              p.retries);
+    w.Counter("drover_task_retries_total", "Tasks queued again after a failed attempt.", p.retries);
     w.Counter("drover_leases_expired_total", "Leases that expired without a heartbeat.",
               p.leases_expired);
     w.Counter("drover_tasks_timed_out_total", "Attempts past their execution timeout.",
@@ -423,13 +423,11 @@ void Service::Metrics(Reply<std::string> done) {
     w.Counter("drover_tasks_expired_total", "Tasks not started by their deadline.", p.expired);
     w.Counter("drover_stale_reports_total",
               "Completions and failures refused for a stale lease token.", p.stale_reports);
-    w.Counter("drover_dead_letters_reprocessed_total", "Dead letters queued again.",
-              p.reprocessed);
+    w.Counter("drover_dead_letters_reprocessed_total", "Dead letters queued again.", p.reprocessed);
     w.Family("drover_dispatch_latency_seconds", "histogram",
              "Time from a task becoming ready to its lease.");
     w.HistogramSample({}, p.dispatch_latency);
-    w.Family("drover_completion_latency_seconds", "histogram",
-             "Time from submission to success.");
+    w.Family("drover_completion_latency_seconds", "histogram", "Time from submission to success.");
     w.HistogramSample({}, p.completion_latency);
     w.Family("drover_task_run_seconds", "histogram", "Time an attempt held its lease.");
     w.HistogramSample({}, p.run_time);

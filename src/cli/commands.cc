@@ -106,7 +106,8 @@ void PrintTask(const v1::Task& t) {
   fmt::print("  attempts {} (failures {} of {})  created {} ago\n", t.attempts(), t.failures(),
              t.effective_max_attempts(), Age(t.created_unix_ms()));
   if (t.spec().deadline_unix_ms() > 0) {
-    fmt::print("  deadline {}\n", absl::FormatTime(absl::FromUnixMillis(t.spec().deadline_unix_ms())));
+    fmt::print("  deadline {}\n",
+               absl::FormatTime(absl::FromUnixMillis(t.spec().deadline_unix_ms())));
   }
   if (!t.spec().idempotency_key().empty()) {
     fmt::print("  idempotency key {}\n", t.spec().idempotency_key());
@@ -119,12 +120,16 @@ void PrintTask(const v1::Task& t) {
   }
   if (!t.reason().empty()) fmt::print("  reason: {}\n", t.reason());
   if (!t.last_error().empty()) fmt::print("  last error: {}\n", t.last_error());
-  if (!t.spec().payload().empty()) fmt::print("  payload: {}\n", Printable(t.spec().payload(), 200));
-  if (t.state() == v1::TASK_STATE_SUCCEEDED) fmt::print("  result: {}\n", Printable(t.result(), 2000));
+  if (!t.spec().payload().empty())
+    fmt::print("  payload: {}\n", Printable(t.spec().payload(), 200));
+  if (t.state() == v1::TASK_STATE_SUCCEEDED)
+    fmt::print("  result: {}\n", Printable(t.result(), 2000));
   for (const v1::Attempt& a : t.history()) {
     fmt::print("  attempt {}: agent {}, {}{}{}\n", a.number(), a.agent_id(),
                a.outcome().empty() ? "running" : a.outcome(),
-               a.ended_unix_ms() ? absl::StrCat(" after ", a.ended_unix_ms() - a.started_unix_ms(), " ms") : "",
+               a.ended_unix_ms()
+                   ? absl::StrCat(" after ", a.ended_unix_ms() - a.started_unix_ms(), " ms")
+                   : "",
                a.error().empty() ? "" : absl::StrCat(": ", Printable(a.error(), 200)));
   }
 }
@@ -216,9 +221,9 @@ int Serve(const ServeFlags& f) {
              "drover serve: store {}; recovered {} tasks ({} requeued) in {:.0f} ms; epoch {}\n",
              store, rec.tasks, rec.requeued, rec.seconds * 1000, rec.epoch);
   fmt::print(stderr, "drover serve: gRPC on port {}{}\n", (*server)->grpc_port(),
-             (*server)->http_port() ? absl::StrCat(", HTTP on port ", (*server)->http_port(),
-                                                   " (/metrics, /v1/...)")
-                                    : "");
+             (*server)->http_port()
+                 ? absl::StrCat(", HTTP on port ", (*server)->http_port(), " (/metrics, /v1/...)")
+                 : "");
   if (!f.port_file.empty()) {
     std::ofstream out(f.port_file + ".tmp");
     out << (*server)->grpc_port() << " " << (*server)->http_port() << "\n";
@@ -256,7 +261,8 @@ int Main(int argc, char** argv) {
   CLI::App app{"drover: an orchestrator for fleets of agents"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
-  std::string server = std::getenv("DROVER_SERVER") ? std::getenv("DROVER_SERVER") : "127.0.0.1:7070";
+  std::string server =
+      std::getenv("DROVER_SERVER") ? std::getenv("DROVER_SERVER") : "127.0.0.1:7070";
   app.add_option("--server", server, "gRPC address of drover serve (env DROVER_SERVER)");
   bool json = false;
   auto connect = [&] { return client::Client::Connect(server); };
@@ -268,7 +274,8 @@ int Main(int argc, char** argv) {
   serve->add_option("--grpc-listen", sf.grpc_listen, "host:port for gRPC (default 127.0.0.1:7070)");
   serve->add_option("--http-listen", sf.http_listen,
                     "host:port for HTTP/JSON and /metrics (default 127.0.0.1:7071; off disables)");
-  serve->add_option("--data-dir", sf.data_dir, "where the SQLite store lives (default ./drover-data)");
+  serve->add_option("--data-dir", sf.data_dir,
+                    "where the SQLite store lives (default ./drover-data)");
   serve->add_option("--store", sf.store, "sqlite (default) or memory");
   serve->add_option("--durability", sf.durability, "normal (default) or full");
   serve->add_option("--capacity", sf.capacity, "outstanding tasks admitted (default 1000000)");
@@ -278,7 +285,7 @@ int Main(int argc, char** argv) {
   // submit
   struct {
     std::string type, payload, payload_file, priority = "normal", tenant, deadline, timeout,
-        idempotency_key, backoff_base, backoff_cap;
+                                             idempotency_key, backoff_base, backoff_cap;
     int max_attempts = 0, count = 1;
     double complexity = 0, cost_budget = 0;
     std::vector<std::string> labels;
@@ -523,7 +530,8 @@ int Main(int argc, char** argv) {
     };
     if (one_line) {
       fmt::print(
-          "ready {:>5}  running {:>3}  retry-wait {:>4}  succeeded {:>6}  dead {:>4}  retries {:>5}  "
+          "ready {:>5}  running {:>3}  retry-wait {:>4}  succeeded {:>6}  dead {:>4}  retries "
+          "{:>5}  "
           "outstanding {}\n",
           count("ready"), count("leased"), count("retry_wait"), count("succeeded"), count("dead"),
           r->retries_total(), r->outstanding());
@@ -532,17 +540,20 @@ int Main(int argc, char** argv) {
     fmt::print("store {}  up {}s  outstanding {} of {}\n", r->store(), r->uptime_ms() / 1000,
                r->outstanding(), r->capacity());
     std::vector<std::string> parts;
-    for (const char* st : {"waiting", "ready", "leased", "retry_wait", "succeeded", "dead",
-                           "canceled", "expired"}) {
+    for (const char* st :
+         {"waiting", "ready", "leased", "retry_wait", "succeeded", "dead", "canceled", "expired"}) {
       parts.push_back(absl::StrCat(st, " ", count(st)));
     }
     fmt::print("tasks: {}\n", absl::StrJoin(parts, ", "));
-    fmt::print("agents {} ({} of {} slots busy)  submitted {}  rejected {}  retries {}  dead-lettered {}  leases expired {}\n",
-               r->agents(), r->agent_slots_busy(), r->agent_slots(), r->submitted_total(),
-               r->rejected_total(), r->retries_total(), r->dead_lettered_total(),
-               r->leases_expired_total());
+    fmt::print(
+        "agents {} ({} of {} slots busy)  submitted {}  rejected {}  retries {}  dead-lettered {}  "
+        "leases expired {}\n",
+        r->agents(), r->agent_slots_busy(), r->agent_slots(), r->submitted_total(),
+        r->rejected_total(), r->retries_total(), r->dead_lettered_total(),
+        r->leases_expired_total());
     for (const auto& q : r->queues()) {
-      fmt::print("  queue {:<16} {:<10} {}\n", q.type(), core::PriorityName(q.priority()), q.depth());
+      fmt::print("  queue {:<16} {:<10} {}\n", q.type(), core::PriorityName(q.priority()),
+                 q.depth());
     }
     return 0;
   }

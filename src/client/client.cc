@@ -15,7 +15,8 @@ absl::Status Convert(const grpc::Status& st, const grpc::ClientContext& ctx) {
   const auto& md = ctx.GetServerTrailingMetadata();
   auto it = md.find("retry-after-ms");
   if (it != md.end()) {
-    out.SetPayload(kRetryAfterPayload, absl::Cord(std::string(it->second.data(), it->second.size())));
+    out.SetPayload(kRetryAfterPayload,
+                   absl::Cord(std::string(it->second.data(), it->second.size())));
   }
   return out;
 }
@@ -58,8 +59,8 @@ absl::Status Client::WaitForServer(absl::Duration timeout) {
   if (channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
     return absl::OkStatus();
   }
-  return absl::UnavailableError(absl::StrCat("no drover server answered within ",
-                                             absl::FormatDuration(timeout)));
+  return absl::UnavailableError(
+      absl::StrCat("no drover server answered within ", absl::FormatDuration(timeout)));
 }
 
 // One unary call: a context with the deadline, the stub method, the status conversion.
@@ -78,7 +79,8 @@ absl::StatusOr<v1::SubmitTaskResponse> Client::Submit(const v1::TaskSpec& spec) 
   return resp;
 }
 
-absl::StatusOr<v1::SubmitTasksResponse> Client::SubmitBatch(const std::vector<v1::TaskSpec>& specs) {
+absl::StatusOr<v1::SubmitTasksResponse> Client::SubmitBatch(
+    const std::vector<v1::TaskSpec>& specs) {
   v1::SubmitTasksRequest req;
   for (const auto& s : specs) *req.add_tasks() = s;
   v1::SubmitTasksResponse resp;

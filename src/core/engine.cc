@@ -25,8 +25,7 @@ constexpr size_t kMaxErrorText = 16 * 1024;
 bool ValidName(const std::string& s) {
   if (s.empty() || s.size() > kMaxNameLen) return false;
   for (char c : s) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' &&
-        c != '.') {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') {
       return false;
     }
   }
@@ -35,9 +34,9 @@ bool ValidName(const std::string& s) {
 
 absl::Status NameError(const std::string& field, const std::string& value) {
   if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": '", value.substr(0, 80), "' must be 1 to ", kMaxNameLen,
-                   " characters of [A-Za-z0-9_.-]"));
+  return absl::InvalidArgumentError(absl::StrCat(field, ": '", value.substr(0, 80),
+                                                 "' must be 1 to ", kMaxNameLen,
+                                                 " characters of [A-Za-z0-9_.-]"));
 }
 
 int EffectivePriority(v1::Priority p) {
@@ -99,13 +98,11 @@ absl::Status Engine::ValidateSpec(const v1::TaskSpec& s, const std::string& f) c
   }
   if (s.idempotency_key().size() > kMaxIdempotencyKey) {
     return bad("idempotency_key", absl::StrCat(s.idempotency_key().size(),
-                                               " bytes exceeds the limit of ",
-                                               kMaxIdempotencyKey));
+                                               " bytes exceeds the limit of ", kMaxIdempotencyKey));
   }
   if (s.max_attempts() < 0 || s.max_attempts() > kMaxAttemptsLimit) {
-    return bad("max_attempts",
-               absl::StrCat("must be 0 (type default) to ", kMaxAttemptsLimit, ", got ",
-                            s.max_attempts()));
+    return bad("max_attempts", absl::StrCat("must be 0 (type default) to ", kMaxAttemptsLimit,
+                                            ", got ", s.max_attempts()));
   }
   struct MsField {
     const char* name;
@@ -116,22 +113,20 @@ absl::Status Engine::ValidateSpec(const v1::TaskSpec& s, const std::string& f) c
                            MsField{"backoff_cap_ms", s.backoff_cap_ms()}}) {
     if (m.value < 0) return bad(m.name, absl::StrCat("must be >= 0, got ", m.value));
     if (m.value > kMaxTimeoutMs) {
-      return bad(m.name, absl::StrCat("must be at most ", kMaxTimeoutMs, " (7 days), got ",
-                                      m.value));
+      return bad(m.name,
+                 absl::StrCat("must be at most ", kMaxTimeoutMs, " (7 days), got ", m.value));
     }
   }
   if (s.labels_size() > static_cast<int>(kMaxLabels)) {
-    return bad("labels", absl::StrCat(s.labels_size(), " labels exceed the limit of ",
-                                      kMaxLabels));
+    return bad("labels", absl::StrCat(s.labels_size(), " labels exceed the limit of ", kMaxLabels));
   }
   for (const auto& [k, v] : s.labels()) {
     if (k.empty() || k.size() > kMaxLabelKey) {
-      return bad("labels", absl::StrCat("key '", k.substr(0, 80), "' must be 1 to ",
-                                        kMaxLabelKey, " bytes"));
+      return bad("labels",
+                 absl::StrCat("key '", k.substr(0, 80), "' must be 1 to ", kMaxLabelKey, " bytes"));
     }
     if (v.size() > kMaxLabelValue) {
-      return bad("labels", absl::StrCat("value of '", k, "' exceeds ", kMaxLabelValue,
-                                        " bytes"));
+      return bad("labels", absl::StrCat("value of '", k, "' exceeds ", kMaxLabelValue, " bytes"));
     }
   }
   if (s.depends_on_size() > 0) {
@@ -154,8 +149,8 @@ absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh) {
   if (fresh.empty()) return absl::OkStatus();
   const int64_t now_out = outstanding();
   const int64_t after = now_out + static_cast<int64_t>(fresh.size());
-  const int64_t shed_at =
-      static_cast<int64_t>(std::floor(options_.shed_fraction * static_cast<double>(options_.capacity)));
+  const int64_t shed_at = static_cast<int64_t>(
+      std::floor(options_.shed_fraction * static_cast<double>(options_.capacity)));
   // The hint: how long the backlog above the threshold takes to drain at the recent
   // completion rate is not known to a pure engine; a fixed floor, scaled by how far past
   // the threshold we are, keeps clients from hammering.
@@ -177,13 +172,12 @@ absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh) {
       int p = EffectivePriority(s->priority());
       if (p > v1::PRIORITY_HIGH) {
         probe_.rejected_shed += static_cast<int64_t>(fresh.size());
-        return exhausted(
-            absl::StrCat("load shedding: ", now_out, " of ", options_.capacity,
-                         " outstanding tasks is at or above ",
-                         static_cast<int>(options_.shed_fraction * 100),
-                         " %; only critical and high priority are admitted (got ",
-                         PriorityName(s->priority()), ")"),
-            1.0);
+        return exhausted(absl::StrCat("load shedding: ", now_out, " of ", options_.capacity,
+                                      " outstanding tasks is at or above ",
+                                      static_cast<int>(options_.shed_fraction * 100),
+                                      " %; only critical and high priority are admitted (got ",
+                                      PriorityName(s->priority()), ")"),
+                         1.0);
       }
     }
   }
@@ -203,9 +197,8 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
   }
   if (specs.size() > options_.max_batch) {
     probe_.rejected_invalid++;
-    return absl::InvalidArgumentError(absl::StrCat(field_prefix, ": ", specs.size(),
-                                                   " tasks exceed the batch limit of ",
-                                                   options_.max_batch));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field_prefix, ": ", specs.size(), " tasks exceed the batch limit of ", options_.max_batch));
   }
   const bool single = specs.size() == 1 && field_prefix == "task";
   std::vector<SubmitResult> results(specs.size());
@@ -213,8 +206,7 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
   absl::flat_hash_map<std::string, size_t> batch_keys;  // duplicates within the batch
   std::vector<int> dup_of(specs.size(), -1);
   for (size_t i = 0; i < specs.size(); ++i) {
-    const std::string field =
-        single ? field_prefix : absl::StrCat(field_prefix, "[", i, "]");
+    const std::string field = single ? field_prefix : absl::StrCat(field_prefix, "[", i, "]");
     if (absl::Status st = ValidateSpec(specs[i], field); !st.ok()) {
       probe_.rejected_invalid++;
       return st;
@@ -252,16 +244,15 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
       task.mutable_spec()->set_priority(v1::PRIORITY_NORMAL);
     }
     const TypeDefaults d = DefaultsFor(s.type());
-    task.set_effective_max_attempts(s.max_attempts() > 0 ? s.max_attempts()
-                                                         : d.retry.max_attempts);
+    task.set_effective_max_attempts(s.max_attempts() > 0 ? s.max_attempts() : d.retry.max_attempts);
     task.set_effective_execution_timeout_ms(s.execution_timeout_ms() > 0
                                                 ? s.execution_timeout_ms()
                                                 : absl::ToInt64Milliseconds(d.execution_timeout));
     task.set_created_unix_ms(t_ms);
     task.set_updated_unix_ms(t_ms);
     if (!s.idempotency_key().empty()) {
-      idempotency_[absl::StrCat(task.spec().tenant(), std::string(1, '\0'),
-                                s.idempotency_key())] = id;
+      idempotency_[absl::StrCat(task.spec().tenant(), std::string(1, '\0'), s.idempotency_key())] =
+          id;
     }
     Entry& ref = *e;
     tasks_.emplace(id, std::move(e));
@@ -377,8 +368,7 @@ void Engine::CloseAttempt(Entry& e, const std::string& outcome, const std::strin
   a->set_outcome(outcome);
   a->set_error(error.substr(0, kMaxErrorText));
   a->set_counted(counted);
-  probe_.run_time.Observe(
-      static_cast<double>(a->ended_unix_ms() - a->started_unix_ms()) / 1000.0);
+  probe_.run_time.Observe(static_cast<double>(a->ended_unix_ms() - a->started_unix_ms()) / 1000.0);
 }
 
 void Engine::ReleaseFromAgent(Entry& e) {
@@ -471,8 +461,8 @@ void Engine::FailAttempt(Entry& e, const std::string& outcome, const std::string
 // Dispatch
 
 void Engine::RefreshIdle(AgentInfo& agent) {
-  const bool idle = agent.stream_open &&
-                    static_cast<int>(agent.leased.size()) < agent.max_concurrency;
+  const bool idle =
+      agent.stream_open && static_cast<int>(agent.leased.size()) < agent.max_concurrency;
   for (const std::string& type : agent.types) {
     TypeQueue& q = queues_[type];
     if (idle) {
@@ -625,9 +615,9 @@ absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>&
   }
   const int64_t needed = static_cast<int64_t>(chosen.size());
   if (outstanding() + needed > options_.capacity) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "queue full: ", outstanding(), " of ", options_.capacity, " outstanding; cannot take ",
-        needed, " dead letters back"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("queue full: ", outstanding(), " of ", options_.capacity,
+                     " outstanding; cannot take ", needed, " dead letters back"));
   }
   for (TaskId id : chosen) {
     Entry& e = *Find(id);
@@ -636,8 +626,7 @@ absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>&
     e.task.set_reason("");
     e.task.set_finished_unix_ms(0);
     probe_.reprocessed++;
-    if (e.task.spec().deadline_unix_ms() > 0 &&
-        e.task.spec().deadline_unix_ms() <= now_ms()) {
+    if (e.task.spec().deadline_unix_ms() > 0 && e.task.spec().deadline_unix_ms() <= now_ms()) {
       // Its deadline has passed: it can never start, say so rather than requeue.
       Finish(e, v1::TASK_STATE_EXPIRED, "deadline passed before reprocess");
       continue;
@@ -766,14 +755,12 @@ absl::StatusOr<Engine::Entry*> Engine::FindLeased(AgentId agent, TaskId id, uint
     probe_.stale_reports++;
     return absl::FailedPreconditionError(absl::StrCat(
         "lease_token: ", what, " refused, lease ", token, " of agent ", agent,
-        " is not the current lease of task ", id, " (task is ", StateName(e->task.state()),
-        ")"));
+        " is not the current lease of task ", id, " (task is ", StateName(e->task.state()), ")"));
   }
   return e;
 }
 
-absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token,
-                              const std::string& result) {
+absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token, const std::string& result) {
   if (result.size() > options_.max_result_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("result: ", result.size(),
                                                    " bytes exceeds the limit of ",
@@ -806,8 +793,7 @@ absl::Status Engine::Fail(AgentId agent, TaskId id, uint64_t token, const std::s
   return absl::OkStatus();
 }
 
-absl::Status Engine::Checkpoint(AgentId agent, TaskId id, uint64_t token,
-                                const std::string& data) {
+absl::Status Engine::Checkpoint(AgentId agent, TaskId id, uint64_t token, const std::string& data) {
   if (data.size() > options_.max_checkpoint_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint: ", data.size(),
                                                    " bytes exceeds the limit of ",
@@ -954,8 +940,8 @@ void Engine::Restore(v1::Task task) {
   next_task_id_ = std::max(next_task_id_, id + 1);
   const v1::Task& t = e->task;
   if (!t.spec().idempotency_key().empty()) {
-    idempotency_[absl::StrCat(t.spec().tenant(), std::string(1, '\0'), t.spec().idempotency_key())] =
-        id;
+    idempotency_[absl::StrCat(t.spec().tenant(), std::string(1, '\0'),
+                              t.spec().idempotency_key())] = id;
   }
   if (t.state() == v1::TASK_STATE_DEAD) dead_.insert(id);
   tasks_.emplace(id, std::move(e));
@@ -1039,8 +1025,8 @@ absl::Status Engine::CheckInvariants() const {
   }
   for (int s = 0; s < 9; ++s) {
     if (counts[s] != state_counts_[s]) {
-      return absl::InternalError(absl::StrCat("state count ", s, " is ", state_counts_[s],
-                                              ", records say ", counts[s]));
+      return absl::InternalError(
+          absl::StrCat("state count ", s, " is ", state_counts_[s], ", records say ", counts[s]));
     }
   }
   for (const auto& [id, a] : agents_) {

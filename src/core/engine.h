@@ -107,14 +107,13 @@ struct Outbox {
     AgentId agent = 0;
     v1::WorkItem item;
   };
-  std::vector<TaskId> dirty;     // tasks whose durable record changed
-  std::vector<TaskId> purged;    // tasks removed for good
+  std::vector<TaskId> dirty;                              // tasks whose durable record changed
+  std::vector<TaskId> purged;                             // tasks removed for good
   std::vector<std::pair<std::string, std::string>> meta;  // store meta to write
-  std::vector<Push> pushes;      // work items for agents' work streams
-  std::vector<TaskId> terminal;  // tasks that reached a terminal state
+  std::vector<Push> pushes;                               // work items for agents' work streams
+  std::vector<TaskId> terminal;                           // tasks that reached a terminal state
   bool empty() const {
-    return dirty.empty() && purged.empty() && meta.empty() && pushes.empty() &&
-           terminal.empty();
+    return dirty.empty() && purged.empty() && meta.empty() && pushes.empty() && terminal.empty();
   }
 };
 
@@ -175,8 +174,7 @@ class Engine {
   // an error naming them (nothing changes then).
   absl::StatusOr<std::vector<TaskId>> Reprocess(const std::vector<TaskId>& ids, bool all,
                                                 const std::string& type);
-  absl::StatusOr<int64_t> Purge(const std::vector<TaskId>& ids, bool all,
-                                const std::string& type);
+  absl::StatusOr<int64_t> Purge(const std::vector<TaskId>& ids, bool all, const std::string& type);
 
   // --- agents ---------------------------------------------------------------------------
   absl::StatusOr<AgentId> RegisterAgent(const v1::RegisterAgentRequest& req);
@@ -242,9 +240,7 @@ class Engine {
     uint64_t id;  // task or agent id
     uint32_t gen;
     TimerKind kind;
-    bool operator>(const Timer& o) const {
-      return at != o.at ? at > o.at : seq > o.seq;
-    }
+    bool operator>(const Timer& o) const { return at != o.at ? at > o.at : seq > o.seq; }
   };
 
   absl::Status ValidateSpec(const v1::TaskSpec& spec, const std::string& field) const;
@@ -252,8 +248,7 @@ class Engine {
   TypeDefaults DefaultsFor(const std::string& type) const;
   Entry* Find(TaskId id);
   const Entry* Find(TaskId id) const;
-  absl::StatusOr<Entry*> FindLeased(AgentId agent, TaskId id, uint64_t token,
-                                    const char* what);
+  absl::StatusOr<Entry*> FindLeased(AgentId agent, TaskId id, uint64_t token, const char* what);
 
   void SetState(Entry& e, v1::TaskState s);
   void MakeReady(Entry& e);
@@ -261,12 +256,11 @@ class Engine {
   void Enqueue(Entry& e);
   void RemoveFromReady(Entry& e);
   void Lease(Entry& e, AgentInfo& agent);
-  void CloseAttempt(Entry& e, const std::string& outcome, const std::string& error,
-                    bool counted);
+  void CloseAttempt(Entry& e, const std::string& outcome, const std::string& error, bool counted);
   void ReleaseFromAgent(Entry& e);
   // An attempt ended without success.
-  void FailAttempt(Entry& e, const std::string& outcome, const std::string& error,
-                   bool retryable, bool counted);
+  void FailAttempt(Entry& e, const std::string& outcome, const std::string& error, bool retryable,
+                   bool counted);
   void Finish(Entry& e, v1::TaskState terminal, const std::string& reason);
   void RemoveAgent(AgentInfo& agent, const std::string& outcome, bool counted);
 

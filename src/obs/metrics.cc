@@ -32,8 +32,7 @@ std::string FormatValue(double v) {
 }
 }  // namespace
 
-void PromWriter::Family(const std::string& name, const std::string& type,
-                        const std::string& help) {
+void PromWriter::Family(const std::string& name, const std::string& type, const std::string& help) {
   family_ = name;
   fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }

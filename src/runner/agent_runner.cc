@@ -9,9 +9,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
-#include <condition_variable>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -356,9 +356,8 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
     });
     outcome = "failed, retryable (exit 75)";
   } else {
-    const std::string why = WIFEXITED(status)
-                                ? absl::StrCat("exit status ", WEXITSTATUS(status))
-                                : absl::StrCat("killed by signal ", WTERMSIG(status));
+    const std::string why = WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
+                                              : absl::StrCat("killed by signal ", WTERMSIG(status));
     st = Report([&] { return client_->Fail(agent_id, task, token, why + tail(), false); });
     outcome = absl::StrCat("failed (", why, ")");
   }

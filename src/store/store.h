@@ -86,7 +86,7 @@ enum class Durability {
 // numbered migrations in src/store/migrations/sqlite/. Fails with a message naming the
 // path when the file cannot be opened or is not a drover database.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
-                                                        Durability durability);
+                                                       Durability durability);
 
 // A store kept in memory, for tests and the simulator. Loses everything on destruction.
 std::unique_ptr<Store> NewMemoryStore();

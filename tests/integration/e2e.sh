@@ -26,6 +26,9 @@ done
 flaky=$("$DROVER" submit -q --type alpha --payload "flaky-1")
 want[$flaky]="alpha:FLAKY-1"
 poison=$("$DROVER" submit -q --type beta --payload "poison-1")
+resume=$("$DROVER" submit -q --type alpha --payload "resume-1")
+stdin_id=$(printf 'from-stdin' | "$DROVER" submit -q --type beta --payload -)
+want[$stdin_id]="beta:FROM-STDIN"
 
 bad=0
 for id in "${!want[@]}"; do
@@ -36,6 +39,7 @@ for id in "${!want[@]}"; do
 done
 check "all ${#want[@]} tasks succeeded with the right result" [ "$bad" = 0 ]
 
+check "a checkpoint reaches the next attempt" contains "$("$DROVER" wait "$resume")" "result: resumed from step-7"
 check "flaky task succeeded on attempt 2" contains "$("$DROVER" get "$flaky")" "attempts 2 (failures 1 of 3)"
 
 "$DROVER" wait --timeout 20s "$poison" >/dev/null || true
