@@ -9,7 +9,8 @@
 //                [--inflight F] [--db PATH|:memory-store:] [--durability normal|full]
 //
 // Prints one line of figures. Also: --recover-only reopens the database and times
-// recovery (used by recovery_bench.sh for 1,000,000 queued tasks and their memory).
+// recovery; --queue-only N queues N tasks and prints resident memory (bench/run_all.sh
+// runs both for 1,000,000 tasks).
 #include <sys/resource.h>
 #include <unistd.h>
 

@@ -21,6 +21,15 @@ absl::StatusOr<core::TypeDefaults> ToDefaults(const drover::v1::TaskTypeConfig& 
   if (c.max_attempts() < 0 || c.max_attempts() > 100) {
     return Bad(source, key + ".max_attempts", "must be 1 to 100");
   }
+  constexpr int64_t kWeekMs = 7LL * 24 * 3600 * 1000;  // the same bound as a task's own fields
+  for (const auto& [field, value] :
+       {std::pair<const char*, int64_t>{"backoff_base_ms", c.backoff_base_ms()},
+        {"backoff_cap_ms", c.backoff_cap_ms()},
+        {"execution_timeout_ms", c.execution_timeout_ms()}}) {
+    if (value > kWeekMs) {
+      return Bad(source, key + "." + field, absl::StrCat("must be at most ", kWeekMs, " (7 days)"));
+    }
+  }
   if (c.execution_timeout_ms() < 0) {
     return Bad(source, key + ".execution_timeout_ms", "must be >= 0");
   }
@@ -74,7 +83,7 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
   if (c.capacity() < 0) return Bad(source, "capacity", "must be > 0");
   if (c.capacity() > 0) o.engine.capacity = c.capacity();
   if (c.shed_fraction() != 0) {
-    if (c.shed_fraction() <= 0 || c.shed_fraction() > 1) {
+    if (!(c.shed_fraction() > 0 && c.shed_fraction() <= 1)) {  // also refuses NaN
       return Bad(source, "shed_fraction", "must be in (0, 1]");
     }
     o.engine.shed_fraction = c.shed_fraction();
@@ -108,10 +117,29 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     if (c.command_queue_limit() < 1) return Bad(source, "command_queue_limit", "must be > 0");
     o.command_queue_limit = static_cast<size_t>(c.command_queue_limit());
   }
+  if (c.terminal_retention_ms() != 0) {
+    if (c.terminal_retention_ms() < 0 || c.terminal_retention_ms() > 30LL * 24 * 3600 * 1000) {
+      return Bad(source, "terminal_retention_ms", "must be 1 to 2592000000 (30 days)");
+    }
+    o.engine.terminal_retention = absl::Milliseconds(c.terminal_retention_ms());
+  }
+  if (c.max_terminal_in_memory() != 0) {
+    if (c.max_terminal_in_memory() < 0) return Bad(source, "max_terminal_in_memory", "must be > 0");
+    o.engine.max_terminal_in_memory = c.max_terminal_in_memory();
+  }
   auto defaults = ToDefaults(c.defaults(), o.engine.defaults, source, "defaults");
   if (!defaults.ok()) return defaults.status();
   o.engine.defaults = *defaults;
   for (const auto& [type, tc] : c.task_types()) {
+    const bool valid_name =
+        !type.empty() && type.size() <= 64 &&
+        type.find_first_not_of(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+            std::string::npos;
+    if (!valid_name) {
+      return Bad(source, absl::StrCat("task_types.", type),
+                 "a task type is 1 to 64 characters of [A-Za-z0-9_.-]");
+    }
     auto d = ToDefaults(tc, o.engine.defaults, source, absl::StrCat("task_types.", type));
     if (!d.ok()) return d.status();
     o.engine.per_type[type] = *d;

@@ -41,7 +41,10 @@ class WorkStream final : public grpc::ServerWriteReactor<v1::WorkItem> {
 
   void Enqueue(const v1::WorkItem& item) {
     std::lock_guard<std::mutex> lk(mu_);
-    if (finishing_) return;
+    if (finishing_) {
+      ReturnLeases({item});
+      return;
+    }
     queue_.push_back(item);
     if (!writing_) WriteNextLocked();
   }
@@ -52,6 +55,7 @@ class WorkStream final : public grpc::ServerWriteReactor<v1::WorkItem> {
     if (finishing_) return;
     finishing_ = true;
     final_status_ = st;
+    ReturnLeases(queue_);
     queue_.clear();
     if (!writing_) Finish(final_status_);
   }
@@ -65,6 +69,8 @@ class WorkStream final : public grpc::ServerWriteReactor<v1::WorkItem> {
         finishing_ = true;
         final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");
       }
+      ReturnLeases({current_});
+      ReturnLeases(queue_);
       queue_.clear();
       Finish(final_status_);
       return;
@@ -99,6 +105,11 @@ class WorkStream final : public grpc::ServerWriteReactor<v1::WorkItem> {
 
   static constexpr int kMaxPack = 256;
 
+  // Leases that will never be written go back to the queue (Service::ReturnUndelivered).
+  void ReturnLeases(const std::deque<v1::WorkItem>& items) {
+    for (const auto& item : items) service_->ReturnUndelivered(agent_, item);
+  }
+
   StreamRegistry* registry_;
   Service* service_;
   const uint64_t agent_;
@@ -113,10 +124,16 @@ class WorkStream final : public grpc::ServerWriteReactor<v1::WorkItem> {
 // Open work streams by agent; the runtime's PushSink.
 class StreamRegistry final : public PushSink {
  public:
+  explicit StreamRegistry(Service& service) : service_(service) {}
+
   void Push(core::AgentId agent, const v1::WorkItem& item) override {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = streams_.find(agent);
-    if (it != streams_.end()) it->second->Enqueue(item);
+    if (it != streams_.end()) {
+      it->second->Enqueue(item);
+    } else {
+      service_.ReturnUndelivered(agent, item);  // the agent's stream is gone
+    }
   }
 
   // Registers a stream; an older stream of the same agent is closed.
@@ -144,6 +161,7 @@ class StreamRegistry final : public PushSink {
   }
 
  private:
+  Service& service_;
   std::mutex mu_;
   std::map<uint64_t, WorkStream*> streams_;
 };
@@ -314,7 +332,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
 }  // namespace
 
 struct GrpcServer::Impl {
-  explicit Impl(Service& s) : tasks(s), agents(s, registry), admin(s) {}
+  explicit Impl(Service& s) : registry(s), tasks(s), agents(s, registry), admin(s) {}
   StreamRegistry registry;
   TaskServiceImpl tasks;
   AgentServiceImpl agents;

@@ -209,7 +209,7 @@ void HttpServer::Routes() {
     }
     r.set_state(state);
     r.set_priority(priority);
-    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, -1, 100000)));
+    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, INT32_MIN, INT32_MAX)));
     r.set_type(req.get_param_value("type"));
     r.set_tenant(req.get_param_value("tenant"));
     r.set_page_token(req.get_param_value("page_token"));
@@ -221,7 +221,7 @@ void HttpServer::Routes() {
     v1::ListDeadLettersRequest r;
     int64_t page_size = 0;
     if (auto st = ParseIntParam(req, "page_size", &page_size); !st.ok()) return WriteError(res, st);
-    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, -1, 100000)));
+    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, INT32_MIN, INT32_MAX)));
     r.set_type(req.get_param_value("type"));
     r.set_tenant(req.get_param_value("tenant"));
     r.set_page_token(req.get_param_value("page_token"));

@@ -45,10 +45,31 @@ void Runtime::Stop() {
   store_thread_.join();
 }
 
-bool Runtime::Post(Command cmd) {
+bool Runtime::stopping() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stopping_;
+}
+
+void Runtime::ReleaseWaiters() {
+  Post(
+      [this](core::Engine&, Batch& batch) {
+        for (auto& [id, waiter] : waiters_) {
+          const drover::v1::Task* t = engine_.Snapshot(id);
+          auto copy = std::make_shared<drover::v1::Task>(t ? *t : drover::v1::Task());
+          batch.AfterCommit(
+              [fn = std::move(waiter.fn), copy](const absl::Status&) { fn(*copy, true); });
+        }
+        waiters_.clear();
+        waiter_deadlines_.clear();
+      },
+      kControl);
+}
+
+bool Runtime::Post(Command cmd, Lane lane) {
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (stopping_ || queue_.size() >= queue_limit_) return false;
+    const size_t limit = lane == kControl ? 2 * queue_limit_ : queue_limit_;
+    if (stopping_ || queue_.size() >= limit) return false;
     queue_.push_back(std::move(cmd));
   }
   cv_.notify_one();

@@ -69,9 +69,19 @@ class Runtime {
   // Refuses new commands, runs those queued, commits, joins. Idempotent.
   void Stop();
 
-  // Queues a command. False when the queue is full or the runtime is stopping; the caller
-  // answers RESOURCE_EXHAUSTED / UNAVAILABLE then.
-  bool Post(Command cmd);
+  // Requests from clients, and control traffic from agents (heartbeats, completions,
+  // failures): control may use twice the queue limit, so a flood of submissions cannot
+  // starve heartbeats and expire every lease.
+  enum Lane { kRequest, kControl };
+
+  // Queues a command. False when the queue is full or the runtime is stopping (see
+  // stopping()); the caller answers RESOURCE_EXHAUSTED or UNAVAILABLE then.
+  bool Post(Command cmd, Lane lane = kRequest);
+  bool stopping() const;
+
+  // Answers every pending WaitTask with the task as it is (timed_out = true). Called at
+  // shutdown so no call waits out its timeout.
+  void ReleaseWaiters();
 
   // Registers a waiter for a task to become terminal; runs on the engine thread only
   // (from inside a command). `fn` gets the final task, or the task as it is at `deadline`.

@@ -70,8 +70,17 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
   options.seed = static_cast<uint64_t>(absl::ToUnixNanos(start));
   auto engine = std::make_unique<core::Engine>(options, clock);
   absl::Status row_error;
+  // Finished tasks past their retention stay in the store only (Get reads them there).
+  const int64_t keep_after_ms = absl::ToUnixMillis(clock.Now() - options.terminal_retention);
   absl::Status st = store.LoadTasks([&](store::TaskRow&& row) {
     if (!row_error.ok()) return;
+    const bool finished = row.state == v1::TASK_STATE_SUCCEEDED ||
+                          row.state == v1::TASK_STATE_CANCELED ||
+                          row.state == v1::TASK_STATE_EXPIRED;
+    if (finished && row.updated_unix_ms < keep_after_ms) {
+      report->skipped++;
+      return;
+    }
     auto task = core::RowToTask(row);
     if (!task.ok()) {
       row_error = task.status();
@@ -151,6 +160,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
 void Server::Stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  // Pending WaitTask calls are answered first; the transports wait for every call.
+  impl_->runtime->ReleaseWaiters();
   if (impl_->http) impl_->http->Stop();
   impl_->grpc->Stop();
   impl_->runtime->Stop();

@@ -2,12 +2,21 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/codec.h"
 #include "obs/metrics.h"
 
 namespace drover::api {
 namespace {
 
 using core::Engine;
+
+absl::Status Busy();
+
+// Why a command could not be queued.
+absl::Status Refused(const Runtime& runtime) {
+  if (runtime.stopping()) return absl::UnavailableError("server is shutting down; retry shortly");
+  return Busy();
+}
 
 absl::Status Busy() {
   absl::Status st =
@@ -47,10 +56,10 @@ v1::ListTasksResponse Page(const std::vector<const v1::Task*>& tasks, int limit)
 
 // Runs `body` on the engine thread; its answer is delivered once its batch commits.
 template <typename T, typename F>
-static void RunOn(Runtime& runtime, Reply<T> done, F body) {
+static void RunOn(Runtime& runtime, Reply<T> done, F body, Runtime::Lane lane = Runtime::kRequest) {
   auto shared = std::make_shared<Reply<T>>(std::move(done));
-  const bool queued =
-      runtime.Post([shared, body = std::move(body)](Engine& engine, Batch& batch) mutable {
+  const bool queued = runtime.Post(
+      [shared, body = std::move(body)](Engine& engine, Batch& batch) mutable {
         absl::StatusOr<T> result = body(engine);
         batch.AfterCommit([shared, result = std::move(result)](const absl::Status& st) mutable {
           if (!st.ok()) {
@@ -59,8 +68,9 @@ static void RunOn(Runtime& runtime, Reply<T> done, F body) {
             (*shared)(std::move(result));
           }
         });
-      });
-  if (!queued) (*shared)(Busy());
+      },
+      lane);
+  if (!queued) (*shared)(Refused(runtime));
 }
 
 void Service::SubmitTask(const v1::SubmitTaskRequest& req, Reply<v1::SubmitTaskResponse> done) {
@@ -92,13 +102,35 @@ void Service::SubmitTasks(const v1::SubmitTasksRequest& req, Reply<v1::SubmitTas
                                  });
 }
 
+// A task missing from the engine may have finished long enough ago to leave memory; the
+// store still has it. The store is read on the store thread, which owns it.
+static void FromStore(Batch& batch, store::Store& store, uint64_t id, absl::Status not_found,
+                      std::function<void(absl::StatusOr<v1::Task>)> done) {
+  batch.AfterCommit([&store, id, not_found, done = std::move(done)](const absl::Status& st) {
+    if (!st.ok()) return done(st);
+    auto row = store.GetTask(id);
+    if (!row.ok()) return done(row.status());
+    if (!row->has_value()) return done(not_found);
+    done(core::RowToTask(**row));
+  });
+}
+
 void Service::GetTask(const v1::GetTaskRequest& req, Reply<v1::Task> done) {
-  RunOn<v1::Task>(runtime_, std::move(done),
-                  [id = req.id()](Engine& e) -> absl::StatusOr<v1::Task> {
-                    auto t = e.Get(id);
-                    if (!t.ok()) return t.status();
-                    return **t;
-                  });
+  auto shared = std::make_shared<Reply<v1::Task>>(std::move(done));
+  store::Store& store = store_;
+  const bool queued = runtime_.Post([shared, id = req.id(), &store](Engine& e, Batch& batch) {
+    auto t = e.Get(id);
+    if (!t.ok()) {
+      FromStore(batch, store, id, t.status(),
+                [shared](absl::StatusOr<v1::Task> r) { (*shared)(std::move(r)); });
+      return;
+    }
+    batch.AfterCommit([shared, task = **t](const absl::Status& st) {
+      if (!st.ok()) return (*shared)(st);
+      (*shared)(task);
+    });
+  });
+  if (!queued) (*shared)(Refused(runtime_));
 }
 
 void Service::ListTasks(const v1::ListTasksRequest& req, Reply<v1::ListTasksResponse> done) {
@@ -143,11 +175,18 @@ void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskRespons
   const absl::Duration timeout =
       absl::Milliseconds(req.timeout_ms() == 0 ? 30'000 : req.timeout_ms());
   Runtime& runtime = runtime_;
-  const bool queued = runtime_.Post([shared, id = req.id(), timeout, &runtime](Engine& e,
-                                                                               Batch& batch) {
+  store::Store& store = store_;
+  const bool queued = runtime_.Post([shared, id = req.id(), timeout, &runtime, &store](
+                                        Engine& e, Batch& batch) {
     auto t = e.Get(id);
     if (!t.ok()) {
-      batch.AfterCommit([shared, st = t.status()](const absl::Status&) { (*shared)(st); });
+      // Evicted from memory means finished: answer from the store at once.
+      FromStore(batch, store, id, t.status(), [shared](absl::StatusOr<v1::Task> r) {
+        if (!r.ok()) return (*shared)(r.status());
+        v1::WaitTaskResponse resp;
+        *resp.mutable_task() = std::move(*r);
+        (*shared)(std::move(resp));
+      });
       return;
     }
     if (core::IsTerminal((*t)->state())) {
@@ -163,7 +202,7 @@ void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskRespons
       (*shared)(std::move(resp));
     });
   });
-  if (!queued) (*shared)(Busy());
+  if (!queued) (*shared)(Refused(runtime_));
 }
 
 void Service::RegisterAgent(const v1::RegisterAgentRequest& req,
@@ -187,30 +226,51 @@ void Service::Heartbeat(const v1::HeartbeatRequest& req, Reply<v1::HeartbeatResp
       [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::HeartbeatResponse> {
         if (absl::Status st = e.Heartbeat(id); !st.ok()) return st;
         return v1::HeartbeatResponse();
-      });
+      },
+      Runtime::kControl);
 }
 
 void Service::OpenStream(uint64_t agent_id, Reply<bool> done) {
-  RunOn<bool>(runtime_, std::move(done), [agent_id](Engine& e) -> absl::StatusOr<bool> {
-    if (absl::Status st = e.OpenStream(agent_id); !st.ok()) return st;
-    return true;
-  });
+  RunOn<bool>(
+      runtime_, std::move(done),
+      [agent_id](Engine& e) -> absl::StatusOr<bool> {
+        if (absl::Status st = e.OpenStream(agent_id); !st.ok()) return st;
+        return true;
+      },
+      Runtime::kControl);
 }
 
 void Service::CloseStream(uint64_t agent_id) {
   // Best effort: if the queue is full the agent's leases still expire by TTL.
-  runtime_.Post([agent_id](Engine& e, Batch&) { e.CloseStream(agent_id); });
+  runtime_.Post([agent_id](Engine& e, Batch&) { e.CloseStream(agent_id); }, Runtime::kControl);
+}
+
+void Service::ReturnUndelivered(uint64_t agent_id, const v1::WorkItem& item) {
+  std::vector<std::pair<uint64_t, uint64_t>> leases;  // task, token
+  if (item.has_lease()) leases.emplace_back(item.lease().task_id(), item.lease().lease_token());
+  for (const auto& l : item.leases().leases()) leases.emplace_back(l.task_id(), l.lease_token());
+  if (leases.empty()) return;
+  // Control traffic: admitted past the queue limit (the lease would otherwise sit until
+  // its execution timeout).
+  runtime_.Post(
+      [agent_id, leases = std::move(leases)](Engine& e, Batch&) {
+        for (const auto& [task, token] : leases) e.ReturnUndelivered(agent_id, task, token);
+      },
+      Runtime::kControl);
 }
 
 void Service::CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> done) {
-  RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
-    if (absl::Status st =
-            e.Complete(req.agent_id(), req.task_id(), req.lease_token(), req.result());
-        !st.ok()) {
-      return st;
-    }
-    return v1::Ack();
-  });
+  RunOn<v1::Ack>(
+      runtime_, std::move(done),
+      [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st =
+                e.Complete(req.agent_id(), req.task_id(), req.lease_token(), req.result());
+            !st.ok()) {
+          return st;
+        }
+        return v1::Ack();
+      },
+      Runtime::kControl);
 }
 
 void Service::CompleteTasks(const v1::CompleteTasksRequest& req,
@@ -222,7 +282,8 @@ void Service::CompleteTasks(const v1::CompleteTasksRequest& req,
   }
   auto shared = std::make_shared<v1::CompleteTasksRequest>(req);
   RunOn<v1::CompleteTasksResponse>(
-      runtime_, std::move(done), [shared](Engine& e) -> absl::StatusOr<v1::CompleteTasksResponse> {
+      runtime_, std::move(done),
+      [shared](Engine& e) -> absl::StatusOr<v1::CompleteTasksResponse> {
         v1::CompleteTasksResponse resp;
         for (const auto& item : shared->items()) {
           absl::Status st =
@@ -231,48 +292,59 @@ void Service::CompleteTasks(const v1::CompleteTasksRequest& req,
           if (st.ok()) resp.set_accepted(resp.accepted() + 1);
         }
         return resp;
-      });
+      },
+      Runtime::kControl);
 }
 
 void Service::FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done) {
-  RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
-    if (absl::Status st =
-            e.Fail(req.agent_id(), req.task_id(), req.lease_token(), req.error(), req.retryable());
-        !st.ok()) {
-      return st;
-    }
-    return v1::Ack();
-  });
+  RunOn<v1::Ack>(
+      runtime_, std::move(done),
+      [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st = e.Fail(req.agent_id(), req.task_id(), req.lease_token(), req.error(),
+                                     req.retryable());
+            !st.ok()) {
+          return st;
+        }
+        return v1::Ack();
+      },
+      Runtime::kControl);
 }
 
 void Service::Checkpoint(const v1::CheckpointRequest& req, Reply<v1::Ack> done) {
-  RunOn<v1::Ack>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Ack> {
-    if (absl::Status st =
-            e.Checkpoint(req.agent_id(), req.task_id(), req.lease_token(), req.checkpoint());
-        !st.ok()) {
-      return st;
-    }
-    return v1::Ack();
-  });
+  RunOn<v1::Ack>(
+      runtime_, std::move(done),
+      [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st =
+                e.Checkpoint(req.agent_id(), req.task_id(), req.lease_token(), req.checkpoint());
+            !st.ok()) {
+          return st;
+        }
+        return v1::Ack();
+      },
+      Runtime::kControl);
 }
 
 void Service::ExtendLease(const v1::ExtendLeaseRequest& req, Reply<v1::ExtendLeaseResponse> done) {
   RunOn<v1::ExtendLeaseResponse>(
-      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ExtendLeaseResponse> {
+      runtime_, std::move(done),
+      [req](Engine& e) -> absl::StatusOr<v1::ExtendLeaseResponse> {
         auto t = e.ExtendLease(req.agent_id(), req.task_id(), req.lease_token());
         if (!t.ok()) return t.status();
         v1::ExtendLeaseResponse resp;
         resp.set_lease_expires_unix_ms(absl::ToUnixMillis(*t));
         return resp;
-      });
+      },
+      Runtime::kControl);
 }
 
 void Service::DeregisterAgent(const v1::DeregisterAgentRequest& req, Reply<v1::Ack> done) {
-  RunOn<v1::Ack>(runtime_, std::move(done),
-                 [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::Ack> {
-                   if (absl::Status st = e.Deregister(id); !st.ok()) return st;
-                   return v1::Ack();
-                 });
+  RunOn<v1::Ack>(
+      runtime_, std::move(done),
+      [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st = e.Deregister(id); !st.ok()) return st;
+        return v1::Ack();
+      },
+      Runtime::kControl);
 }
 
 void Service::Health(Reply<v1::HealthResponse> done) {
@@ -422,8 +494,14 @@ void Service::Metrics(Reply<std::string> done) {
     w.Counter("drover_tasks_canceled_total", "Tasks canceled.", p.canceled);
     w.Counter("drover_tasks_expired_total", "Tasks not started by their deadline.", p.expired);
     w.Counter("drover_stale_reports_total",
-              "Completions and failures refused for a stale lease token.", p.stale_reports);
+              "Completions, failures, checkpoints and lease extensions refused for a stale "
+              "lease token.",
+              p.stale_reports);
+    w.Counter("drover_dead_letters_purged_total", "Dead letters deleted for good.", p.purged);
     w.Counter("drover_dead_letters_reprocessed_total", "Dead letters queued again.", p.reprocessed);
+    w.Counter("drover_tasks_evicted_total",
+              "Finished tasks dropped from memory after their retention (kept in the store).",
+              p.evicted);
     w.Family("drover_dispatch_latency_seconds", "histogram",
              "Time from a task becoming ready to its lease.");
     w.HistogramSample({}, p.dispatch_latency);
@@ -461,7 +539,7 @@ void Service::Metrics(Reply<std::string> done) {
       (*shared)(*text + s.text());
     });
   });
-  if (!queued) (*shared)(Busy());
+  if (!queued) (*shared)(Refused(runtime_));
 }
 
 }  // namespace drover::api

@@ -38,6 +38,8 @@ class Service {
   // The work stream: opened once the gRPC layer has registered the stream for pushes.
   void OpenStream(uint64_t agent_id, Reply<bool> done);
   void CloseStream(uint64_t agent_id);
+  // A pushed work item that never reached the agent: its leases go back to the queue.
+  void ReturnUndelivered(uint64_t agent_id, const v1::WorkItem& item);
   void CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> done);
   void CompleteTasks(const v1::CompleteTasksRequest& req, Reply<v1::CompleteTasksResponse> done);
   void FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done);

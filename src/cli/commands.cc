@@ -218,8 +218,9 @@ int Serve(const ServeFlags& f) {
   const std::string store =
       options->store == "memory" ? "memory (not durable)" : options->data_dir + "/drover.db";
   fmt::print(stderr,
-             "drover serve: store {}; recovered {} tasks ({} requeued) in {:.0f} ms; epoch {}\n",
-             store, rec.tasks, rec.requeued, rec.seconds * 1000, rec.epoch);
+             "drover serve: store {}; recovered {} tasks ({} requeued, {} finished ones left in "
+             "the store) in {:.0f} ms; epoch {}\n",
+             store, rec.tasks, rec.requeued, rec.skipped, rec.seconds * 1000, rec.epoch);
   fmt::print(stderr, "drover serve: gRPC on port {}{}\n", (*server)->grpc_port(),
              (*server)->http_port()
                  ? absl::StrCat(", HTTP on port ", (*server)->http_port(), " (/metrics, /v1/...)")
@@ -387,10 +388,9 @@ int Main(int argc, char** argv) {
 
   if (agent->parsed()) {
     ao.server = server;
-    for (const auto& kv : agent_labels) {
-      std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
-      ao.labels[p.first] = p.second;
-    }
+    google::protobuf::Map<std::string, std::string> labels;
+    if (auto st = ParseLabels(agent_labels, &labels); !st.ok()) return Fail(st);
+    ao.labels.insert(labels.begin(), labels.end());
     return Agent(ao);
   }
 

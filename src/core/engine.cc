@@ -172,12 +172,13 @@ absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh) {
       int p = EffectivePriority(s->priority());
       if (p > v1::PRIORITY_HIGH) {
         probe_.rejected_shed += static_cast<int64_t>(fresh.size());
-        return exhausted(absl::StrCat("load shedding: ", now_out, " of ", options_.capacity,
-                                      " outstanding tasks is at or above ",
-                                      static_cast<int>(options_.shed_fraction * 100),
-                                      " %; only critical and high priority are admitted (got ",
-                                      PriorityName(s->priority()), ")"),
-                         1.0);
+        return exhausted(
+            absl::StrCat("load shedding: ", now_out, " of ", options_.capacity,
+                         " outstanding tasks; with ", fresh.size(), " more the queue passes ",
+                         std::lround(options_.shed_fraction * 100), " % (", shed_at,
+                         " tasks), where only critical and high priority are admitted (got ",
+                         PriorityName(s->priority()), ")"),
+            1.0);
       }
     }
   }
@@ -196,7 +197,7 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
     return absl::InvalidArgumentError(absl::StrCat(field_prefix, ": no tasks given"));
   }
   if (specs.size() > options_.max_batch) {
-    probe_.rejected_invalid++;
+    probe_.rejected_invalid += static_cast<int64_t>(specs.size());
     return absl::InvalidArgumentError(absl::StrCat(
         field_prefix, ": ", specs.size(), " tasks exceed the batch limit of ", options_.max_batch));
   }
@@ -208,7 +209,7 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
   for (size_t i = 0; i < specs.size(); ++i) {
     const std::string field = single ? field_prefix : absl::StrCat(field_prefix, "[", i, "]");
     if (absl::Status st = ValidateSpec(specs[i], field); !st.ok()) {
-      probe_.rejected_invalid++;
+      probe_.rejected_invalid += static_cast<int64_t>(specs.size());  // all or none
       return st;
     }
     const v1::TaskSpec& s = specs[i];
@@ -288,6 +289,13 @@ void Engine::SetState(Entry& e, v1::TaskState s) {
 }
 
 void Engine::MakeReady(Entry& e) {
+  // The deadline says when a task may last start. A task coming back to the queue after it
+  // (a retry, a lost lease, a restart) expires instead of running late.
+  const int64_t deadline = e.task.spec().deadline_unix_ms();
+  if (deadline > 0 && deadline <= now_ms()) {
+    Finish(e, v1::TASK_STATE_EXPIRED, "deadline passed before the task could start (again)");
+    return;
+  }
   SetState(e, v1::TASK_STATE_READY);
   e.task.set_not_before_unix_ms(0);
   Enqueue(e);
@@ -322,7 +330,9 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   SetState(e, v1::TASK_STATE_LEASED);
   v1::Task& task = e.task;
   task.set_attempts(task.attempts() + 1);
-  const uint64_t token = (static_cast<uint64_t>(options_.epoch) << 32) | ++token_counter_;
+  // 24 bits of epoch, 40 of counter: unique across restarts and for 2^40 leases per run.
+  const uint64_t token = (static_cast<uint64_t>(options_.epoch) << 40) |
+                         (++token_counter_ & ((uint64_t{1} << 40) - 1));
   task.set_lease_token(token);
   task.set_agent_id(agent.id);
   const absl::Time expires = t + options_.lease_ttl;
@@ -389,6 +399,9 @@ void Engine::Finish(Entry& e, v1::TaskState terminal, const std::string& reason)
   e.task.set_finished_unix_ms(now_ms());
   e.task.set_not_before_unix_ms(0);
   outbox_.terminal.push_back(e.task.id());
+  if (terminal != v1::TASK_STATE_DEAD) {
+    finished_.emplace_back(FromUnixMs(e.task.finished_unix_ms()), e.task.id());
+  }
   switch (terminal) {
     case v1::TASK_STATE_DEAD:
       probe_.dead_lettered++;
@@ -615,9 +628,12 @@ absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>&
   }
   const int64_t needed = static_cast<int64_t>(chosen.size());
   if (outstanding() + needed > options_.capacity) {
-    return absl::ResourceExhaustedError(
+    absl::Status st = absl::ResourceExhaustedError(
         absl::StrCat("queue full: ", outstanding(), " of ", options_.capacity,
                      " outstanding; cannot take ", needed, " dead letters back"));
+    st.SetPayload(kRetryAfterPayload,
+                  absl::Cord(absl::StrCat(absl::ToInt64Milliseconds(options_.min_retry_after))));
+    return st;
   }
   for (TaskId id : chosen) {
     Entry& e = *Find(id);
@@ -835,6 +851,15 @@ void Engine::RemoveAgent(AgentInfo& agent, const std::string& outcome, bool coun
   agents_.erase(id);
 }
 
+void Engine::ReturnUndelivered(AgentId agent, TaskId id, uint64_t token) {
+  Entry* e = Find(id);
+  if (e == nullptr || e->task.state() != v1::TASK_STATE_LEASED || e->task.lease_token() != token ||
+      e->task.agent_id() != agent) {
+    return;  // the lease ended some other way meanwhile
+  }
+  FailAttempt(*e, "undelivered", "the lease could not be delivered to the agent", true, false);
+}
+
 absl::Status Engine::Deregister(AgentId id) {
   auto it = agents_.find(id);
   if (it == agents_.end()) {
@@ -852,8 +877,13 @@ void Engine::Arm(TimerKind kind, uint64_t id, uint32_t gen, absl::Time at) {
 }
 
 std::optional<absl::Time> Engine::NextWakeup() const {
-  if (timers_.empty()) return std::nullopt;
-  return timers_.top().at;
+  std::optional<absl::Time> wake;
+  if (!timers_.empty()) wake = timers_.top().at;
+  if (!finished_.empty()) {
+    const absl::Time evict_at = finished_.front().first + options_.terminal_retention;
+    wake = wake ? std::min(*wake, evict_at) : evict_at;
+  }
+  return wake;
 }
 
 void Engine::Tick() {
@@ -862,6 +892,33 @@ void Engine::Tick() {
     Timer timer = timers_.top();
     timers_.pop();
     FireTimer(timer);
+  }
+  Evict();
+}
+
+void Engine::Evict() {
+  const absl::Time t = now();
+  while (!finished_.empty()) {
+    const auto [finished_at, id] = finished_.front();
+    auto it = tasks_.find(id);
+    // Skip entries for tasks that were purged or reprocessed since they finished.
+    if (it == tasks_.end() || !IsTerminal(it->second->task.state()) ||
+        it->second->task.state() == v1::TASK_STATE_DEAD ||
+        it->second->task.finished_unix_ms() != ToUnixMs(finished_at)) {
+      finished_.pop_front();
+      continue;
+    }
+    const bool too_many = static_cast<int64_t>(finished_.size()) > options_.max_terminal_in_memory;
+    if (!too_many && finished_at + options_.terminal_retention > t) break;
+    const v1::Task& task = it->second->task;
+    if (!task.spec().idempotency_key().empty()) {
+      idempotency_.erase(
+          absl::StrCat(task.spec().tenant(), std::string(1, '\0'), task.spec().idempotency_key()));
+    }
+    state_counts_[task.state()]--;
+    tasks_.erase(it);
+    finished_.pop_front();
+    probe_.evicted++;
   }
 }
 
@@ -944,11 +1001,15 @@ void Engine::Restore(v1::Task task) {
                               t.spec().idempotency_key())] = id;
   }
   if (t.state() == v1::TASK_STATE_DEAD) dead_.insert(id);
+  if (IsTerminal(t.state()) && t.state() != v1::TASK_STATE_DEAD) {
+    finished_.emplace_back(FromUnixMs(t.finished_unix_ms()), id);
+  }
   tasks_.emplace(id, std::move(e));
 }
 
 void Engine::FinishRecovery(uint64_t max_task_id) {
   next_task_id_ = std::max(next_task_id_, max_task_id + 1);
+  std::sort(finished_.begin(), finished_.end());
   for (auto& [id, ptr] : tasks_) {
     Entry& e = *ptr;
     v1::Task& t = e.task;

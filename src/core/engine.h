@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -73,7 +74,12 @@ struct EngineOptions {
   size_t max_checkpoint_bytes = 4 << 20;
   size_t max_batch = 10'000;
   absl::Duration min_retry_after = absl::Seconds(1);
-  uint32_t epoch = 1;  // start-up counter; fencing tokens are unique across restarts
+  // Finished tasks (succeeded, canceled, expired) leave memory after this long, or sooner
+  // when more than max_terminal_in_memory are kept. The store keeps them; Get reads them
+  // back from there. Dead letters stay until reprocessed or purged.
+  absl::Duration terminal_retention = absl::Hours(1);
+  int64_t max_terminal_in_memory = 200'000;
+  uint32_t epoch = 1;  // start-up counter (24 bits used); fencing tokens differ across restarts
   uint64_t seed = 1;   // jitter randomness
 };
 
@@ -96,6 +102,7 @@ struct EngineProbe {
   int64_t stale_reports = 0;
   int64_t reprocessed = 0;
   int64_t purged = 0;
+  int64_t evicted = 0;  // finished tasks dropped from memory (still in the store)
   Histogram dispatch_latency{Histogram::LatencyBounds()};    // ready -> leased, seconds
   Histogram completion_latency{Histogram::LatencyBounds()};  // submitted -> succeeded
   Histogram run_time{Histogram::LatencyBounds()};            // leased -> reported
@@ -187,6 +194,9 @@ class Engine {
                     bool retryable);
   absl::Status Checkpoint(AgentId agent, TaskId task, uint64_t token, const std::string& data);
   absl::StatusOr<absl::Time> ExtendLease(AgentId agent, TaskId task, uint64_t token);
+  // A lease push never reached the agent (no open stream, or the write failed): the task
+  // returns to the queue at once, uncounted. Ignored when the lease has ended meanwhile.
+  void ReturnUndelivered(AgentId agent, TaskId task, uint64_t token);
   // The agent leaves; its leased tasks return to the queue at once, uncounted.
   absl::Status Deregister(AgentId agent);
 
@@ -263,6 +273,8 @@ class Engine {
                    bool counted);
   void Finish(Entry& e, v1::TaskState terminal, const std::string& reason);
   void RemoveAgent(AgentInfo& agent, const std::string& outcome, bool counted);
+  // Drops finished tasks past their retention from memory.
+  void Evict();
 
   void RefreshIdle(AgentInfo& agent);
   void DispatchType(const std::string& type);
@@ -284,6 +296,7 @@ class Engine {
   absl::btree_map<AgentId, AgentInfo> agents_;
   absl::flat_hash_map<std::string, TaskId> idempotency_;  // tenant '\0' key -> id
   std::set<TaskId> dead_;
+  std::deque<std::pair<absl::Time, TaskId>> finished_;  // eviction order
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::map<std::pair<std::string, int>, int64_t> queue_depths_;
   std::array<int64_t, 9> state_counts_{};
@@ -291,7 +304,7 @@ class Engine {
   AgentId next_agent_id_ = 1;
   uint64_t next_seq_ = 1;
   uint64_t next_timer_seq_ = 1;
-  uint32_t token_counter_ = 0;
+  uint64_t token_counter_ = 0;
   Outbox outbox_;
   absl::flat_hash_set<TaskId> dirty_set_;
   EngineProbe probe_;

@@ -59,7 +59,10 @@ class Agent {
   int Run();
 
  private:
-  bool Register();
+  enum class Registration { kOk, kRetry, kRefused };
+  Registration Register();
+  // SIGTERM to every running command's process group; their results will not be reported.
+  void KillRunning(const std::string& why);
   void HeartbeatLoop(client::Client::WorkStream* stream, std::atomic<bool>& session_over);
   void OnItem(const drover::v1::WorkItem& item);
   void RunTask(drover::v1::TaskLease lease, uint64_t agent_id);
@@ -85,7 +88,7 @@ class Agent {
   std::mutex log_mu_;
 };
 
-bool Agent::Register() {
+Agent::Registration Agent::Register() {
   drover::v1::RegisterAgentRequest req;
   for (const auto& t : o_.types) req.add_types(t);
   req.set_max_concurrency(o_.concurrency);
@@ -96,15 +99,25 @@ bool Agent::Register() {
   if (!r.ok()) {
     if (r.status().code() == absl::StatusCode::kInvalidArgument) {
       Log(absl::StrCat("registration refused: ", r.status().message()));
-      return false;
+      return Registration::kRefused;
     }
-    return false;
+    return Registration::kRetry;
   }
   agent_id_ = r->agent_id();
   heartbeat_ms_ = r->heartbeat_interval_ms();
   Log(absl::StrCat("registered as agent ", r->agent_id(), " for ", absl::StrJoin(o_.types, ","),
                    " with ", o_.concurrency, " slots"));
-  return true;
+  return Registration::kOk;
+}
+
+void Agent::KillRunning(const std::string& why) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (running_.empty()) return;
+  Log(absl::StrCat("stopping ", running_.size(), " running command(s): ", why));
+  for (auto& [task, r] : running_) {
+    r.canceled = true;
+    ::kill(-r.pid, SIGTERM);
+  }
 }
 
 void Agent::HeartbeatLoop(client::Client::WorkStream* stream, std::atomic<bool>& session_over) {
@@ -121,6 +134,7 @@ void Agent::HeartbeatLoop(client::Client::WorkStream* stream, std::atomic<bool>&
     if (st.code() == absl::StatusCode::kNotFound) {
       // The server forgot us (restart, or we were silent past the lease TTL): start over.
       Log("server no longer knows this agent; registering again");
+      agent_id_ = 0;
       stream->Cancel();
       return;
     }
@@ -381,10 +395,17 @@ int Agent::Run() {
   }
   int failures = 0;
   while (!stop_) {
-    if (!Register()) {
-      if (failures++ % 20 == 0) Log(absl::StrCat("waiting for the server at ", o_.server));
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      continue;
+    if (agent_id_ == 0) {
+      const Registration r = Register();
+      if (r == Registration::kRefused) return 2;
+      if (r == Registration::kRetry) {
+        if (failures++ % 20 == 0) Log(absl::StrCat("waiting for the server at ", o_.server));
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        continue;
+      }
+      // A new registration: leases of the old one are void (the server requeued them), so
+      // their commands only hold slots.
+      KillRunning("their leases ended with the previous registration");
     }
     failures = 0;
     auto stream = client_->OpenWorkStream(agent_id_);
@@ -395,19 +416,24 @@ int Agent::Run() {
     session_over = true;
     hb.join();
     absl::Status st = stream->Finish();
-    if (!stop_) {
-      Log(absl::StrCat("work stream ended (", st.message(), "); reconnecting"));
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (stop_) break;
+    // The same agent reconnects its stream when the server still knows it; its running
+    // commands keep their leases.
+    if (agent_id_ != 0 && client_->Heartbeat(agent_id_).code() == absl::StatusCode::kNotFound) {
+      agent_id_ = 0;
     }
+    Log(absl::StrCat("work stream ended (", st.message(), "); reconnecting"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  // Leaving: stop running commands; deregistering returns their tasks to the queue at once.
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto& [task, r] : running_) ::kill(-r.pid, SIGTERM);
-  }
+  // Leaving: stop running commands (SIGKILL after 5 s); deregistering returns their tasks to
+  // the queue at once.
+  KillRunning("the agent is stopping");
   {
     std::unique_lock<std::mutex> lk(mu_);
-    workers_cv_.wait_for(lk, std::chrono::seconds(5), [&] { return workers_ == 0; });
+    if (!workers_cv_.wait_for(lk, std::chrono::seconds(5), [&] { return workers_ == 0; })) {
+      for (auto& [task, r] : running_) ::kill(-r.pid, SIGKILL);
+      workers_cv_.wait_for(lk, std::chrono::seconds(2), [&] { return workers_ == 0; });
+    }
   }
   if (agent_id_ != 0) (void)client_->Deregister(agent_id_);
   if (o_.work_dir.empty()) ::rmdir(work_dir_.c_str());

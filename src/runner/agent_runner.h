@@ -2,7 +2,8 @@
 //
 // It registers with the server, opens a work stream and runs the command once per leased
 // task: the payload on stdin; DROVER_TASK_ID, DROVER_ATTEMPT, DROVER_DEADLINE_UNIX_MS,
-// DROVER_TASK_TYPE, DROVER_TENANT, DROVER_PRIORITY and DROVER_CHECKPOINT_FILE in the
+// DROVER_TASK_TYPE, DROVER_TENANT, DROVER_PRIORITY, DROVER_CHECKPOINT_FILE and
+// DROVER_SERVER in the
 // environment; stdout becomes the result. Exit 0 succeeds, exit 75 (EX_TEMPFAIL) is a
 // retryable failure, any other exit or a signal is a non-retryable failure. While the
 // command runs the runner heartbeats; a checkpoint file the command writes is sent to the

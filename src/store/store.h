@@ -71,7 +71,7 @@ class Store {
   // One task row, or nullopt when the id is unknown.
   virtual absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) = 0;
 
-  // A meta value (for example "epoch", "next_task_id"), or nullopt.
+  // A meta value (for example "epoch", "max_task_id"), or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) = 0;
 
   virtual StoreStats Stats() const = 0;

@@ -60,6 +60,6 @@ check "every acknowledged submission ended SUCCEEDED ($not_done did not)" [ "$no
 cat "$WORK"/agent-w*.log | grep ' succeeded in ' | grep -v 'report refused' |
   awk '{print $5}' | sort | uniq -d >"$WORK/twice"
 check "no task's result was accepted twice ($(wc -l <"$WORK/twice") were)" [ ! -s "$WORK/twice" ]
-requeued=$(grep -o '([0-9]* requeued)' "$WORK/serve.log" | tr -dc '0-9\n' | awk '{s+=$1} END {print s+0}')
+requeued=$(grep -o '([0-9]* requeued' "$WORK/serve.log" | tr -dc '0-9\n' | awk '{s+=$1} END {print s+0}')
 echo "leased tasks returned to the queue by recoveries: $requeued"
 finish

@@ -22,7 +22,7 @@ CREATE TABLE tasks (
   blob            BLOB    NOT NULL
 ) STRICT;
 
--- Small key/value facts about the whole store ("epoch", "next_task_id", ...).
+-- Small key/value facts about the whole store ("epoch", "max_task_id", ...).
 CREATE TABLE meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Finished tasks leave memory after terminal_retention_ms but stay readable: get and wait
+# answer from the store, listings show only what is in memory, and a restart does not load
+# them back.
+source "$(dirname "$0")/lib.sh"
+AGENT="$(cd "$(dirname "$0")" && pwd)/agents/transform.sh"
+echo '{"terminal_retention_ms": 300}' >"$WORK/config.json"
+start_server --config "$WORK/config.json"
+start_agent a1 alpha 2 "$AGENT"
+ids=$("$DROVER" submit -q --type alpha --payload old --count 5)
+first=$(head -1 <<<"$ids")
+"$DROVER" wait --timeout 20s "$first" >/dev/null
+sleep 1.2
+check "an evicted task is still readable (from the store)" contains "$("$DROVER" get "$first")" "result: alpha:OLD"
+check "waiting on an evicted task answers at once" contains "$("$DROVER" wait --timeout 2s "$first")" "SUCCEEDED"
+check "listings show only tasks in memory" bash -c "! '$DROVER' ls --state succeeded | grep -q ' $first '"
+check "evictions are counted" bash -c "curl -s '$HTTP/metrics' | grep -q '^drover_tasks_evicted_total [1-9]'"
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+start_server --config "$WORK/config.json"
+check "a restart leaves finished tasks in the store" contains "$(tail -2 "$WORK/serve.log")" "5 finished ones left in the store"
+check "and they are still readable" contains "$("$DROVER" get "$first")" "SUCCEEDED"
+finish
