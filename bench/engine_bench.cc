@@ -6,7 +6,11 @@
 // committed too. Tasks are counted when submitted, dispatched and completed.
 //
 //   engine_bench [--tasks N] [--batch B] [--types T] [--agents A] [--slots S]
-//                [--inflight F] [--db PATH|:memory-store:] [--durability normal|full]
+//                [--inflight F] [--db PATH|:memory-store:] [--durability normal|full] [--direct]
+//
+// By default (no --inflight) the commands go through api::Runtime exactly as in drover
+// serve: engine thread, group-committing store thread, acks and pushes after commit.
+// --direct (and --inflight) drive the engine and the store from one thread, round by round.
 //
 // Prints one line of figures. Also: --recover-only reopens the database and times
 // recovery; --queue-only N queues N tasks and prints resident memory (bench/run_all.sh
@@ -14,14 +18,19 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "api/runtime.h"
 #include "api/server.h"
 #include "core/codec.h"
 #include "core/engine.h"
@@ -45,6 +54,7 @@ struct Args {
   std::string db = "/tmp/drover-engine-bench.db";
   std::string durability = "normal";
   bool recover_only = false;
+  bool direct = false;  // engine and store on one thread, no runtime
 };
 
 int64_t RssKiB() {
@@ -87,6 +97,8 @@ Args Parse(int argc, char** argv) {
       a.durability = next();
     else if (k == "--recover-only")
       a.recover_only = true;
+    else if (k == "--direct")
+      a.direct = true;
     else {
       fmt::print(stderr, "unknown flag {}\n", k);
       std::exit(2);
@@ -113,6 +125,112 @@ size_t Commit(Engine& engine, drover::store::Store& store, drover::store::WriteB
     if (p.item.has_lease()) leases->push_back(std::move(*p.item.mutable_lease()));
   }
   return out.dirty.size();
+}
+
+// Collects the leases the runtime pushes after each commit, as agents' streams would.
+class LeaseSink final : public drover::api::PushSink {
+ public:
+  void Push(drover::core::AgentId agent, const v1::WorkItem& item) override {
+    if (!item.has_lease()) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    leases_.push_back({agent, item.lease().task_id(), item.lease().lease_token()});
+    cv_.notify_one();
+  }
+  struct Lease {
+    uint64_t agent, task, token;
+  };
+  // Waits for leases; returns all waiting (at most `max`).
+  std::vector<Lease> Take(size_t max) {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return !leases_.empty(); });
+    std::vector<Lease> out;
+    while (!leases_.empty() && out.size() < max) {
+      out.push_back(leases_.front());
+      leases_.pop_front();
+    }
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Lease> leases_;
+};
+
+// The server's own path without the network: commands posted to the Runtime (engine
+// thread), group commit on the store thread, leases pushed after commit, completions
+// posted back in batches as agents using CompleteTasks would.
+int RunThroughRuntime(const Args& a, drover::store::Store& store, drover::core::EngineOptions opts,
+                      const drover::Clock& clock) {
+  Engine engine(opts, clock);
+  drover::api::Runtime runtime(engine, store, 1'000'000);
+  LeaseSink sink;
+  runtime.SetPushSink(&sink);
+  runtime.Start();
+  std::atomic<int> registered{0};
+  for (int i = 0; i < a.agents; ++i) {
+    runtime.Post([&, i](Engine& e, drover::api::Batch&) {
+      v1::RegisterAgentRequest req;
+      req.add_types(absl::StrCat("type-", i % a.types));
+      req.set_max_concurrency(a.slots);
+      auto id = e.RegisterAgent(req);
+      (void)e.OpenStream(*id);
+      registered++;
+    });
+  }
+  while (registered < a.agents) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  std::atomic<int64_t> acked{0}, completed{0};
+  const absl::Time start = absl::Now();
+  std::thread submitter([&] {
+    auto specs = std::make_shared<std::vector<v1::TaskSpec>>(static_cast<size_t>(a.batch));
+    for (int64_t done = 0; done < a.tasks;) {
+      const int n = static_cast<int>(std::min<int64_t>(a.batch, a.tasks - done));
+      auto batch = std::make_shared<std::vector<v1::TaskSpec>>(static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) {
+        (*batch)[i].set_type(absl::StrCat("type-", (done + i) % a.types));
+        (*batch)[i].set_payload(R"({"prompt":"summarize the document","doc":42})");
+        (*batch)[i].set_priority(static_cast<v1::Priority>(1 + i % 5));
+      }
+      // At most a few batches unacknowledged, as a client waiting for acks would be.
+      while (done - acked.load() > 8 * a.batch)
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      while (!runtime.Post([batch, &acked](Engine& e, drover::api::Batch& b) {
+        auto r = e.Submit(*batch, "tasks");
+        if (!r.ok()) std::abort();
+        const int64_t n = static_cast<int64_t>(batch->size());
+        b.AfterCommit([&acked, n](const absl::Status&) { acked += n; });
+      })) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+      done += n;
+    }
+  });
+  while (completed < a.tasks) {
+    auto leases = sink.Take(1000);
+    if (leases.empty()) continue;
+    auto shared = std::make_shared<std::vector<LeaseSink::Lease>>(std::move(leases));
+    runtime.Post(
+        [shared, &completed](Engine& e, drover::api::Batch& b) {
+          for (const auto& l : *shared) (void)e.Complete(l.agent, l.task, l.token, "ok");
+          const int64_t n = static_cast<int64_t>(shared->size());
+          b.AfterCommit([&completed, n](const absl::Status&) { completed += n; });
+        },
+        drover::api::Runtime::kControl);
+  }
+  const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  submitter.join();
+  runtime.Stop();
+  const auto rs = runtime.stats();
+  const auto ss = store.Stats();
+  fmt::print(
+      "engine+runtime+{}: {} tasks submitted, dispatched and completed in {:.2f} s = {:.0f} "
+      "tasks/s ({} types, {} agents x {} slots, batch {}; {} commits, {} rows, commit p50 "
+      "{:.2f} ms; rss {:.0f} MiB)\n",
+      a.db == ":memory-store:" ? "memory-store" : absl::StrCat("sqlite(", a.durability, ")"),
+      completed.load(), secs, completed.load() / secs, a.types, a.agents, a.slots, a.batch,
+      ss.commits, ss.rows_written, rs.commit_seconds.Quantile(0.5) * 1000, RssKiB() / 1024.0);
+  return engine.probe().succeeded == a.tasks ? 0 : 1;
 }
 
 }  // namespace
@@ -155,6 +273,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (!a.direct && a.queue_only == 0 && a.inflight == 0) {
+    return RunThroughRuntime(a, *store, opts, clock);
+  }
   auto engine = std::make_unique<Engine>(opts, clock);
   // Agents: agent i serves type i % types; all streams open.
   for (int i = 0; i < a.agents; ++i) {

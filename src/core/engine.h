@@ -260,7 +260,8 @@ class Engine {
   const Entry* Find(TaskId id) const;
   absl::StatusOr<Entry*> FindLeased(AgentId agent, TaskId id, uint64_t token, const char* what);
 
-  void SetState(Entry& e, v1::TaskState s);
+  // Moves `e` to `s`; `persist` marks its record for the next store batch.
+  void SetState(Entry& e, v1::TaskState s, bool persist = true);
   void MakeReady(Entry& e);
   // Puts a READY task into its type's queue and dispatches if an agent is free.
   void Enqueue(Entry& e);
