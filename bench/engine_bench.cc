@@ -134,7 +134,7 @@ class LeaseSink final : public drover::api::PushSink {
     if (!item.has_lease()) return;
     std::lock_guard<std::mutex> lk(mu_);
     leases_.push_back({agent, item.lease().task_id(), item.lease().lease_token()});
-    cv_.notify_one();
+    if (leases_.size() == 1) cv_.notify_one();  // the taker only sleeps on an empty queue
   }
   struct Lease {
     uint64_t agent, task, token;

@@ -64,7 +64,7 @@ class WorkStream final : public grpc::ServerWriteReactor<v1::WorkItem> {
     std::lock_guard<std::mutex> lk(mu_);
     writing_ = false;
     if (!ok) {
-      // The agent went away; its leases expire by TTL unless it reconnects.
+      // The agent went away: leases not written go back to the queue (ReturnLeases).
       if (!finishing_) {
         finishing_ = true;
         final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");

@@ -72,8 +72,10 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
   absl::Status row_error;
   // Finished tasks past their retention stay in the store only (Get reads them there).
   const int64_t keep_after_ms = absl::ToUnixMillis(clock.Now() - options.terminal_retention);
+  uint64_t max_row_id = 0;  // skipped rows count too: ids are never reused
   absl::Status st = store.LoadTasks([&](store::TaskRow&& row) {
     if (!row_error.ok()) return;
+    max_row_id = std::max(max_row_id, row.id);
     const bool finished = row.state == v1::TASK_STATE_SUCCEEDED ||
                           row.state == v1::TASK_STATE_CANCELED ||
                           row.state == v1::TASK_STATE_EXPIRED;
@@ -92,7 +94,7 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
   });
   if (!st.ok()) return st;
   if (!row_error.ok()) return row_error;
-  engine->FinishRecovery(*max_id);
+  engine->FinishRecovery(std::max(*max_id, max_row_id));
   // Persist what recovery changed (leased tasks back in the queue) before serving.
   core::Outbox out = engine->TakeOutbox();
   store::WriteBatch batch;

@@ -275,6 +275,11 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
 // ---------------------------------------------------------------------------------------
 // State changes
 
+void Engine::PersistMaxTaskId() {
+  persisted_max_task_id_ = next_task_id_ - 1;
+  outbox_.meta.emplace_back("max_task_id", absl::StrCat(persisted_max_task_id_));
+}
+
 void Engine::MarkDirty(const Entry& e) {
   if (dirty_set_.insert(e.task.id()).second) outbox_.dirty.push_back(e.task.id());
 }
@@ -405,6 +410,9 @@ void Engine::Finish(Entry& e, v1::TaskState terminal, const std::string& reason)
   outbox_.terminal.push_back(e.task.id());
   if (terminal != v1::TASK_STATE_DEAD) {
     finished_.emplace_back(FromUnixMs(e.task.finished_unix_ms()), e.task.id());
+    // Recovery leaves finished tasks past their retention in the store only, so their ids
+    // can be the highest nobody restores: the store's max_task_id must cover them.
+    if (e.task.id() > persisted_max_task_id_) PersistMaxTaskId();
   }
   switch (terminal) {
     case v1::TASK_STATE_DEAD:
@@ -696,7 +704,7 @@ absl::StatusOr<int64_t> Engine::Purge(const std::vector<TaskId>& ids, bool all,
   }
   if (!chosen.empty()) {
     // Ids are never reused, even when the highest ones are purged.
-    outbox_.meta.emplace_back("max_task_id", absl::StrCat(next_task_id_ - 1));
+    PersistMaxTaskId();
   }
   return static_cast<int64_t>(chosen.size());
 }
@@ -914,6 +922,9 @@ void Engine::Evict() {
     }
     const bool too_many = static_cast<int64_t>(finished_.size()) > options_.max_terminal_in_memory;
     if (!too_many && finished_at + options_.terminal_retention > t) break;
+    // Not yet persisted (it finished in this Tick): the caller must still read it through
+    // Snapshot for the store, or the store keeps its old state. Evict it on a later Tick.
+    if (dirty_set_.contains(id)) break;
     const v1::Task& task = it->second->task;
     if (!task.spec().idempotency_key().empty()) {
       idempotency_.erase(
@@ -1013,6 +1024,7 @@ void Engine::Restore(v1::Task task) {
 
 void Engine::FinishRecovery(uint64_t max_task_id) {
   next_task_id_ = std::max(next_task_id_, max_task_id + 1);
+  persisted_max_task_id_ = max_task_id;
   std::sort(finished_.begin(), finished_.end());
   for (auto& [id, ptr] : tasks_) {
     Entry& e = *ptr;

@@ -286,6 +286,8 @@ class Engine {
   void FireTimer(const Timer& t);
   absl::Duration Backoff(const Entry& e);
   void MarkDirty(const Entry& e);
+  // Writes the highest id given so far to the store's meta (see Finish and Purge).
+  void PersistMaxTaskId();
   absl::Time now() const { return clock_.Now(); }
   int64_t now_ms() const { return ToUnixMs(clock_.Now()); }
 
@@ -302,6 +304,7 @@ class Engine {
   std::map<std::pair<std::string, int>, int64_t> queue_depths_;
   std::array<int64_t, 9> state_counts_{};
   TaskId next_task_id_ = 1;
+  uint64_t persisted_max_task_id_ = 0;  // the store's max_task_id as last written
   AgentId next_agent_id_ = 1;
   uint64_t next_seq_ = 1;
   uint64_t next_timer_seq_ = 1;

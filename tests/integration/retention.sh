@@ -19,4 +19,8 @@ kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 start_server --config "$WORK/config.json"
 check "a restart leaves finished tasks in the store" contains "$(tail -2 "$WORK/serve.log")" "5 finished ones left in the store"
 check "and they are still readable" contains "$("$DROVER" get "$first")" "SUCCEEDED"
+new_id=$("$DROVER" submit -q --type alpha --payload new)
+last_old=$(tail -1 <<<"$ids")
+check "ids of evicted tasks are not reused after a restart" [ "$new_id" -gt "$last_old" ]
+check "the old task is intact" contains "$("$DROVER" get "$last_old")" "payload: old"
 finish
