@@ -275,6 +275,15 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
 // ---------------------------------------------------------------------------------------
 // State changes
 
+void Engine::ForgetIdempotencyKey(const v1::Task& t) {
+  if (t.spec().idempotency_key().empty()) return;
+  auto it = idempotency_.find(
+      absl::StrCat(t.spec().tenant(), std::string(1, '\0'), t.spec().idempotency_key()));
+  // The key may name a newer task by now (this one was evicted once, the key reused, and a
+  // restart restored both): leave that task's key alone.
+  if (it != idempotency_.end() && it->second == t.id()) idempotency_.erase(it);
+}
+
 void Engine::PersistMaxTaskId() {
   persisted_max_task_id_ = next_task_id_ - 1;
   outbox_.meta.emplace_back("max_task_id", absl::StrCat(persisted_max_task_id_));
@@ -619,8 +628,9 @@ absl::StatusOr<const v1::Task*> Engine::Cancel(TaskId id, const std::string& rea
   return &e->task;
 }
 
-absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>& ids, bool all,
-                                                      const std::string& type) {
+absl::StatusOr<std::vector<TaskId>> Engine::SelectDeadLetters(const std::vector<TaskId>& ids,
+                                                              bool all,
+                                                              const std::string& type) const {
   std::vector<TaskId> chosen;
   if (all) {
     for (TaskId id : dead_) {
@@ -638,6 +648,14 @@ absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>&
       chosen.push_back(id);
     }
   }
+  return chosen;
+}
+
+absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>& ids, bool all,
+                                                      const std::string& type) {
+  absl::StatusOr<std::vector<TaskId>> selected = SelectDeadLetters(ids, all, type);
+  if (!selected.ok()) return selected.status();
+  const std::vector<TaskId>& chosen = *selected;
   const int64_t needed = static_cast<int64_t>(chosen.size());
   if (outstanding() + needed > options_.capacity) {
     absl::Status st = absl::ResourceExhaustedError(
@@ -672,30 +690,13 @@ absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>&
 
 absl::StatusOr<int64_t> Engine::Purge(const std::vector<TaskId>& ids, bool all,
                                       const std::string& type) {
-  std::vector<TaskId> chosen;
-  if (all) {
-    for (TaskId id : dead_) {
-      if (type.empty() || Find(id)->task.spec().type() == type) chosen.push_back(id);
-    }
-  } else {
-    if (ids.empty()) return absl::InvalidArgumentError("ids: give task ids, or all");
-    for (TaskId id : ids) {
-      const Entry* e = Find(id);
-      if (e == nullptr) return absl::NotFoundError(absl::StrCat("ids: task ", id, " not found"));
-      if (e->task.state() != v1::TASK_STATE_DEAD) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "ids: task ", id, " is ", StateName(e->task.state()), ", not dead-lettered"));
-      }
-      chosen.push_back(id);
-    }
-  }
+  absl::StatusOr<std::vector<TaskId>> selected = SelectDeadLetters(ids, all, type);
+  if (!selected.ok()) return selected.status();
+  const std::vector<TaskId>& chosen = *selected;
   for (TaskId id : chosen) {
     auto it = tasks_.find(id);
     const v1::Task& t = it->second->task;
-    if (!t.spec().idempotency_key().empty()) {
-      idempotency_.erase(
-          absl::StrCat(t.spec().tenant(), std::string(1, '\0'), t.spec().idempotency_key()));
-    }
+    ForgetIdempotencyKey(t);
     state_counts_[t.state()]--;
     dead_.erase(id);
     tasks_.erase(it);
@@ -926,10 +927,7 @@ void Engine::Evict() {
     // Snapshot for the store, or the store keeps its old state. Evict it on a later Tick.
     if (dirty_set_.contains(id)) break;
     const v1::Task& task = it->second->task;
-    if (!task.spec().idempotency_key().empty()) {
-      idempotency_.erase(
-          absl::StrCat(task.spec().tenant(), std::string(1, '\0'), task.spec().idempotency_key()));
-    }
+    ForgetIdempotencyKey(task);
     state_counts_[task.state()]--;
     tasks_.erase(it);
     finished_.pop_front();

@@ -256,6 +256,10 @@ class Engine {
   absl::Status ValidateSpec(const v1::TaskSpec& spec, const std::string& field) const;
   absl::Status Admit(const std::vector<const v1::TaskSpec*>& fresh);
   TypeDefaults DefaultsFor(const std::string& type) const;
+  // The dead letters named by `ids`, or all of them (of `type`); an error names the first
+  // id that is unknown or not dead-lettered.
+  absl::StatusOr<std::vector<TaskId>> SelectDeadLetters(const std::vector<TaskId>& ids, bool all,
+                                                        const std::string& type) const;
   Entry* Find(TaskId id);
   const Entry* Find(TaskId id) const;
   absl::StatusOr<Entry*> FindLeased(AgentId agent, TaskId id, uint64_t token, const char* what);
@@ -286,6 +290,8 @@ class Engine {
   void FireTimer(const Timer& t);
   absl::Duration Backoff(const Entry& e);
   void MarkDirty(const Entry& e);
+  // Drops `t`'s idempotency key if it still names `t`.
+  void ForgetIdempotencyKey(const v1::Task& t);
   // Writes the highest id given so far to the store's meta (see Finish and Purge).
   void PersistMaxTaskId();
   absl::Time now() const { return clock_.Now(); }
