@@ -64,7 +64,12 @@ std::string PriorityName(v1::Priority p) {
 }
 
 Engine::Engine(EngineOptions options, const Clock& clock)
-    : options_(std::move(options)), clock_(clock), rng_(options_.seed) {}
+    : options_(std::move(options)),
+      clock_(clock),
+      rng_(options_.seed),
+      // Agent ids carry the epoch too: an agent of an earlier run that still heartbeats
+      // gets NOT_FOUND (and registers again) instead of borrowing a new agent's id.
+      next_agent_id_((static_cast<uint64_t>(options_.epoch) << 32) + 1) {}
 
 // ---------------------------------------------------------------------------------------
 // Validation and admission

@@ -311,7 +311,7 @@ class Engine {
   std::array<int64_t, 9> state_counts_{};
   TaskId next_task_id_ = 1;
   uint64_t persisted_max_task_id_ = 0;  // the store's max_task_id as last written
-  AgentId next_agent_id_ = 1;
+  AgentId next_agent_id_;
   uint64_t next_seq_ = 1;
   uint64_t next_timer_seq_ = 1;
   uint64_t token_counter_ = 0;
