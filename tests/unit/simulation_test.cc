@@ -230,6 +230,10 @@ class Simulation {
   // first, then pushes go to the agents' models. Now and then a push fails (the stream
   // breaks) and its lease is handed back; that may produce more to deliver.
   bool Deliver() {
+    // Streams that break during this delivery stay broken for the outboxes it produces:
+    // a lease the engine made before it heard of the break is handed back, as drover
+    // serve's stream registry does for an agent with no stream.
+    broken_.clear();
     for (Outbox out = engine_->TakeOutbox(); !out.empty(); out = engine_->TakeOutbox()) {
       if (!DeliverOne(out)) return false;
     }
@@ -248,7 +252,7 @@ class Simulation {
     for (TaskId id : out.purged) {
       if (id < store_.size()) store_[id].reset();
     }
-    absl::flat_hash_set<AgentId> broken;  // streams that failed during this delivery
+    absl::flat_hash_set<AgentId>& broken = broken_;
     for (Outbox::Push& p : out.pushes) {
       auto it = agent_index_.find(p.agent);
       if (it == agent_index_.end()) {
@@ -574,7 +578,12 @@ class Simulation {
     if (!Deliver()) return false;
     Note(absl::StrCat(action_, " -> ", st.ok() ? "ok" : st.ToString()));
     if (!CheckAnswer(st, current)) return false;
-    if (what <= 2 || !st.ok()) a.held.erase(id);
+    // The agent forgets this lease; a newer lease of the same task that reached it while
+    // it reported a stale one (the report's Deliver above) stays held.
+    if (what <= 2 || !st.ok()) {
+      auto h = a.held.find(id);
+      if (h != a.held.end() && h->second == token) a.held.erase(h);
+    }
     if (!st.ok()) return true;
 
     const v1::Task* t = Snap(id);
@@ -1247,10 +1256,11 @@ class Simulation {
         }
       }
     }
-    // Beyond the limit, the oldest finished tasks leave first; only those finished in this
-    // very tick may stay over it (they are not in the store yet).
+    // Beyond the limit, the oldest finished tasks leave first; only those finished at this
+    // very instant may stay over it (they are not in the store yet, or finished after the
+    // tick, e.g. a handed-back lease whose deadline had passed).
     if (after_tick_ && finished_in_memory > engine_->options().max_terminal_in_memory &&
-        finished_before_now > 0) {
+        finished_before_now > engine_->options().max_terminal_in_memory) {
       return Violation(absl::StrCat(finished_in_memory, " finished tasks in memory, at most ",
                                     engine_->options().max_terminal_in_memory));
     }
@@ -1420,6 +1430,7 @@ class Simulation {
   uint64_t stored_max_task_id_ = 0;             // the store's meta, as the outbox wrote it
   std::vector<std::optional<v1::Task>> store_;  // the store's rows by task id
   bool breakable_streams_ = true;               // pushes may fail (off while draining)
+  absl::flat_hash_set<AgentId> broken_;         // streams broken during the current Deliver()
   int64_t undelivered_ = 0;
   int64_t restarts_ = 0;
   int64_t model_outstanding_ = 0;
