@@ -4,8 +4,8 @@
 // the one Engine, in batches; after each batch it turns the engine's Outbox into one
 // store WriteBatch plus the callbacks that may only run once that batch is durable
 // (replies, pushes to agents). The store thread commits batches in order and then runs
-// their callbacks (group commit). No reply, and no lease pushed to an agent, is ever
-// ahead of the store.
+// their callbacks (group commit). No reply is ever ahead of the store, and pushes wait for
+// the commit of their batch (a lease itself is not written: see Engine::Lease).
 //
 // Threading: Post() is thread-safe. Commands run on the engine thread and must not block.
 #pragma once
