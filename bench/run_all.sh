@@ -10,7 +10,12 @@ TMP=$(mktemp -d /tmp/drover-bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
 echo "== engine + SQLite store, one process, durability on (acks after commit)"
-"$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --db "$TMP/engine.db"
+# Through the server's Runtime with 16 agents x 640 slots (10,240 leases may be out), then
+# engine and store driven from one thread. The window of slots bounds throughput: a slot
+# comes back only after its lease's commit, push, completion and the completion's commit.
+"$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --agents 16 --slots 640 \
+  --db "$TMP/engine.db"
+"$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --direct --db "$TMP/engine1.db"
 echo "== the same with 50 agent types and 10,000 tasks in flight"
 "$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --types 50 --agents 100 \
   --slots 200 --inflight "$(big 10000 2000)" --db "$TMP/engine50.db"
