@@ -127,6 +127,22 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     if (c.max_terminal_in_memory() < 0) return Bad(source, "max_terminal_in_memory", "must be > 0");
     o.engine.max_terminal_in_memory = c.max_terminal_in_memory();
   }
+  if (c.store_retention_ms() == -1) {
+    o.store_retention = absl::InfiniteDuration();
+  } else if (c.store_retention_ms() != 0) {
+    constexpr int64_t kTenYearsMs = 10LL * 365 * 24 * 3600 * 1000;
+    if (c.store_retention_ms() < 1 || c.store_retention_ms() > kTenYearsMs) {
+      return Bad(source, "store_retention_ms",
+                 "must be 1 to 315360000000 (10 years), or -1 to keep finished tasks forever");
+    }
+    o.store_retention = absl::Milliseconds(c.store_retention_ms());
+  }
+  if (o.store_retention < o.engine.terminal_retention) {
+    return Bad(source, "store_retention_ms",
+               absl::StrCat("must be at least terminal_retention_ms (",
+                            absl::ToInt64Milliseconds(o.engine.terminal_retention),
+                            "): the store cannot forget a task the server still holds"));
+  }
   auto defaults = ToDefaults(c.defaults(), o.engine.defaults, source, "defaults");
   if (!defaults.ok()) return defaults.status();
   o.engine.defaults = *defaults;

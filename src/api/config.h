@@ -21,6 +21,9 @@ struct ServeOptions {
   std::string http_listen = "127.0.0.1:7071";  // empty: HTTP off
   int http_threads = 8;
   size_t command_queue_limit = 100'000;
+  // SUCCEEDED, CANCELED and EXPIRED rows are deleted from the store this long after they
+  // finish; infinite keeps them. Never shorter than engine.terminal_retention.
+  absl::Duration store_retention = absl::Hours(24 * 7);
   core::EngineOptions engine;
 };
 

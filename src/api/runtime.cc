@@ -183,16 +183,52 @@ void Runtime::EngineLoop() {
   }
 }
 
+absl::Time Runtime::MaybePrune(absl::Time now) {
+  if (prune_.retention == absl::InfiniteDuration()) return absl::InfiniteFuture();
+  store::PruneStep step;
+  step.from_id = prune_cursor_;
+  step.max_scan = prune_.rows_per_step;
+  step.states = {drover::v1::TASK_STATE_SUCCEEDED, drover::v1::TASK_STATE_CANCELED,
+                 drover::v1::TASK_STATE_EXPIRED};
+  step.updated_before_unix_ms = absl::ToUnixMillis(now - prune_.retention);
+  absl::StatusOr<store::PruneResult> r = store_.PruneRows(step);
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  stats_.prune_steps++;
+  if (!r.ok()) {
+    // Not fatal: nothing acknowledged depends on a prune. Try again after a full interval.
+    stats_.prune_failures++;
+    fmt::print(stderr, "drover: pruning finished tasks from the store failed: {}\n",
+               r.status().ToString());
+    prune_cursor_ = 0;
+    return now + prune_.sweep_interval;
+  }
+  prune_cursor_ = r->next_id;
+  if (prune_cursor_ != 0) return now + prune_.step_pause;
+  stats_.sweeps_completed++;
+  return now + prune_.sweep_interval;
+}
+
 void Runtime::StoreLoop() {
   std::deque<PendingBatch> work;
   store::WriteBatch merged;
+  // The first sweep waits one interval, so start-up and recovery are not slowed by it.
+  absl::Time next_prune = absl::Now() + prune_.sweep_interval;
   while (true) {
     {
       std::unique_lock<std::mutex> lk(store_mu_);
-      store_cv_.wait(lk, [&] { return !store_queue_.empty() || store_stopping_; });
+      auto ready = [&] { return !store_queue_.empty() || store_stopping_; };
+      if (next_prune == absl::InfiniteFuture() || prune_.retention == absl::InfiniteDuration()) {
+        store_cv_.wait(lk, ready);
+      } else {
+        store_cv_.wait_until(lk, absl::ToChronoTime(next_prune), ready);
+      }
       if (store_queue_.empty() && store_stopping_) return;
       work.swap(store_queue_);
     }
+    // A prune step is due: run it here, between commits, whether or not batches wait (a
+    // busy server must prune too; one step is a few milliseconds).
+    if (const absl::Time now = absl::Now(); now >= next_prune) next_prune = MaybePrune(now);
+    if (work.empty()) continue;
     store_space_cv_.notify_all();
     // Everything that waited is committed in one transaction (group commit).
     merged.clear();

@@ -47,10 +47,25 @@ class PushSink {
   virtual void Push(core::AgentId agent, const drover::v1::WorkItem& item) = 0;
 };
 
+// Removal of old finished rows from the store, run by the store thread between commits.
+// The store keeps SUCCEEDED, CANCELED and EXPIRED tasks for `retention` after they finish
+// (DEAD tasks stay until purged). The sweep walks the table `rows_per_step` rows at a time,
+// each step its own short transaction, one step every `step_pause`; a new sweep starts
+// `sweep_interval` after the last one reached the end of the table.
+struct PruneOptions {
+  absl::Duration retention = absl::InfiniteDuration();  // infinite: never prune
+  absl::Duration sweep_interval = absl::Minutes(1);
+  absl::Duration step_pause = absl::Milliseconds(100);
+  int64_t rows_per_step = 5'000;
+};
+
 struct RuntimeStats {
   int64_t batches = 0;
   int64_t commands = 0;
   int64_t commit_failures = 0;
+  int64_t prune_steps = 0;
+  int64_t prune_failures = 0;
+  int64_t sweeps_completed = 0;
   Histogram commit_seconds{Histogram::LatencyBounds()};
   Histogram batch_commands{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384}};
 };
@@ -63,6 +78,8 @@ class Runtime {
   ~Runtime();
 
   void SetPushSink(PushSink* sink) { sink_ = sink; }
+  // Before Start(). Without it, nothing is pruned.
+  void SetPruning(const PruneOptions& options) { prune_ = options; }
 
   // Starts both threads. The engine must be recovered already.
   void Start();
@@ -109,11 +126,16 @@ class Runtime {
   void BuildBatch(Batch& batch, PendingBatch& pending);
   void FireWaiters(const std::vector<core::TaskId>& terminal, PendingBatch& pending);
   void ExpireWaiters(PendingBatch& pending);
+  // Runs one prune step if one is due; returns when the next one is due.
+  absl::Time MaybePrune(absl::Time now);
 
   core::Engine& engine_;
   store::Store& store_;
   const size_t queue_limit_;
   PushSink* sink_ = nullptr;
+  PruneOptions prune_;
+  // Store thread only: where the sweep goes on.
+  uint64_t prune_cursor_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -143,6 +144,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   impl->service = std::make_unique<Service>(*impl->runtime, *impl->store, absl::Now());
   impl->grpc = std::make_unique<GrpcServer>(*impl->service);
   impl->runtime->SetPushSink(&impl->grpc->sink());
+  PruneOptions prune;
+  prune.retention = options.store_retention;
+  // Sweep at least ten times per retention period (a short retention is pruned promptly),
+  // at most once a minute.
+  prune.sweep_interval =
+      std::clamp(options.store_retention / 10, absl::Milliseconds(100), absl::Minutes(1));
+  impl->runtime->SetPruning(prune);
   impl->runtime->Start();
   if (absl::Status st = impl->grpc->Start(options.grpc_listen); !st.ok()) {
     impl->runtime->Stop();

@@ -532,6 +532,13 @@ void Service::Metrics(Reply<std::string> done) {
       s.Counter("drover_store_rows_written_total", "Task rows written.", ss.rows_written);
       s.Counter("drover_store_commit_failures_total", "Store transactions that failed.",
                 rs.commit_failures);
+      s.Counter("drover_store_rows_pruned_total",
+                "Finished task rows deleted from the store after store_retention_ms.",
+                ss.rows_pruned);
+      s.Counter("drover_store_prune_sweeps_total",
+                "Sweeps of the store for finished rows past their retention, completed.",
+                rs.sweeps_completed);
+      s.Counter("drover_store_prune_failures_total", "Prune steps that failed.", rs.prune_failures);
       s.Family("drover_store_commit_seconds", "histogram", "Time to commit one group.");
       s.HistogramSample({}, rs.commit_seconds);
       s.Family("drover_engine_batch_commands", "histogram", "Commands per engine batch.");

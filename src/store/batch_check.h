@@ -2,6 +2,7 @@
 // of it, so that all drivers accept and reject exactly the same batches.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string_view>
@@ -39,6 +40,28 @@ inline absl::Status CheckBatch(const WriteBatch& batch, std::string_view store) 
 // bookkeeping and not counted, so the figure is the queue's task write rate.
 inline int64_t RowsIn(const WriteBatch& batch) {
   return static_cast<int64_t>(batch.upserts.size() + batch.deletes.size());
+}
+
+// OK, or InvalidArgumentError naming the field: the same PruneStep is refused by every driver.
+inline absl::Status CheckPruneStep(const PruneStep& step, std::string_view store) {
+  if (step.from_id > kMaxTaskId) {
+    return absl::InvalidArgumentError(fmt::format("{}: prune: from_id {} is out of range (max {})",
+                                                  store, step.from_id, kMaxTaskId));
+  }
+  if (step.max_scan < 1) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: prune: max_scan must be at least 1, got {}", store, step.max_scan));
+  }
+  if (step.states.empty()) {
+    return absl::InvalidArgumentError(fmt::format("{}: prune: states must not be empty", store));
+  }
+  return absl::OkStatus();
+}
+
+// Whether PruneRows removes a row with this state and update time.
+inline bool Prunable(const PruneStep& step, int state, int64_t updated_unix_ms) {
+  return updated_unix_ms < step.updated_before_unix_ms &&
+         std::find(step.states.begin(), step.states.end(), state) != step.states.end();
 }
 
 }  // namespace drover::store::internal

@@ -63,6 +63,24 @@ class MemoryStore final : public Store {
     return it->second;
   }
 
+  absl::StatusOr<PruneResult> PruneRows(const PruneStep& step) override {
+    if (auto s = internal::CheckPruneStep(step, Describe()); !s.ok()) return s;
+    PruneResult r;
+    auto it = tasks_.lower_bound(step.from_id);
+    for (; it != tasks_.end() && r.scanned < step.max_scan; ++r.scanned) {
+      const TaskRow& row = it->second;
+      if (internal::Prunable(step, row.state, row.updated_unix_ms)) {
+        it = tasks_.erase(it);
+        ++r.deleted;
+      } else {
+        ++it;
+      }
+    }
+    r.next_id = it == tasks_.end() ? 0 : it->first;
+    stats_.rows_pruned += r.deleted;
+    return r;
+  }
+
   StoreStats Stats() const override { return stats_; }
 
  private:

@@ -213,6 +213,7 @@ class SqliteStore final : public Store {
   absl::Status LoadTasks(const std::function<void(TaskRow&&)>& fn) override;
   absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) override;
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override;
+  absl::StatusOr<PruneResult> PruneRows(const PruneStep& step) override;
   StoreStats Stats() const override { return stats_; }
 
  private:
@@ -237,6 +238,7 @@ class SqliteStore final : public Store {
   StmtPtr get_task_;
   StmtPtr get_meta_;
   StmtPtr load_tasks_;
+  StmtPtr prune_scan_;
   StoreStats stats_;
   // True while LoadTasks runs its callback; Commit and LoadTasks refuse to run then.
   bool loading_ = false;
@@ -266,6 +268,9 @@ absl::Status SqliteStore::Prepare() {
       {&get_meta_, "get meta", "SELECT value FROM meta WHERE key = ?1"},
       {&load_tasks_, "load tasks",
        "SELECT id, tenant, type, state, priority, updated_unix_ms, blob FROM tasks ORDER BY id"},
+      // One row past the window, so the step knows where the next one starts.
+      {&prune_scan_, "prune scan",
+       "SELECT id, state, updated_unix_ms FROM tasks WHERE id >= ?1 ORDER BY id LIMIT ?2 + 1"},
   };
   for (const Spec& spec : specs) {
     sqlite3_stmt* raw = nullptr;
@@ -396,6 +401,57 @@ absl::StatusOr<std::optional<std::string>> SqliteStore::GetMeta(const std::strin
   if (rc == SQLITE_ROW) return ColumnText(stmt, 0);
   if (rc == SQLITE_DONE) return std::nullopt;
   return Internal(fmt::format("get meta \"{}\"", key));
+}
+
+absl::StatusOr<PruneResult> SqliteStore::PruneRows(const PruneStep& step) {
+  if (loading_) {
+    return absl::FailedPreconditionError(
+        fmt::format("sqlite:{}: PruneRows called from inside a LoadTasks callback", path_));
+  }
+  if (auto s = internal::CheckPruneStep(step, Describe()); !s.ok()) return s;
+  // The scan and the deletes share one write transaction, so a row cannot change between
+  // being judged prunable and being deleted.
+  if (auto s = Run(begin_.get(), [] { return "prune: begin"; }); !s.ok()) return s;
+  PruneResult result;
+  std::vector<int64_t> doomed;
+  absl::Status status;
+  {
+    sqlite3_stmt* scan = prune_scan_.get();
+    ResetOnExit reset(scan);
+    if (sqlite3_bind_int64(scan, 1, static_cast<int64_t>(step.from_id)) != SQLITE_OK ||
+        sqlite3_bind_int64(scan, 2, step.max_scan) != SQLITE_OK) {
+      status = Internal("prune: bind scan");
+    }
+    int rc = SQLITE_DONE;
+    while (status.ok() && (rc = sqlite3_step(scan)) == SQLITE_ROW) {
+      const int64_t id = sqlite3_column_int64(scan, 0);
+      if (result.scanned == step.max_scan) {
+        result.next_id = static_cast<uint64_t>(id);
+        break;
+      }
+      ++result.scanned;
+      if (internal::Prunable(step, sqlite3_column_int(scan, 1), sqlite3_column_int64(scan, 2))) {
+        doomed.push_back(id);
+      }
+    }
+    if (status.ok() && rc != SQLITE_ROW && rc != SQLITE_DONE) status = Internal("prune: scan");
+  }
+  sqlite3_stmt* del = delete_task_.get();
+  for (size_t i = 0; status.ok() && i < doomed.size(); ++i) {
+    if (sqlite3_bind_int64(del, 1, doomed[i]) != SQLITE_OK) {
+      status = Internal(fmt::format("prune: bind delete of task {}", doomed[i]));
+      break;
+    }
+    status = Run(del, [&] { return fmt::format("prune: delete task {}", doomed[i]); });
+  }
+  if (status.ok()) status = Run(commit_.get(), [] { return "prune: commit"; });
+  if (!status.ok()) {
+    RollbackIfOpen(db_.get());
+    return status;
+  }
+  result.deleted = static_cast<int64_t>(doomed.size());
+  stats_.rows_pruned += result.deleted;
+  return result;
 }
 
 }  // namespace

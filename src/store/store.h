@@ -53,6 +53,23 @@ struct WriteBatch {
 struct StoreStats {
   int64_t commits = 0;
   int64_t rows_written = 0;
+  int64_t rows_pruned = 0;
+};
+
+// One step of the sweep that removes old finished rows (PruneRows). The sweep walks the
+// table in id order, `max_scan` rows per step, so no step holds the write lock for long and
+// no index on `state` or `updated_unix_ms` is needed (0001_init.sql explains why there is none).
+struct PruneStep {
+  uint64_t from_id = 0;                // first id this step looks at
+  int64_t max_scan = 10'000;           // rows looked at, 1 or more
+  std::vector<int> states;             // a row is removed only in one of these states...
+  int64_t updated_before_unix_ms = 0;  // ...and last updated before this instant
+};
+
+struct PruneResult {
+  int64_t scanned = 0;
+  int64_t deleted = 0;
+  uint64_t next_id = 0;  // where the next step starts; 0 once the step reached the end
 };
 
 class Store {
@@ -73,6 +90,11 @@ class Store {
 
   // A meta value (for example "epoch", "max_task_id"), or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) = 0;
+
+  // Deletes, in one transaction, the rows among the next `step.max_scan` rows from
+  // `step.from_id` whose state is one of `step.states` and that were last updated before
+  // `step.updated_before_unix_ms`.
+  virtual absl::StatusOr<PruneResult> PruneRows(const PruneStep& step) = 0;
 
   virtual StoreStats Stats() const = 0;
 };

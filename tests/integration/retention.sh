@@ -23,4 +23,28 @@ new_id=$("$DROVER" submit -q --type alpha --payload new)
 last_old=$(tail -1 <<<"$ids")
 check "ids of evicted tasks are not reused after a restart" [ "$new_id" -gt "$last_old" ]
 check "the old task is intact" contains "$("$DROVER" get "$last_old")" "payload: old"
+
+# store_retention_ms: finished rows leave the store too, after their retention; DEAD rows
+# and unfinished tasks stay.
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+echo '{"terminal_retention_ms": 300, "store_retention_ms": 1500}' >"$WORK/config.json"
+start_server --config "$WORK/config.json"
+dead=$("$DROVER" submit -q --type alpha --payload poison)
+queued=$("$DROVER" submit -q --type nobody --payload waits)
+"$DROVER" wait --timeout 20s "$dead" >/dev/null || true  # exits non-zero: DEAD
+check "a failing task is dead-lettered" contains "$("$DROVER" get "$dead")" "DEAD"
+sleep 3
+check "a finished task past store_retention_ms is gone from the store" \
+  contains "$("$DROVER" get "$first" 2>&1)" "not found"
+check "pruned rows are counted" bash -c "curl -s '$HTTP/metrics' | grep -q '^drover_store_rows_pruned_total [1-9]'"
+check "a dead-lettered task is kept" contains "$("$DROVER" get "$dead")" "DEAD"
+check "a queued task is kept" contains "$("$DROVER" get "$queued")" "READY"
+recent=$("$DROVER" submit -q --type alpha --payload recent)
+"$DROVER" wait --timeout 20s "$recent" >/dev/null
+sleep 0.6  # out of memory, so get reads the store
+check "a task finished within store_retention_ms is kept" contains "$("$DROVER" get "$recent")" "SUCCEEDED"
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+echo '{"terminal_retention_ms": 5000, "store_retention_ms": 1000}' >"$WORK/bad.json"
+check "store_retention_ms shorter than terminal_retention_ms is refused, naming both" \
+  bash -c "'$DROVER' serve --config '$WORK/bad.json' --data-dir '$WORK/bad' 2>&1 | grep -q 'store_retention_ms.*terminal_retention_ms'"
 finish

@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace drover::store {
@@ -397,6 +398,70 @@ TEST_P(StoreConformance, GetTaskWorksInsideLoadTasks) {
   });
   ASSERT_TRUE(status.ok()) << status;
   EXPECT_EQ(found, 2);
+}
+
+// Rows 1..10: odd ids in state 5, even in state 2; updated at 1000 + id.
+void CommitPruneFixture(Store& store) {
+  WriteBatch batch;
+  for (uint64_t id = 1; id <= 10; ++id) {
+    TaskRow row = MakeRow(id);
+    row.state = id % 2 == 1 ? 5 : 2;
+    row.updated_unix_ms = 1000 + static_cast<int64_t>(id);
+    batch.upserts.push_back(row);
+  }
+  ASSERT_TRUE(store.Commit(batch).ok());
+}
+
+TEST_P(StoreConformance, PruneRemovesOnlyRowsInTheStatesAndOlderThanTheCutoff) {
+  CommitPruneFixture(*store_);
+  // Cutoff 1008: rows updated at 1001..1007 qualify by age; of those the odd ids by state.
+  absl::StatusOr<PruneResult> r = store_->PruneRows(
+      {.from_id = 0, .max_scan = 100, .states = {5}, .updated_before_unix_ms = 1008});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->scanned, 10);
+  EXPECT_EQ(r->deleted, 4);  // 1, 3, 5, 7
+  EXPECT_EQ(r->next_id, 0u);
+  EXPECT_EQ(Ids(LoadAll(*store_)), (std::vector<uint64_t>{2, 4, 6, 8, 9, 10}));
+  EXPECT_EQ(store_->Stats().rows_pruned, 4);
+}
+
+TEST_P(StoreConformance, PruneWalksTheTableInStepsOfMaxScan) {
+  CommitPruneFixture(*store_);
+  PruneStep step{.from_id = 0, .max_scan = 4, .states = {5, 2}, .updated_before_unix_ms = 5000};
+  std::vector<int64_t> scanned;
+  std::vector<uint64_t> starts;
+  do {
+    starts.push_back(step.from_id);
+    absl::StatusOr<PruneResult> r = store_->PruneRows(step);
+    ASSERT_TRUE(r.ok()) << r.status();
+    scanned.push_back(r->scanned);
+    step.from_id = r->next_id;
+  } while (step.from_id != 0);
+  EXPECT_EQ(starts, (std::vector<uint64_t>{0, 5, 9}));
+  EXPECT_EQ(scanned, (std::vector<int64_t>{4, 4, 2}));
+  EXPECT_TRUE(LoadAll(*store_).empty());
+}
+
+TEST_P(StoreConformance, PruneEndingExactlyAtTheLastRowReportsTheEnd) {
+  CommitPruneFixture(*store_);
+  absl::StatusOr<PruneResult> r =
+      store_->PruneRows({.from_id = 7, .max_scan = 4, .states = {9}, .updated_before_unix_ms = 0});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->scanned, 4);
+  EXPECT_EQ(r->deleted, 0);
+  EXPECT_EQ(r->next_id, 0u);
+  EXPECT_EQ(LoadAll(*store_).size(), 10u);
+}
+
+TEST_P(StoreConformance, PruneRefusesAnEmptyStateListAndAZeroScan) {
+  CommitPruneFixture(*store_);
+  absl::StatusOr<PruneResult> r = store_->PruneRows({.max_scan = 10, .states = {}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("states"));
+  r = store_->PruneRows({.max_scan = 0, .states = {5}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("max_scan"));
+  EXPECT_EQ(LoadAll(*store_).size(), 10u);
 }
 
 TEST_P(StoreConformance, DescribeNamesTheDriver) {
