@@ -215,6 +215,46 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
   api::Service& s_;
 };
 
+class WorkflowServiceImpl final : public v1::WorkflowService::CallbackService {
+ public:
+  explicit WorkflowServiceImpl(api::Service& s) : s_(s) {}
+  ServerUnaryReactor* SubmitWorkflow(CallbackServerContext* ctx,
+                                     const v1::SubmitWorkflowRequest* req,
+                                     v1::Workflow* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.SubmitWorkflow(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* GetWorkflow(CallbackServerContext* ctx, const v1::GetWorkflowRequest* req,
+                                  v1::Workflow* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.GetWorkflow(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* ListWorkflows(CallbackServerContext* ctx, const v1::ListWorkflowsRequest* req,
+                                    v1::ListWorkflowsResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.ListWorkflows(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* CancelWorkflow(CallbackServerContext* ctx,
+                                     const v1::CancelWorkflowRequest* req,
+                                     v1::Workflow* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.CancelWorkflow(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* WaitWorkflow(CallbackServerContext* ctx, const v1::WaitWorkflowRequest* req,
+                                   v1::WaitWorkflowResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.WaitWorkflow(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+
+ private:
+  api::Service& s_;
+};
+
 class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
   AgentServiceImpl(api::Service& s, StreamRegistry& reg) : s_(s), reg_(reg) {}
@@ -332,9 +372,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
 }  // namespace
 
 struct GrpcServer::Impl {
-  explicit Impl(Service& s) : registry(s), tasks(s), agents(s, registry), admin(s) {}
+  explicit Impl(Service& s) : registry(s), tasks(s), workflows(s), agents(s, registry), admin(s) {}
   StreamRegistry registry;
   TaskServiceImpl tasks;
+  WorkflowServiceImpl workflows;
   AgentServiceImpl agents;
   AdminServiceImpl admin;
   std::unique_ptr<grpc::Server> server;
@@ -356,6 +397,7 @@ absl::Status GrpcServer::Start(const std::string& address) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(&impl_->tasks);
+  builder.RegisterService(&impl_->workflows);
   builder.RegisterService(&impl_->agents);
   builder.RegisterService(&impl_->admin);
   impl_->server = builder.BuildAndStart();

@@ -53,11 +53,8 @@ bool Runtime::stopping() const {
 void Runtime::ReleaseWaiters() {
   Post(
       [this](core::Engine&, Batch& batch) {
-        for (auto& [id, waiter] : waiters_) {
-          const drover::v1::Task* t = engine_.Snapshot(id);
-          auto copy = std::make_shared<drover::v1::Task>(t ? *t : drover::v1::Task());
-          batch.AfterCommit(
-              [fn = std::move(waiter.fn), copy](const absl::Status&) { fn(*copy, true); });
+        for (auto& [key, waiter] : waiters_) {
+          batch.AfterCommit([done = waiter.end(true)](const absl::Status&) { done(); });
         }
         waiters_.clear();
         waiter_deadlines_.clear();
@@ -88,41 +85,52 @@ RuntimeStats Runtime::stats() const {
 
 void Runtime::AddWaiter(core::TaskId id, absl::Time deadline,
                         std::function<void(const drover::v1::Task&, bool)> fn) {
-  waiters_.emplace(id, Waiter{deadline, std::move(fn)});
-  waiter_deadlines_.emplace(deadline, id);
+  AddWaitKey(id, deadline, [this, id, fn = std::move(fn)](bool timed_out) {
+    const drover::v1::Task* t = engine_.Snapshot(id);
+    auto copy = std::make_shared<drover::v1::Task>(t ? *t : drover::v1::Task());
+    return std::function<void()>([fn, copy, timed_out] { fn(*copy, timed_out); });
+  });
 }
 
-void Runtime::FireWaiters(const std::vector<core::TaskId>& terminal, PendingBatch& pending) {
+void Runtime::AddWorkflowWaiter(core::WorkflowId id, absl::Time deadline,
+                                std::function<void(const drover::v1::Workflow&, bool)> fn) {
+  AddWaitKey(id | kWorkflowKey, deadline, [this, id, fn = std::move(fn)](bool timed_out) {
+    const drover::v1::Workflow* w = engine_.WorkflowSnapshot(id);
+    auto copy = std::make_shared<drover::v1::Workflow>(w ? *w : drover::v1::Workflow());
+    return std::function<void()>([fn, copy, timed_out] { fn(*copy, timed_out); });
+  });
+}
+
+void Runtime::AddWaitKey(uint64_t key, absl::Time deadline, WaitEnd end) {
+  waiters_.emplace(key, Waiter{deadline, std::move(end)});
+  waiter_deadlines_.emplace(deadline, key);
+}
+
+void Runtime::FireWaiters(const core::Outbox& out, PendingBatch& pending) {
   if (waiters_.empty()) return;
-  for (core::TaskId id : terminal) {
-    auto [lo, hi] = waiters_.equal_range(id);
-    if (lo == hi) continue;
-    const drover::v1::Task* t = engine_.Snapshot(id);
-    if (t == nullptr) continue;
-    auto copy = std::make_shared<drover::v1::Task>(*t);
+  auto fire = [&](uint64_t key) {
+    auto [lo, hi] = waiters_.equal_range(key);
     for (auto it = lo; it != hi; ++it) {
-      pending.callbacks.push_back(
-          [fn = std::move(it->second.fn), copy](const absl::Status&) { fn(*copy, false); });
+      pending.callbacks.push_back([done = it->second.end(false)](const absl::Status&) { done(); });
     }
     waiters_.erase(lo, hi);
-  }
+  };
+  for (core::TaskId id : out.terminal) fire(id);
+  for (core::WorkflowId id : out.terminal_workflows) fire(id | kWorkflowKey);
 }
 
 void Runtime::ExpireWaiters(PendingBatch& pending) {
   const absl::Time now = absl::Now();
   while (!waiter_deadlines_.empty() && waiter_deadlines_.begin()->first <= now) {
-    auto [deadline, id] = *waiter_deadlines_.begin();
+    auto [deadline, key] = *waiter_deadlines_.begin();
     waiter_deadlines_.erase(waiter_deadlines_.begin());
-    auto [lo, hi] = waiters_.equal_range(id);
+    auto [lo, hi] = waiters_.equal_range(key);
     for (auto it = lo; it != hi;) {
       if (it->second.deadline != deadline) {
         ++it;
         continue;
       }
-      const drover::v1::Task* t = engine_.Snapshot(id);
-      auto copy = std::make_shared<drover::v1::Task>(t ? *t : drover::v1::Task());
-      pending.callbacks.push_back(
-          [fn = std::move(it->second.fn), copy](const absl::Status&) { fn(*copy, true); });
+      pending.callbacks.push_back([done = it->second.end(true)](const absl::Status&) { done(); });
       it = waiters_.erase(it);
     }
   }
@@ -137,10 +145,17 @@ void Runtime::BuildBatch(Batch& batch, PendingBatch& pending) {
     pending.writes.upserts.emplace_back();
     core::TaskToRow(*t, pending.writes.upserts.back());
   }
+  pending.writes.workflows.reserve(out.dirty_workflows.size());
+  for (core::WorkflowId id : out.dirty_workflows) {
+    const drover::v1::Workflow* w = engine_.WorkflowSnapshot(id);
+    if (w == nullptr) continue;
+    pending.writes.workflows.emplace_back();
+    core::WorkflowToRow(*w, pending.writes.workflows.back());
+  }
   pending.writes.deletes = std::move(out.purged);
   pending.writes.meta = std::move(out.meta);
   pending.pushes = std::move(out.pushes);
-  FireWaiters(out.terminal, pending);
+  FireWaiters(out, pending);
   for (auto& cb : batch.callbacks_) pending.callbacks.push_back(std::move(cb));
 }
 
@@ -241,6 +256,7 @@ void Runtime::StoreLoop() {
       }
       for (auto& r : p.writes.upserts) merged.upserts.push_back(std::move(r));
       for (auto id : p.writes.deletes) merged.deletes.push_back(id);
+      for (auto& w : p.writes.workflows) merged.workflows.push_back(std::move(w));
       for (auto& m : p.writes.meta) merged.meta.push_back(std::move(m));
     }
     absl::Status st;

@@ -104,16 +104,24 @@ class Runtime {
   // (from inside a command). `fn` gets the final task, or the task as it is at `deadline`.
   void AddWaiter(core::TaskId id, absl::Time deadline,
                  std::function<void(const drover::v1::Task&, bool timed_out)> fn);
+  // The same for a workflow reaching an end.
+  void AddWorkflowWaiter(core::WorkflowId id, absl::Time deadline,
+                         std::function<void(const drover::v1::Workflow&, bool timed_out)> fn);
 
   // Reads under the runtime's own lock, from any thread.
   RuntimeStats stats() const;
   size_t queue_depth() const;
 
  private:
+  // Runs on the engine thread when a wait ends (timed_out or not) and returns what runs
+  // after the batch commits: the reply, holding a copy of the record as it was then.
+  using WaitEnd = std::function<std::function<void()>(bool timed_out)>;
   struct Waiter {
     absl::Time deadline;
-    std::function<void(const drover::v1::Task&, bool)> fn;
+    WaitEnd end;
   };
+  // Waiter keys: a task id, or a workflow id with this bit set.
+  static constexpr uint64_t kWorkflowKey = uint64_t{1} << 63;
   struct PendingBatch {
     store::WriteBatch writes;
     std::vector<core::Outbox::Push> pushes;
@@ -124,7 +132,8 @@ class Runtime {
   void EngineLoop();
   void StoreLoop();
   void BuildBatch(Batch& batch, PendingBatch& pending);
-  void FireWaiters(const std::vector<core::TaskId>& terminal, PendingBatch& pending);
+  void AddWaitKey(uint64_t key, absl::Time deadline, WaitEnd end);
+  void FireWaiters(const core::Outbox& out, PendingBatch& pending);
   void ExpireWaiters(PendingBatch& pending);
   // Runs one prune step if one is due; returns when the next one is due.
   absl::Time MaybePrune(absl::Time now);
@@ -149,8 +158,8 @@ class Runtime {
   bool store_stopping_ = false;
 
   // Engine thread only.
-  std::multimap<core::TaskId, Waiter> waiters_;
-  std::multimap<absl::Time, core::TaskId> waiter_deadlines_;
+  std::multimap<uint64_t, Waiter> waiters_;
+  std::multimap<absl::Time, uint64_t> waiter_deadlines_;
 
   mutable std::mutex stats_mu_;
   RuntimeStats stats_;

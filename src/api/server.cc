@@ -71,6 +71,18 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
   options.seed = static_cast<uint64_t>(absl::ToUnixNanos(start));
   auto engine = std::make_unique<core::Engine>(options, clock);
   absl::Status row_error;
+  absl::Status wst = store.LoadWorkflows([&](store::WorkflowRow&& row) {
+    if (!row_error.ok()) return;
+    auto w = core::RowToWorkflow(row);
+    if (!w.ok()) {
+      row_error = w.status();
+      return;
+    }
+    engine->RestoreWorkflow(std::move(*w));
+    report->workflows++;
+  });
+  if (!wst.ok()) return wst;
+  if (!row_error.ok()) return row_error;
   // Finished tasks past their retention stay in the store only (Get reads them there).
   const int64_t keep_after_ms = absl::ToUnixMillis(clock.Now() - options.terminal_retention);
   uint64_t max_row_id = 0;  // skipped rows count too: ids are never reused
@@ -95,6 +107,19 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
   });
   if (!st.ok()) return st;
   if (!row_error.ok()) return row_error;
+  // Parents that finished long ago were skipped above, but a child that may still run
+  // needs their results: read them back. (A parent of a parent is never needed: only a
+  // child that has not run yet reads its parents, and those parents have all ended.)
+  for (core::TaskId id : engine->MissingParents()) {
+    auto row = store.GetTask(id);
+    if (!row.ok()) return row.status();
+    if (!row->has_value()) continue;  // pruned: FinishRecovery cancels the waiting child
+    auto task = core::RowToTask(**row);
+    if (!task.ok()) return task.status();
+    engine->Restore(std::move(*task));
+    report->tasks++;
+    report->skipped--;
+  }
   engine->FinishRecovery(std::max(*max_id, max_row_id));
   // Persist what recovery changed (leased tasks back in the queue) before serving.
   core::Outbox out = engine->TakeOutbox();

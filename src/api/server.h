@@ -22,6 +22,7 @@ struct RecoveryReport {
   int64_t tasks = 0;     // rows read
   int64_t requeued = 0;  // leased when the server stopped, queued again
   int64_t skipped = 0;   // finished past their retention: left in the store only
+  int64_t workflows = 0;
   double seconds = 0;
   uint32_t epoch = 0;
 };

@@ -205,6 +205,94 @@ void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskRespons
   if (!queued) (*shared)(Refused(runtime_));
 }
 
+// --- workflows ---------------------------------------------------------------------------
+
+void Service::SubmitWorkflow(const v1::SubmitWorkflowRequest& req, Reply<v1::Workflow> done) {
+  auto spec = std::make_shared<v1::WorkflowSpec>(req.workflow());
+  RunOn<v1::Workflow>(runtime_, std::move(done), [spec](Engine& e) -> absl::StatusOr<v1::Workflow> {
+    auto w = e.SubmitWorkflow(*spec);
+    if (!w.ok()) return w.status();
+    return **w;
+  });
+}
+
+void Service::GetWorkflow(const v1::GetWorkflowRequest& req, Reply<v1::Workflow> done) {
+  RunOn<v1::Workflow>(runtime_, std::move(done),
+                      [id = req.id()](Engine& e) -> absl::StatusOr<v1::Workflow> {
+                        auto w = e.GetWorkflow(id);
+                        if (!w.ok()) return w.status();
+                        return **w;
+                      });
+}
+
+void Service::ListWorkflows(const v1::ListWorkflowsRequest& req,
+                            Reply<v1::ListWorkflowsResponse> done) {
+  RunOn<v1::ListWorkflowsResponse>(
+      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ListWorkflowsResponse> {
+        if (absl::Status st = CheckPageSize(req.page_size()); !st.ok()) return st;
+        if (!v1::WorkflowState_IsValid(req.state())) {
+          return absl::InvalidArgumentError(absl::StrCat("state: unknown value ", req.state()));
+        }
+        auto after = ParsePageToken(req.page_token());
+        if (!after.ok()) return after.status();
+        core::WorkflowFilter f;
+        f.state = req.state();
+        f.tenant = req.tenant();
+        f.after = *after;
+        f.limit = req.page_size() == 0 ? 100 : req.page_size();
+        const std::vector<const v1::Workflow*> page = e.ListWorkflows(f);
+        v1::ListWorkflowsResponse resp;
+        for (const v1::Workflow* w : page) *resp.add_workflows() = *w;
+        if (static_cast<int>(page.size()) == f.limit) {
+          resp.set_next_page_token(absl::StrCat(page.back()->id()));
+        }
+        return resp;
+      });
+}
+
+void Service::CancelWorkflow(const v1::CancelWorkflowRequest& req, Reply<v1::Workflow> done) {
+  RunOn<v1::Workflow>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Workflow> {
+    auto w = e.CancelWorkflow(req.id(), req.reason());
+    if (!w.ok()) return w.status();
+    return **w;
+  });
+}
+
+void Service::WaitWorkflow(const v1::WaitWorkflowRequest& req,
+                           Reply<v1::WaitWorkflowResponse> done) {
+  if (req.timeout_ms() < 0 || req.timeout_ms() > 3'600'000) {
+    done(absl::InvalidArgumentError(
+        absl::StrCat("timeout_ms: must be 0 (30 s) to 3600000 (1 h), got ", req.timeout_ms())));
+    return;
+  }
+  auto shared = std::make_shared<Reply<v1::WaitWorkflowResponse>>(std::move(done));
+  const absl::Duration timeout =
+      absl::Milliseconds(req.timeout_ms() == 0 ? 30'000 : req.timeout_ms());
+  Runtime& runtime = runtime_;
+  const bool queued =
+      runtime_.Post([shared, id = req.id(), timeout, &runtime](Engine& e, Batch& batch) {
+        auto w = e.GetWorkflow(id);
+        if (!w.ok()) {
+          batch.AfterCommit([shared, st = w.status()](const absl::Status&) { (*shared)(st); });
+          return;
+        }
+        if ((*w)->state() != v1::WORKFLOW_STATE_RUNNING) {
+          v1::WaitWorkflowResponse resp;
+          *resp.mutable_workflow() = **w;
+          batch.AfterCommit([shared, resp](const absl::Status&) { (*shared)(resp); });
+          return;
+        }
+        runtime.AddWorkflowWaiter(id, absl::Now() + timeout,
+                                  [shared](const v1::Workflow& wf, bool timed_out) {
+                                    v1::WaitWorkflowResponse resp;
+                                    *resp.mutable_workflow() = wf;
+                                    resp.set_timed_out(timed_out);
+                                    (*shared)(std::move(resp));
+                                  });
+      });
+  if (!queued) (*shared)(Refused(runtime_));
+}
+
 void Service::RegisterAgent(const v1::RegisterAgentRequest& req,
                             Reply<v1::RegisterAgentResponse> done) {
   RunOn<v1::RegisterAgentResponse>(

@@ -33,6 +33,12 @@ class Service {
   void CancelTask(const v1::CancelTaskRequest& req, Reply<v1::Task> done);
   void WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskResponse> done);
 
+  void SubmitWorkflow(const v1::SubmitWorkflowRequest& req, Reply<v1::Workflow> done);
+  void GetWorkflow(const v1::GetWorkflowRequest& req, Reply<v1::Workflow> done);
+  void ListWorkflows(const v1::ListWorkflowsRequest& req, Reply<v1::ListWorkflowsResponse> done);
+  void CancelWorkflow(const v1::CancelWorkflowRequest& req, Reply<v1::Workflow> done);
+  void WaitWorkflow(const v1::WaitWorkflowRequest& req, Reply<v1::WaitWorkflowResponse> done);
+
   void RegisterAgent(const v1::RegisterAgentRequest& req, Reply<v1::RegisterAgentResponse> done);
   void Heartbeat(const v1::HeartbeatRequest& req, Reply<v1::HeartbeatResponse> done);
   // The work stream: opened once the gRPC layer has registered the stream for pushes.

@@ -23,4 +23,22 @@ absl::StatusOr<drover::v1::Task> RowToTask(const store::TaskRow& row) {
   return task;
 }
 
+void WorkflowToRow(const drover::v1::Workflow& workflow, store::WorkflowRow& row) {
+  row.id = workflow.id();
+  row.tenant = workflow.tenant();
+  row.state = workflow.state();
+  row.updated_unix_ms = workflow.updated_unix_ms();
+  row.blob.clear();
+  workflow.SerializeToString(&row.blob);
+}
+
+absl::StatusOr<drover::v1::Workflow> RowToWorkflow(const store::WorkflowRow& row) {
+  drover::v1::Workflow workflow;
+  if (!workflow.ParseFromString(row.blob)) {
+    return absl::DataLossError(
+        absl::StrCat("store: workflow ", row.id, " has an unreadable record"));
+  }
+  return workflow;
+}
+
 }  // namespace drover::core

@@ -12,4 +12,7 @@ void TaskToRow(const drover::v1::Task& task, store::TaskRow& row);
 // Parses a row's blob; an unreadable blob is an error naming the task id.
 absl::StatusOr<drover::v1::Task> RowToTask(const store::TaskRow& row);
 
+void WorkflowToRow(const drover::v1::Workflow& workflow, store::WorkflowRow& row);
+absl::StatusOr<drover::v1::Workflow> RowToWorkflow(const store::WorkflowRow& row);
+
 }  // namespace drover::core

@@ -7,12 +7,16 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/names.h"
 
 namespace drover::core {
 namespace {
 
+using internal::kMaxParents;
+using internal::NameError;
+using internal::ValidName;
+
 constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
-constexpr size_t kMaxNameLen = 64;
 constexpr size_t kMaxLabels = 64;
 constexpr size_t kMaxLabelKey = 63;
 constexpr size_t kMaxLabelValue = 256;
@@ -21,23 +25,6 @@ constexpr int kMaxAttemptsLimit = 100;
 constexpr int64_t kMaxTimeoutMs = 7LL * 24 * 3600 * 1000;
 constexpr int kMaxConcurrency = 1024;
 constexpr size_t kMaxErrorText = 16 * 1024;
-
-bool ValidName(const std::string& s) {
-  if (s.empty() || s.size() > kMaxNameLen) return false;
-  for (char c : s) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') {
-      return false;
-    }
-  }
-  return true;
-}
-
-absl::Status NameError(const std::string& field, const std::string& value) {
-  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
-  return absl::InvalidArgumentError(absl::StrCat(field, ": '", value.substr(0, 80),
-                                                 "' must be 1 to ", kMaxNameLen,
-                                                 " characters of [A-Za-z0-9_.-]"));
-}
 
 int EffectivePriority(v1::Priority p) {
   return p == v1::PRIORITY_UNSPECIFIED ? static_cast<int>(v1::PRIORITY_NORMAL)
@@ -134,9 +121,9 @@ absl::Status Engine::ValidateSpec(const v1::TaskSpec& s, const std::string& f) c
       return bad("labels", absl::StrCat("value of '", k, "' exceeds ", kMaxLabelValue, " bytes"));
     }
   }
-  if (s.depends_on_size() > 0) {
-    return absl::UnimplementedError(
-        absl::StrCat(f, ".depends_on: task dependencies are not supported yet"));
+  if (s.depends_on_size() + s.depends_on_finished_size() > kMaxParents) {
+    return bad("depends_on", absl::StrCat(s.depends_on_size() + s.depends_on_finished_size(),
+                                          " parents exceed the limit of ", kMaxParents));
   }
   if (!s.pool().empty()) {
     return absl::UnimplementedError(absl::StrCat(f, ".pool: agent pools are not supported yet"));
@@ -218,6 +205,11 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
       return st;
     }
     const v1::TaskSpec& s = specs[i];
+    if (absl::Status st = ValidateParents(s, field, s.tenant().empty() ? "default" : s.tenant());
+        !st.ok()) {
+      probe_.rejected_invalid += static_cast<int64_t>(specs.size());
+      return st;
+    }
     if (!s.idempotency_key().empty()) {
       std::string k = absl::StrCat(s.tenant().empty() ? "default" : s.tenant(),
                                    std::string(1, '\0'), s.idempotency_key());
@@ -234,12 +226,23 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
   }
   if (absl::Status st = Admit(fresh); !st.ok()) return st;
 
-  const absl::Time t = now();
-  const int64_t t_ms = ToUnixMs(t);
+  const int64_t t_ms = now_ms();
   for (size_t i = 0; i < specs.size(); ++i) {
     if (results[i].id != 0) continue;
     if (dup_of[i] >= 0) continue;
-    const v1::TaskSpec& s = specs[i];
+    Entry& e = CreateTask(specs[i], t_ms);
+    results[i] = {e.task.id(), false};
+    Start(e);
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (dup_of[i] >= 0) results[i] = {results[dup_of[i]].id, true};
+    if (results[i].deduplicated) probe_.deduplicated++;
+  }
+  return results;
+}
+
+Engine::Entry& Engine::CreateTask(const v1::TaskSpec& s, int64_t t_ms) {
+  {
     auto e = std::make_unique<Entry>();
     v1::Task& task = e->task;
     const TaskId id = next_task_id_++;
@@ -263,18 +266,12 @@ absl::StatusOr<std::vector<Engine::SubmitResult>> Engine::Submit(
     Entry& ref = *e;
     tasks_.emplace(id, std::move(e));
     state_counts_[v1::TASK_STATE_UNSPECIFIED]++;  // SetState moves it out
-    results[i] = {id, false};
     probe_.submitted++;
     if (s.deadline_unix_ms() > 0) {
       Arm(TimerKind::kDeadline, id, 0, FromUnixMs(s.deadline_unix_ms()));
     }
-    MakeReady(ref);
+    return ref;
   }
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (dup_of[i] >= 0) results[i] = {results[dup_of[i]].id, true};
-    if (results[i].deduplicated) probe_.deduplicated++;
-  }
-  return results;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -299,8 +296,15 @@ void Engine::MarkDirty(const Entry& e) {
 }
 
 void Engine::SetState(Entry& e, v1::TaskState s, bool persist) {
-  state_counts_[e.task.state()]--;
+  const v1::TaskState from = e.task.state();
+  state_counts_[from]--;
   state_counts_[s]++;
+  if (e.task.workflow_id() != 0 && (IsTerminal(from) || IsTerminal(s))) {
+    CountInWorkflow(e.task, from, s);
+  }
+  if (from == v1::TASK_STATE_DEAD && s != v1::TASK_STATE_DEAD && !e.children.empty()) {
+    ReopenForChildren(e);
+  }
   e.task.set_state(s);
   e.task.set_updated_unix_ms(now_ms());
   e.gen++;
@@ -387,6 +391,11 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   l->set_tenant(task.spec().tenant());
   l->set_priority(task.spec().priority());
   *l->mutable_labels() = task.spec().labels();
+  if (task.workflow_id() != 0) {
+    l->set_workflow_id(task.workflow_id());
+    l->set_step(task.step());
+  }
+  FillParents(task, l);
   outbox_.pushes.push_back(std::move(push));
   RefreshIdle(agent);
 }
@@ -447,6 +456,7 @@ void Engine::Finish(Entry& e, v1::TaskState terminal, const std::string& reason)
     default:
       break;
   }
+  OnTaskEnded(e);
 }
 
 absl::Duration Engine::Backoff(const Entry& e) {
@@ -701,6 +711,7 @@ absl::StatusOr<int64_t> Engine::Purge(const std::vector<TaskId>& ids, bool all,
   for (TaskId id : chosen) {
     auto it = tasks_.find(id);
     const v1::Task& t = it->second->task;
+    ReleaseParents(*it->second);  // a dead task held its parents for a reprocess
     ForgetIdempotencyKey(t);
     state_counts_[t.state()]--;
     dead_.erase(id);
@@ -920,9 +931,11 @@ void Engine::Evict() {
     const auto [finished_at, id] = finished_.front();
     auto it = tasks_.find(id);
     // Skip entries for tasks that were purged or reprocessed since they finished.
+    // (An entry older than the task's finish is stale: the task was reprocessed and
+    // finished again. A deferred one is re-queued later than its finish.)
     if (it == tasks_.end() || !IsTerminal(it->second->task.state()) ||
         it->second->task.state() == v1::TASK_STATE_DEAD ||
-        it->second->task.finished_unix_ms() != ToUnixMs(finished_at)) {
+        ToUnixMs(finished_at) < it->second->task.finished_unix_ms()) {
       finished_.pop_front();
       continue;
     }
@@ -931,6 +944,13 @@ void Engine::Evict() {
     // Not yet persisted (it finished in this Tick): the caller must still read it through
     // Snapshot for the store, or the store keeps its old state. Evict it on a later Tick.
     if (dirty_set_.contains(id)) break;
+    if (it->second->live_children > 0) {
+      // Unfinished children still need its result: keep it until the last one ends
+      // (PropagateEnd queues it again then).
+      it->second->evict_deferred = true;
+      finished_.pop_front();
+      continue;
+    }
     const v1::Task& task = it->second->task;
     ForgetIdempotencyKey(task);
     state_counts_[task.state()]--;
@@ -1029,13 +1049,24 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
   next_task_id_ = std::max(next_task_id_, max_task_id + 1);
   persisted_max_task_id_ = max_task_id;
   std::sort(finished_.begin(), finished_.end());
+  // Dependencies: children lists and counters from the stored edges (in id order, so
+  // parents are linked before their children are judged below).
+  for (auto& [id, ptr] : tasks_) LinkParents(*ptr);
+  // The states as stored: a task ending below (expiring) may move its waiting children on
+  // before the loop reaches them; those are then handled already and skipped.
+  std::vector<std::pair<Entry*, v1::TaskState>> stored;
   for (auto& [id, ptr] : tasks_) {
-    Entry& e = *ptr;
+    if (!IsTerminal(ptr->task.state())) stored.emplace_back(ptr.get(), ptr->task.state());
+  }
+  for (auto [entry, stored_state] : stored) {
+    Entry& e = *entry;
     v1::Task& t = e.task;
-    if (IsTerminal(t.state())) continue;
+    const TaskId id = t.id();
     if (t.spec().deadline_unix_ms() > 0) {
+      // (Harmless for a task that ended meanwhile: the timer rechecks state and time.)
       Arm(TimerKind::kDeadline, id, 0, FromUnixMs(t.spec().deadline_unix_ms()));
     }
+    if (t.state() != stored_state) continue;
     switch (t.state()) {
       case v1::TASK_STATE_LEASED:
         // The server stopped while an agent held it. The agent's lease died with the
@@ -1056,6 +1087,8 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
         Enqueue(e);
         break;
       case v1::TASK_STATE_WAITING:
+        Reevaluate(e);
+        break;
       case v1::TASK_STATE_UNSPECIFIED:
         MakeReady(e);
         break;
@@ -1069,6 +1102,7 @@ Outbox Engine::TakeOutbox() {
   Outbox out = std::move(outbox_);
   outbox_ = Outbox{};
   dirty_set_.clear();
+  dirty_workflow_set_.clear();
   return out;
 }
 
@@ -1128,7 +1162,7 @@ absl::Status Engine::CheckInvariants() const {
     return absl::InternalError(absl::StrCat("queues hold ", ready, " tasks, ",
                                             counts[v1::TASK_STATE_READY], " are ready"));
   }
-  return absl::OkStatus();
+  return CheckDependencyInvariants();
 }
 
 }  // namespace drover::core

@@ -47,6 +47,7 @@ namespace v1 = ::drover::v1;
 
 using TaskId = uint64_t;
 using AgentId = uint64_t;
+using WorkflowId = uint64_t;
 
 // The key under which a RESOURCE_EXHAUSTED status carries its retry-after hint
 // (milliseconds, decimal text). api maps it to gRPC metadata and HTTP Retry-After.
@@ -119,8 +120,11 @@ struct Outbox {
   std::vector<std::pair<std::string, std::string>> meta;  // store meta to write
   std::vector<Push> pushes;                               // work items for agents' work streams
   std::vector<TaskId> terminal;                           // tasks that reached a terminal state
+  std::vector<WorkflowId> dirty_workflows;                // workflows whose record changed
+  std::vector<WorkflowId> terminal_workflows;             // workflows that reached an end
   bool empty() const {
-    return dirty.empty() && purged.empty() && meta.empty() && pushes.empty() && terminal.empty();
+    return dirty.empty() && purged.empty() && meta.empty() && pushes.empty() && terminal.empty() &&
+           dirty_workflows.empty() && terminal_workflows.empty();
   }
 };
 
@@ -131,6 +135,13 @@ struct ListFilter {
   v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
   bool dead_only = false;
   TaskId after = 0;  // page token: list ids greater than this
+  int limit = 100;
+};
+
+struct WorkflowFilter {
+  v1::WorkflowState state = v1::WORKFLOW_STATE_UNSPECIFIED;
+  std::string tenant;
+  WorkflowId after = 0;  // page token
   int limit = 100;
 };
 
@@ -183,6 +194,22 @@ class Engine {
                                                 const std::string& type);
   absl::StatusOr<int64_t> Purge(const std::vector<TaskId>& ids, bool all, const std::string& type);
 
+  // --- workflows (workflow.cc) -------------------------------------------------------------
+  // All or none: validates every step (errors name the step, e.g. "workflow.steps[2]
+  // (\"fetch\").depends_on"), refuses cycles naming the steps on one, then creates the
+  // tasks in dependency order with their edges resolved to task ids.
+  absl::StatusOr<const v1::Workflow*> SubmitWorkflow(const v1::WorkflowSpec& spec);
+  absl::StatusOr<const v1::Workflow*> GetWorkflow(WorkflowId id) const;
+  std::vector<const v1::Workflow*> ListWorkflows(const WorkflowFilter& filter) const;
+  // Cancels every task of the workflow that has not finished; the workflow ends CANCELED.
+  absl::StatusOr<const v1::Workflow*> CancelWorkflow(WorkflowId id, const std::string& reason);
+  const v1::Workflow* WorkflowSnapshot(WorkflowId id) const;
+  // Recovery: a workflow record read from the store (before FinishRecovery).
+  void RestoreWorkflow(v1::Workflow workflow);
+  // Recovery: parents of unfinished tasks that are not in memory (finished long ago and
+  // skipped by recovery); the caller reads them from the store and Restores them.
+  std::vector<TaskId> MissingParents() const;
+
   // --- agents ---------------------------------------------------------------------------
   absl::StatusOr<AgentId> RegisterAgent(const v1::RegisterAgentRequest& req);
   absl::Status Heartbeat(AgentId agent);
@@ -220,6 +247,7 @@ class Engine {
   }
   const absl::btree_map<AgentId, AgentInfo>& agents() const { return agents_; }
   size_t task_count() const { return tasks_.size(); }
+  size_t workflow_count() const { return workflows_.size(); }
 
   // Checks internal consistency (indexes agree with records). For tests and the
   // simulation; returns the first inconsistency found.
@@ -238,6 +266,17 @@ class Engine {
     uint32_t gen = 0;  // bumps on every state change; stale timers carry an older one
     QueueKey key{};    // valid while READY
     absl::Time ready_since;
+    // Dependencies (workflow.cc). Tasks that list this one as a parent:
+    std::vector<TaskId> children;
+    int unmet_parents = 0;  // WAITING: parents that have not ended as the edge needs
+    int live_children = 0;  // children not yet terminal: they need this task's result,
+                            // so it stays in memory (eviction waits for them)
+    bool evict_deferred = false;
+    TaskId missing_parent = 0;  // recovery: a parent no longer in the store
+  };
+  struct WorkflowEntry {
+    v1::Workflow record;
+    bool cancel_requested = false;
   };
   struct TypeQueue {
     std::set<QueueKey> ready;
@@ -277,6 +316,32 @@ class Engine {
   void FailAttempt(Entry& e, const std::string& outcome, const std::string& error, bool retryable,
                    bool counted);
   void Finish(Entry& e, v1::TaskState terminal, const std::string& reason);
+  // A new task's first state: WAITING while a parent has not ended as its edge needs,
+  // else READY (or EXPIRED past its deadline). Links it into its parents' children.
+  void Start(Entry& e);
+  // Adds `e` to its parents' children and counts its unmet parents (and missing ones).
+  void LinkParents(Entry& e);
+  // A WAITING task judged again from its parents: canceled if a parent over a depends_on
+  // edge ended without success (or is missing), READY once nothing is unmet.
+  void Reevaluate(Entry& e);
+  // Creates the record of a validated spec (not yet started).
+  Entry& CreateTask(const v1::TaskSpec& spec, int64_t now_ms);
+  // Checks a spec's depends_on / depends_on_finished against the tasks in memory.
+  absl::Status ValidateParents(const v1::TaskSpec& spec, const std::string& field,
+                               const std::string& tenant) const;
+  // What a task that just ended means for its children, parents and workflow. Queued and
+  // drained iteratively, so a cascade through a deep DAG does not recurse.
+  void OnTaskEnded(Entry& e);
+  void PropagateEnd(Entry& e);
+  // A task no longer needs its parents' results (it ended, or was purged while dead).
+  void ReleaseParents(Entry& e);
+  // A dead task is reprocessed: children over depends_on_finished edges wait for it again.
+  void ReopenForChildren(Entry& e);
+  // A task of a workflow changed between done and not done; updates progress and state.
+  void CountInWorkflow(const v1::Task& t, v1::TaskState from, v1::TaskState to);
+  void MarkWorkflowDirty(WorkflowId id);
+  void FillParents(const v1::Task& task, v1::TaskLease* lease) const;
+  absl::Status CheckDependencyInvariants() const;
   void RemoveAgent(AgentInfo& agent, const std::string& outcome, bool counted);
   // Drops finished tasks past their retention from memory.
   void Evict();
@@ -303,6 +368,11 @@ class Engine {
   absl::btree_map<TaskId, std::unique_ptr<Entry>> tasks_;
   absl::flat_hash_map<std::string, TypeQueue> queues_;
   absl::btree_map<AgentId, AgentInfo> agents_;
+  absl::btree_map<WorkflowId, WorkflowEntry> workflows_;
+  WorkflowId next_workflow_id_ = 1;
+  absl::flat_hash_set<WorkflowId> dirty_workflow_set_;
+  std::deque<TaskId> ended_;  // tasks whose end is not yet propagated (OnTaskEnded)
+  bool propagating_ = false;
   absl::flat_hash_map<std::string, TaskId> idempotency_;  // tenant '\0' key -> id
   std::set<TaskId> dead_;
   std::deque<std::pair<absl::Time, TaskId>> finished_;  // eviction order

@@ -32,6 +32,13 @@ inline absl::Status CheckBatch(const WriteBatch& batch, std::string_view store) 
           "{}: commit: delete of task id {} is out of range (max {})", store, id, kMaxTaskId));
     }
   }
+  for (const WorkflowRow& row : batch.workflows) {
+    if (row.id > kMaxTaskId) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: commit: upsert of workflow id {} is out of range (max {})", store,
+                      row.id, kMaxTaskId));
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -31,6 +31,7 @@ class MemoryStore final : public Store {
     if (batch.empty()) return absl::OkStatus();  // same as SQLite: not counted as a commit
     for (const TaskRow& row : batch.upserts) tasks_.insert_or_assign(row.id, row);
     for (uint64_t id : batch.deletes) tasks_.erase(id);
+    for (const WorkflowRow& row : batch.workflows) workflows_.insert_or_assign(row.id, row);
     for (const auto& [key, value] : batch.meta) meta_.insert_or_assign(key, value);
     ++stats_.commits;
     stats_.rows_written += internal::RowsIn(batch);
@@ -48,6 +49,12 @@ class MemoryStore final : public Store {
     loading_ = true;
     for (const auto& [id, row] : tasks_) fn(TaskRow(row));
     loading_ = false;
+    return absl::OkStatus();
+  }
+
+  absl::Status LoadWorkflows(const std::function<void(WorkflowRow&&)>& fn) override {
+    if (!fn) return absl::InvalidArgumentError("LoadWorkflows: empty callback");
+    for (const auto& [id, row] : workflows_) fn(WorkflowRow(row));
     return absl::OkStatus();
   }
 
@@ -85,6 +92,7 @@ class MemoryStore final : public Store {
 
  private:
   std::map<uint64_t, TaskRow> tasks_;  // ordered: LoadTasks walks it in id order
+  std::map<uint64_t, WorkflowRow> workflows_;
   std::map<std::string, std::string> meta_;
   StoreStats stats_;
   bool loading_ = false;

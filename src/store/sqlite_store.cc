@@ -214,6 +214,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) override;
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override;
   absl::StatusOr<PruneResult> PruneRows(const PruneStep& step) override;
+  absl::Status LoadWorkflows(const std::function<void(WorkflowRow&&)>& fn) override;
   StoreStats Stats() const override { return stats_; }
 
  private:
@@ -239,6 +240,8 @@ class SqliteStore final : public Store {
   StmtPtr get_meta_;
   StmtPtr load_tasks_;
   StmtPtr prune_scan_;
+  StmtPtr upsert_workflow_;
+  StmtPtr load_workflows_;
   StoreStats stats_;
   // True while LoadTasks runs its callback; Commit and LoadTasks refuse to run then.
   bool loading_ = false;
@@ -260,6 +263,13 @@ absl::Status SqliteStore::Prepare() {
        "state = excluded.state, priority = excluded.priority, "
        "updated_unix_ms = excluded.updated_unix_ms, blob = excluded.blob"},
       {&delete_task_, "delete task", "DELETE FROM tasks WHERE id = ?1"},
+      {&upsert_workflow_, "upsert workflow",
+       "INSERT INTO workflows (id, tenant, state, updated_unix_ms, blob) "
+       "VALUES (?1, ?2, ?3, ?4, ?5) "
+       "ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, state = excluded.state, "
+       "updated_unix_ms = excluded.updated_unix_ms, blob = excluded.blob"},
+      {&load_workflows_, "load workflows",
+       "SELECT id, tenant, state, updated_unix_ms, blob FROM workflows ORDER BY id"},
       {&upsert_meta_, "upsert meta",
        "INSERT INTO meta (key, value) VALUES (?1, ?2) "
        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
@@ -324,6 +334,18 @@ absl::Status SqliteStore::WriteBatchInTransaction(const WriteBatch& batch) {
     if (!s.ok()) return s;
   }
 
+  sqlite3_stmt* wf = upsert_workflow_.get();
+  for (const WorkflowRow& row : batch.workflows) {
+    int rc = sqlite3_bind_int64(wf, 1, static_cast<int64_t>(row.id));
+    if (rc == SQLITE_OK) rc = BindText(wf, 2, row.tenant);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(wf, 3, row.state);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(wf, 4, row.updated_unix_ms);
+    if (rc == SQLITE_OK) rc = BindBlob(wf, 5, row.blob);
+    if (rc != SQLITE_OK) return Internal(fmt::format("commit: bind workflow {}", row.id));
+    auto s = Run(wf, [&] { return fmt::format("commit: upsert workflow {}", row.id); });
+    if (!s.ok()) return s;
+  }
+
   sqlite3_stmt* meta = upsert_meta_.get();
   for (const auto& [key, value] : batch.meta) {
     int rc = BindText(meta, 1, key);
@@ -348,6 +370,7 @@ absl::Status SqliteStore::Commit(const WriteBatch& batch) {
   sqlite3_clear_bindings(upsert_task_.get());
   sqlite3_clear_bindings(delete_task_.get());
   sqlite3_clear_bindings(upsert_meta_.get());
+  sqlite3_clear_bindings(upsert_workflow_.get());
   if (!status.ok()) {
     // A failed statement or a failed COMMIT can leave the transaction open; nothing of the
     // batch may become visible, so undo it all.
@@ -374,6 +397,24 @@ absl::Status SqliteStore::LoadTasks(const std::function<void(TaskRow&&)>& fn) {
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) fn(ReadTaskRow(stmt));
   loading_ = false;
   if (rc != SQLITE_DONE) return Internal("load tasks");
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::LoadWorkflows(const std::function<void(WorkflowRow&&)>& fn) {
+  if (!fn) return absl::InvalidArgumentError("LoadWorkflows: empty callback");
+  sqlite3_stmt* stmt = load_workflows_.get();
+  ResetOnExit reset(stmt);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    WorkflowRow row;
+    row.id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
+    row.tenant = ColumnText(stmt, 1);
+    row.state = sqlite3_column_int(stmt, 2);
+    row.updated_unix_ms = sqlite3_column_int64(stmt, 3);
+    row.blob = ColumnBlob(stmt, 4);
+    fn(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return Internal("load workflows");
   return absl::OkStatus();
 }
 

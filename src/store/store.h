@@ -36,16 +36,30 @@ struct TaskRow {
   std::string blob;  // serialized drover.v1.Task
 };
 
-// Everything one transaction writes. Applied in this order: upserts, deletes, meta.
+// One workflow's durable row; `state` is the numeric drover.v1.WorkflowState.
+struct WorkflowRow {
+  uint64_t id = 0;
+  std::string tenant;
+  int state = 0;
+  int64_t updated_unix_ms = 0;
+  std::string blob;  // serialized drover.v1.Workflow
+};
+
+// Everything one transaction writes. Applied in this order: upserts, deletes, workflows,
+// meta.
 struct WriteBatch {
   std::vector<TaskRow> upserts;
   std::vector<uint64_t> deletes;
+  std::vector<WorkflowRow> workflows;                     // upserts
   std::vector<std::pair<std::string, std::string>> meta;  // key, value (upsert)
 
-  bool empty() const { return upserts.empty() && deletes.empty() && meta.empty(); }
+  bool empty() const {
+    return upserts.empty() && deletes.empty() && workflows.empty() && meta.empty();
+  }
   void clear() {
     upserts.clear();
     deletes.clear();
+    workflows.clear();
     meta.clear();
   }
 };
@@ -84,6 +98,9 @@ class Store {
 
   // Calls `fn` for every task row, in id order. Used once at start-up (recovery).
   virtual absl::Status LoadTasks(const std::function<void(TaskRow&&)>& fn) = 0;
+
+  // Calls `fn` for every workflow row, in id order (recovery, before LoadTasks).
+  virtual absl::Status LoadWorkflows(const std::function<void(WorkflowRow&&)>& fn) = 0;
 
   // One task row, or nullopt when the id is unknown.
   virtual absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) = 0;

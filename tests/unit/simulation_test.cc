@@ -84,6 +84,11 @@ struct Coverage {
   int64_t evicted = 0;
   int64_t undelivered = 0;
   int64_t restarts = 0;
+  int64_t workflows = 0;
+  int64_t workflows_succeeded = 0;
+  int64_t workflows_failed = 0;
+  int64_t workflows_canceled = 0;
+  int64_t cascaded = 0;  // tasks canceled because a parent did not succeed
 
   void Add(const EngineProbe& p) {
     submitted += p.submitted;
@@ -151,6 +156,10 @@ class Simulation {
   int64_t deregistered() const { return deregistered_; }
   int64_t undelivered() const { return undelivered_; }
   int64_t restarts() const { return restarts_; }
+  // Workflow outcomes, known after Run.
+  int64_t workflows() const { return static_cast<int64_t>(workflows_.size()); }
+  const std::map<v1::WorkflowState, int64_t>& workflow_ends() const { return workflow_ends_; }
+  int64_t cascaded() const { return cascaded_; }
 
  private:
   enum class Mode { kHealthy, kSlow, kFlaky, kCrashed };
@@ -181,6 +190,8 @@ class Simulation {
     bool evicted = false;     // finished and dropped from memory (the store keeps it)
     int64_t finished_ms = 0;  // when last seen terminal
     int64_t deadline_ms = 0;
+    bool has_children = false;  // its eviction waits for children that need its result
+    WorkflowId workflow = 0;
   };
   static bool InMemory(const TaskModel& m) { return !m.purged && !m.evicted; }
   static bool Finished(v1::TaskState s) {
@@ -303,6 +314,12 @@ class Simulation {
         return Violation(absl::StrCat("meta max_task_id='", value, "'"));
       }
     }
+    for (WorkflowId id : out.dirty_workflows) {
+      const v1::Workflow* w = engine_->WorkflowSnapshot(id);
+      if (w == nullptr) return Violation(absl::StrCat("dirty workflow ", id, " is not in memory"));
+      workflow_store_[id] = *w;
+    }
+    for (WorkflowId id : out.terminal_workflows) workflow_notices_[id]++;
     for (TaskId id : out.terminal) {
       if (id >= tasks_.size()) {
         return Violation(absl::StrCat("terminal notice for unknown task ", id));
@@ -319,7 +336,7 @@ class Simulation {
     cancel_notices_.clear();
     after_tick_ = false;
     const int r = Uniform(1, 100);
-    if (r <= 24) return StepSubmit();
+    if (r <= 24) return Chance(0.25) ? StepSubmitWorkflow() : StepSubmit();
     if (r <= 46) return StepAgentWorks(/*allow_failures=*/true);
     if (r <= 51) return StepStaleReport();
     if (r <= 62) return StepHeartbeats();
@@ -507,6 +524,107 @@ class Simulation {
     if (engine_->task_count() != count_before + static_cast<size_t>(fresh)) {
       return Violation(absl::StrCat("expected ", fresh, " new tasks, the engine has ",
                                     engine_->task_count() - count_before));
+    }
+    return true;
+  }
+
+  // A random DAG of 2 to 7 steps (edges only from earlier to later steps, some of them
+  // run-anyway), now and then with an edge to an existing task, or a cycle (refused).
+  bool StepSubmitWorkflow() {
+    const int n = Uniform(2, 7);
+    v1::WorkflowSpec w;
+    w.set_name("sim");
+    if (Chance(0.5)) w.set_tenant("t1");
+    const std::string tenant = w.tenant().empty() ? "default" : w.tenant();
+    int low = 0;
+    for (int i = 0; i < n; ++i) {
+      v1::WorkflowStep* step = w.add_steps();
+      step->set_name(absl::StrCat("s", i));
+      v1::TaskSpec spec = RandomSpec();
+      spec.clear_tenant();
+      spec.clear_idempotency_key();
+      const int p = spec.priority() == v1::PRIORITY_UNSPECIFIED ? 3 : spec.priority();
+      low += p > v1::PRIORITY_HIGH;
+      *step->mutable_task() = spec;
+      for (int j = 0; j < i; ++j) {
+        if (!Chance(0.4)) continue;
+        if (Chance(0.8)) {
+          step->add_depends_on(absl::StrCat("s", j));
+        } else {
+          step->add_depends_on_finished(absl::StrCat("s", j));
+        }
+      }
+      if (Chance(0.1) && !task_ids_.empty()) {
+        const TaskId other = Pick(task_ids_);
+        const v1::Task* t = InMemory(tasks_[other]) ? Snap(other) : nullptr;
+        if (t != nullptr && t->spec().tenant() == tenant) {
+          const v1::TaskState ts = t->state();
+          const bool bad = ts == v1::TASK_STATE_DEAD || ts == v1::TASK_STATE_CANCELED ||
+                           ts == v1::TASK_STATE_EXPIRED;
+          if (bad) {
+            step->mutable_task()->add_depends_on_finished(other);
+          } else {
+            step->mutable_task()->add_depends_on(other);
+          }
+        }
+      }
+    }
+    const bool cycle = Chance(0.03);
+    if (cycle) {
+      w.mutable_steps(0)->add_depends_on(absl::StrCat("s", n - 1));
+      v1::WorkflowStep* last = w.mutable_steps(n - 1);
+      const auto& strict = last->depends_on();
+      const auto& any = last->depends_on_finished();
+      if (std::find(strict.begin(), strict.end(), "s0") == strict.end() &&
+          std::find(any.begin(), any.end(), "s0") == any.end()) {
+        last->add_depends_on("s0");
+      }
+    }
+    action_ = absl::StrCat("submit workflow of ", n, " steps", cycle ? " (cycle)" : "");
+    const int64_t capacity = engine_->options().capacity;
+    const int64_t after = model_outstanding_ + n;
+    std::string expect_error;
+    if (cycle) {
+      expect_error = "cycle";
+    } else if (after > capacity) {
+      expect_error = "queue full";
+    } else if (after > capacity * 9 / 10 && low > 0) {
+      expect_error = "load shedding";
+    }
+    const size_t count_before = engine_->task_count();
+    absl::StatusOr<const v1::Workflow*> r = engine_->SubmitWorkflow(w);
+    if (!Deliver()) return false;
+    Note(absl::StrCat(action_, " -> ",
+                      r.ok() ? absl::StrCat("workflow ", (*r)->id()) : r.status().ToString()));
+    if (!expect_error.empty()) {
+      if (r.ok() || !absl::StrContains(r.status().message(), expect_error)) {
+        return Violation(absl::StrCat("expected an error with '", expect_error, "', got ",
+                                      r.ok() ? "OK" : r.status().ToString()));
+      }
+      if (engine_->task_count() != count_before) return Violation("a refused workflow made tasks");
+      return true;
+    }
+    if (!r.ok()) return Violation(absl::StrCat("workflow refused: ", r.status().ToString()));
+    const v1::Workflow& wf = **r;
+    workflows_.push_back(wf.id());
+    // Tasks were created in dependency order with dense ids from the next one.
+    std::map<TaskId, int> step_of;
+    for (int i = 0; i < wf.tasks_size(); ++i) step_of[wf.tasks(i).task_id()] = i;
+    for (const auto& [id, i] : step_of) {
+      if (id != tasks_.size())
+        return Violation(absl::StrCat("workflow task id ", id, " not dense"));
+      const v1::TaskSpec& spec = w.steps(i).task();
+      TaskModel m;
+      m.expected_max_attempts =
+          spec.max_attempts() > 0 ? spec.max_attempts() : TypeMaxAttempts(spec.type());
+      m.deadline_ms = spec.deadline_unix_ms();
+      m.last_state = Snap(id)->state();
+      m.workflow = wf.id();
+      tasks_.push_back(m);
+      task_ids_.push_back(id);
+      max_id_seen_ = id;
+      for (TaskId pid : Snap(id)->spec().depends_on()) tasks_[pid].has_children = true;
+      for (TaskId pid : Snap(id)->spec().depends_on_finished()) tasks_[pid].has_children = true;
     }
     return true;
   }
@@ -860,7 +978,39 @@ class Simulation {
     return true;
   }
 
+  bool StepCancelWorkflow() {
+    const WorkflowId id = Pick(workflows_);
+    const v1::Workflow* before = engine_->WorkflowSnapshot(id);
+    const bool running = before->state() == v1::WORKFLOW_STATE_RUNNING;
+    std::vector<TaskId> open;
+    for (const v1::WorkflowTaskRef& ref : before->tasks()) {
+      const v1::Task* t = InMemory(tasks_[ref.task_id()]) ? Snap(ref.task_id()) : nullptr;
+      if (t != nullptr && !IsTerminal(t->state())) open.push_back(ref.task_id());
+    }
+    action_ = absl::StrCat("cancel workflow ", id);
+    absl::StatusOr<const v1::Workflow*> r = engine_->CancelWorkflow(id, "simulated");
+    if (!Deliver()) return false;
+    Note(absl::StrCat(action_, " -> ", r.ok() ? "ok" : r.status().ToString()));
+    if (!running) {
+      if (r.ok()) return Violation("cancel of an ended workflow was not refused");
+      return true;
+    }
+    if (!r.ok()) return Violation(absl::StrCat("workflow cancel refused: ", r.status().ToString()));
+    for (TaskId t : open) {
+      if (Snap(t)->state() != v1::TASK_STATE_CANCELED) {
+        return Violation(absl::StrCat("task ", t, " of canceled workflow ", id, " is ",
+                                      StateName(Snap(t)->state())));
+      }
+      tasks_[t].canceled = true;
+    }
+    if (engine_->WorkflowSnapshot(id)->state() != v1::WORKFLOW_STATE_CANCELED) {
+      return Violation(absl::StrCat("workflow ", id, " is not canceled after a cancel"));
+    }
+    return true;
+  }
+
   bool StepCancel() {
+    if (!workflows_.empty() && Chance(0.2)) return StepCancelWorkflow();
     if (task_ids_.empty()) return true;
     const TaskId id = Pick(task_ids_);
     TaskModel& m = tasks_[id];
@@ -997,6 +1147,13 @@ class Simulation {
     const int64_t keep_after_ms = ToUnixMs(clock_.Now() - o.terminal_retention);
     engine_ = std::make_unique<Engine>(std::move(o), clock_);
     rewalk_ = true;
+    for (const auto& [id, w] : workflow_store_) {
+      store::WorkflowRow row;
+      WorkflowToRow(w, row);
+      absl::StatusOr<v1::Workflow> back = RowToWorkflow(row);
+      if (!back.ok()) return Violation(back.status().ToString());
+      engine_->RestoreWorkflow(*std::move(back));
+    }
     std::map<TaskId, v1::Task> stored;
     for (TaskId id = 1; id < store_.size(); ++id) {
       if (!store_[id].has_value()) continue;
@@ -1009,6 +1166,12 @@ class Simulation {
       if (!t.ok()) return Violation(t.status().ToString());
       stored[id] = *t;
       engine_->Restore(*std::move(t));
+    }
+    // As RecoverEngine: parents that children still need come back from the store.
+    for (TaskId id : engine_->MissingParents()) {
+      if (id >= store_.size() || !store_[id].has_value()) continue;
+      stored[id] = *store_[id];
+      engine_->Restore(*store_[id]);
     }
     engine_->FinishRecovery(stored_max_task_id_);
 
@@ -1045,11 +1208,20 @@ class Simulation {
         const bool past = m.deadline_ms > 0 && m.deadline_ms <= NowMs();
         want = past ? v1::TASK_STATE_EXPIRED : v1::TASK_STATE_READY;
       }
+      // A parent that expires in recovery cancels a waiting task over a depends_on edge
+      // (the final check judges the cascade) or lets it go over a depends_on_finished one
+      // (CheckInvariants judges the edges).
+      if (want == v1::TASK_STATE_WAITING && ((t->state() == v1::TASK_STATE_CANCELED &&
+                                              absl::StartsWith(t->reason(), "parent task ")) ||
+                                             t->state() == v1::TASK_STATE_READY)) {
+        want = t->state();
+      }
       if (t->state() != want || t->failures() != old.failures() ||
           t->attempts() != old.attempts()) {
         return Violation(absl::StrCat("task ", id, " was ", StateName(old.state()), " with ",
                                       old.failures(), " failures in the store, after the restart ",
-                                      StateName(t->state()), " with ", t->failures()));
+                                      StateName(t->state()), " with ", t->failures(), " (",
+                                      t->reason(), ")"));
       }
       if (old.state() == v1::TASK_STATE_LEASED) {
         const v1::Attempt& a = t->history(t->history_size() - 1);
@@ -1130,13 +1302,17 @@ class Simulation {
       }
       const v1::TaskState s = t->state();
       if (!IsTerminal(s)) outstanding++;
-      if (Finished(s)) {
+      // (Parents may stay past the limits while children need their results.)
+      if (Finished(s) && !m.has_children) {
         finished_in_memory++;
         finished_before_now += t->finished_unix_ms() < now_ms;
+      }
+      if (Finished(s)) {
         m.finished_ms = t->finished_unix_ms();
-        if (after_tick_ && t->finished_unix_ms() + absl::ToInt64Milliseconds(
-                                                       engine_->options().terminal_retention) <=
-                               now_ms) {
+        if (after_tick_ && !m.has_children &&
+            t->finished_unix_ms() +
+                    absl::ToInt64Milliseconds(engine_->options().terminal_retention) <=
+                now_ms) {
           return Violation(absl::StrCat("task ", id, " finished at ", t->finished_unix_ms(),
                                         " is still in memory past its retention"));
         }
@@ -1249,8 +1425,8 @@ class Simulation {
         const bool past = m.deadline_ms > 0 && m.deadline_ms <= now_ms;
         const bool ended_before = t->history_size() == 0 ||
                                   t->history(t->history_size() - 1).ended_unix_ms() < m.deadline_ms;
-        if (past &&
-            (s == v1::TASK_STATE_READY || (s == v1::TASK_STATE_RETRY_WAIT && ended_before))) {
+        if (past && (s == v1::TASK_STATE_READY || s == v1::TASK_STATE_WAITING ||
+                     (s == v1::TASK_STATE_RETRY_WAIT && ended_before))) {
           return Violation(
               absl::StrCat("task ", id, " is still ", StateName(s), " past its deadline"));
         }
@@ -1368,8 +1544,56 @@ class Simulation {
                                   " drain rounds: ", absl::StrJoin(left, " ")));
   }
 
+  // A task's last record: in memory, or in the store once evicted (null once purged).
+  const v1::Task* FinalRecord(TaskId id) const {
+    if (id >= tasks_.size() || tasks_[id].purged) return nullptr;
+    if (tasks_[id].evicted) return id < store_.size() && store_[id] ? &*store_[id] : nullptr;
+    return Snap(id);
+  }
+
+  // Every workflow ended, its progress agrees with its tasks' final states, and its end
+  // was reported.
+  bool CheckFinalWorkflows() {
+    for (WorkflowId id : workflows_) {
+      const v1::Workflow* w = engine_->WorkflowSnapshot(id);
+      if (w == nullptr) return Violation(absl::StrCat("workflow ", id, " vanished"));
+      if (w->state() == v1::WORKFLOW_STATE_RUNNING) {
+        return Violation(absl::StrCat("workflow ", id, " still running after the drain"));
+      }
+      int succeeded = 0, done = 0;
+      for (const v1::WorkflowTaskRef& ref : w->tasks()) {
+        const v1::Task* t = FinalRecord(ref.task_id());
+        if (t == nullptr) {
+          done++;  // purged: it was a dead letter
+          continue;
+        }
+        done += IsTerminal(t->state());
+        succeeded += t->state() == v1::TASK_STATE_SUCCEEDED;
+      }
+      if (done != w->done() || succeeded != w->succeeded()) {
+        return Violation(absl::StrCat("workflow ", id, " says ", w->succeeded(), " of ", w->done(),
+                                      " done succeeded; its tasks say ", succeeded, " of ", done));
+      }
+      const bool all_ok = succeeded == w->total();
+      if ((w->state() == v1::WORKFLOW_STATE_SUCCEEDED) != all_ok) {
+        return Violation(absl::StrCat("workflow ", id, " ended ", w->state(), " with ", succeeded,
+                                      " of ", w->total(), " tasks succeeded"));
+      }
+      workflow_ends_[w->state()]++;
+      if (workflow_notices_[id] < 1) {
+        return Violation(absl::StrCat("workflow ", id, " ended without a notice"));
+      }
+      if (!workflow_store_.contains(id) || workflow_store_[id].state() != w->state() ||
+          workflow_store_[id].done() != w->done()) {
+        return Violation(absl::StrCat("workflow ", id, " is not persisted as it ended"));
+      }
+    }
+    return true;
+  }
+
   // Every accepted task ended in one terminal state that agrees with its history.
   bool CheckFinalStates() {
+    if (!CheckFinalWorkflows()) return false;
     action_ = "final check";
     for (TaskId id : task_ids_) {
       const TaskModel& m = tasks_[id];
@@ -1386,9 +1610,28 @@ class Simulation {
         return Violation(absl::StrCat("task ", id, " recorded result '", t->result(),
                                       "', the accepted completion sent '", m.result, "'"));
       }
-      if ((s == v1::TASK_STATE_CANCELED) != m.canceled) {
+      // Canceled by request, or by the cascade from a parent over a depends_on edge that
+      // ended without success.
+      bool cascaded = false;
+      if (s == v1::TASK_STATE_CANCELED && !m.canceled) {
+        for (TaskId pid : t->spec().depends_on()) {
+          const v1::Task* p = FinalRecord(pid);
+          // (A dead parent may have been reprocessed and succeeded since.)
+          // (Or purged, which only a dead letter can be.)
+          const bool ended_badly = tasks_[pid].purged || tasks_[pid].reprocessed > 0 ||
+                                   (p != nullptr && (p->state() == v1::TASK_STATE_DEAD ||
+                                                     p->state() == v1::TASK_STATE_CANCELED ||
+                                                     p->state() == v1::TASK_STATE_EXPIRED));
+          if (ended_badly && absl::StartsWith(t->reason(), absl::StrCat("parent task ", pid))) {
+            cascaded = true;
+          }
+        }
+      }
+      cascaded_ += cascaded;
+      if (!cascaded && (s == v1::TASK_STATE_CANCELED) != m.canceled) {
         return Violation(absl::StrCat("task ", id, " is ", StateName(s),
-                                      m.canceled ? " though it was canceled" : ""));
+                                      m.canceled ? " though it was canceled" : "",
+                                      " (reason: ", t->reason(), ")"));
       }
       if (s == v1::TASK_STATE_EXPIRED && m.deadline_ms == 0) {
         return Violation(absl::StrCat("task ", id, " expired without a deadline"));
@@ -1427,10 +1670,15 @@ class Simulation {
   std::map<std::string, TaskId> idem_;                // tenant/key -> task
   std::vector<PastLease> past_leases_;                // every lease ever pushed
   TaskId max_id_seen_ = 0;
-  uint64_t stored_max_task_id_ = 0;             // the store's meta, as the outbox wrote it
-  std::vector<std::optional<v1::Task>> store_;  // the store's rows by task id
-  bool breakable_streams_ = true;               // pushes may fail (off while draining)
-  absl::flat_hash_set<AgentId> broken_;         // streams broken during the current Deliver()
+  uint64_t stored_max_task_id_ = 0;                    // the store's meta, as the outbox wrote it
+  std::vector<std::optional<v1::Task>> store_;         // the store's rows by task id
+  std::map<WorkflowId, v1::Workflow> workflow_store_;  // the store's workflow rows
+  std::vector<WorkflowId> workflows_;                  // accepted workflows
+  std::map<WorkflowId, int> workflow_notices_;         // ends reported in outboxes
+  std::map<v1::WorkflowState, int64_t> workflow_ends_;
+  int64_t cascaded_ = 0;
+  bool breakable_streams_ = true;        // pushes may fail (off while draining)
+  absl::flat_hash_set<AgentId> broken_;  // streams broken during the current Deliver()
   int64_t undelivered_ = 0;
   int64_t restarts_ = 0;
   int64_t model_outstanding_ = 0;
@@ -1465,6 +1713,12 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     cov.deregistered += sim.deregistered();
     cov.undelivered += sim.undelivered();
     cov.restarts += sim.restarts();
+    cov.workflows += sim.workflows();
+    auto ends = sim.workflow_ends();
+    cov.workflows_succeeded += ends[v1::WORKFLOW_STATE_SUCCEEDED];
+    cov.workflows_failed += ends[v1::WORKFLOW_STATE_FAILED];
+    cov.workflows_canceled += ends[v1::WORKFLOW_STATE_CANCELED];
+    cov.cascaded += sim.cascaded();
     if (!failure.empty()) {
       ADD_FAILURE() << failure;
       if (++failed >= 5) {
@@ -1484,7 +1738,10 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
             << " timed out, " << cov.stale_refused << " stale reports refused, " << cov.reprocessed
             << " reprocessed, " << cov.purged << " purged, " << cov.evicted << " evicted, "
             << cov.deregistered << " deregistrations, " << cov.undelivered
-            << " undelivered leases, " << cov.restarts << " restarts\n";
+            << " undelivered leases, " << cov.restarts << " restarts; " << cov.workflows
+            << " workflows (" << cov.workflows_succeeded << " succeeded, " << cov.workflows_failed
+            << " failed, " << cov.workflows_canceled << " canceled), " << cov.cascaded
+            << " tasks canceled by a parent's failure\n";
 
   // A simulation that never reaches a behaviour cannot find its bugs: over a full run
   // every behaviour must occur.
@@ -1506,6 +1763,10 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     EXPECT_GT(cov.evicted, 0);
     EXPECT_GT(cov.undelivered, 0);
     EXPECT_GT(cov.restarts, 0);
+    EXPECT_GT(cov.workflows_succeeded, 0);
+    EXPECT_GT(cov.workflows_failed, 0);
+    EXPECT_GT(cov.workflows_canceled, 0);
+    EXPECT_GT(cov.cascaded, 0);
   }
 }
 

@@ -1,0 +1,456 @@
+// Unit tests of dependencies and workflows in the engine, on a ManualClock (the fixture is
+// in engine_fixture.h): WAITING tasks, parent results in leases, the cascade when a parent
+// fails, run-anyway edges, workflow validation, progress, cancel, reprocess and restart.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "engine_fixture.h"
+#include "gtest/gtest.h"
+
+namespace drover::core {
+namespace {
+
+using testing_internal::EngineTest;
+using testing_internal::HasError;
+
+class WorkflowTest : public EngineTest {
+ protected:
+  static v1::WorkflowStep Step(const std::string& name, const std::string& type,
+                               const std::vector<std::string>& after = {},
+                               const std::vector<std::string>& after_any = {}) {
+    v1::WorkflowStep s;
+    s.set_name(name);
+    *s.mutable_task() = Spec(type);
+    s.mutable_task()->set_payload(name);
+    for (const std::string& p : after) s.add_depends_on(p);
+    for (const std::string& p : after_any) s.add_depends_on_finished(p);
+    return s;
+  }
+  static v1::WorkflowSpec Workflow(const std::vector<v1::WorkflowStep>& steps) {
+    v1::WorkflowSpec w;
+    w.set_name("test");
+    for (const v1::WorkflowStep& s : steps) *w.add_steps() = s;
+    return w;
+  }
+  absl::StatusOr<v1::Workflow> TrySubmitWorkflow(const v1::WorkflowSpec& spec) {
+    absl::StatusOr<const v1::Workflow*> w = engine_->SubmitWorkflow(spec);
+    Settle();
+    if (!w.ok()) return w.status();
+    return **w;
+  }
+  v1::Workflow SubmitWorkflow(const v1::WorkflowSpec& spec) {
+    absl::StatusOr<v1::Workflow> w = TrySubmitWorkflow(spec);
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? *w : v1::Workflow();
+  }
+  v1::Workflow WorkflowOf(WorkflowId id) const {
+    const v1::Workflow* w = engine_->WorkflowSnapshot(id);
+    if (w == nullptr) {
+      ADD_FAILURE() << "workflow " << id << " does not exist";
+      return v1::Workflow();
+    }
+    return *w;
+  }
+  static TaskId IdOf(const v1::Workflow& w, const std::string& step) {
+    for (const v1::WorkflowTaskRef& r : w.tasks()) {
+      if (r.step() == step) return r.task_id();
+    }
+    ADD_FAILURE() << "no step " << step;
+    return 0;
+  }
+  TaskId SubmitAfter(const std::string& type, const std::vector<TaskId>& parents,
+                     const std::vector<TaskId>& after_any = {}) {
+    v1::TaskSpec s = Spec(type);
+    for (TaskId p : parents) s.add_depends_on(p);
+    for (TaskId p : after_any) s.add_depends_on_finished(p);
+    return Submit(s);
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// Plain tasks with depends_on
+
+TEST_F(WorkflowTest, ChildWaitsForItsParentAndReceivesItsResult) {
+  const AgentId agent = StartAgent("build");
+  const TaskId parent = Submit("build");
+  const TaskId child = SubmitAfter("build", {parent});
+  EXPECT_EQ(StateOf(child), v1::TASK_STATE_WAITING);
+
+  const v1::TaskLease first = TakeOnlyLease(agent);
+  EXPECT_EQ(first.task_id(), parent);
+  EXPECT_EQ(first.parents_size(), 0);
+  ASSERT_TRUE(Complete(agent, first, "parent-out").ok());
+
+  const v1::TaskLease second = TakeOnlyLease(agent);
+  EXPECT_EQ(second.task_id(), child);
+  ASSERT_EQ(second.parents_size(), 1);
+  EXPECT_EQ(second.parents(0).task_id(), parent);
+  EXPECT_EQ(second.parents(0).state(), v1::TASK_STATE_SUCCEEDED);
+  EXPECT_EQ(second.parents(0).result(), "parent-out");
+}
+
+TEST_F(WorkflowTest, AFailedParentCancelsEveryWaitingDescendantNamingTheParent) {
+  const AgentId agent = StartAgent("build");
+  const TaskId a = Submit("build");
+  const TaskId b = SubmitAfter("build", {a});
+  const TaskId c = SubmitAfter("build", {b});
+  const TaskId unrelated = Submit("build");
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "broken input", /*retryable=*/false).ok());
+
+  EXPECT_EQ(StateOf(a), v1::TASK_STATE_DEAD);
+  EXPECT_EQ(StateOf(b), v1::TASK_STATE_CANCELED);
+  EXPECT_EQ(StateOf(c), v1::TASK_STATE_CANCELED);
+  EXPECT_TRUE(absl::StrContains(TaskOf(b).reason(), absl::StrCat("parent task ", a, " ended dead")))
+      << TaskOf(b).reason();
+  EXPECT_TRUE(absl::StrContains(TaskOf(c).reason(), absl::StrCat("parent task ", b)))
+      << TaskOf(c).reason();
+  // The cascade touches only descendants.
+  EXPECT_EQ(TakeOnlyLease(agent).task_id(), unrelated);
+}
+
+TEST_F(WorkflowTest, ARunAnywayEdgeRunsTheChildAfterAFailureWithTheParentsError) {
+  const AgentId agent = StartAgent("build");
+  const TaskId a = Submit("build");
+  const TaskId cleanup = SubmitAfter("build", {}, {a});
+  EXPECT_EQ(StateOf(cleanup), v1::TASK_STATE_WAITING);
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "disk full", /*retryable=*/false).ok());
+
+  const v1::TaskLease lease = TakeOnlyLease(agent);
+  EXPECT_EQ(lease.task_id(), cleanup);
+  ASSERT_EQ(lease.parents_size(), 1);
+  EXPECT_EQ(lease.parents(0).state(), v1::TASK_STATE_DEAD);
+  EXPECT_TRUE(absl::StrContains(lease.parents(0).error(), "disk full")) << lease.parents(0).error();
+  EXPECT_TRUE(lease.parents(0).result().empty());
+}
+
+TEST_F(WorkflowTest, CancelingAParentCancelsItsChildren) {
+  const TaskId a = Submit("build");
+  const TaskId b = SubmitAfter("build", {a});
+  ASSERT_TRUE(engine_->Cancel(a, "not needed").ok());
+  Settle();
+  EXPECT_EQ(StateOf(b), v1::TASK_STATE_CANCELED);
+  EXPECT_TRUE(absl::StrContains(TaskOf(b).reason(), "ended canceled: not needed"))
+      << TaskOf(b).reason();
+}
+
+TEST_F(WorkflowTest, AWaitingTaskExpiresAtItsDeadlineAndCancelsItsChildren) {
+  const TaskId never_runs = Submit("nobody");
+  v1::TaskSpec s = Spec("build");
+  s.add_depends_on(never_runs);
+  s.set_deadline_unix_ms(NowMs() + 60'000);
+  const TaskId waiting = Submit(s);
+  const TaskId grandchild = SubmitAfter("build", {waiting});
+  Advance(absl::Seconds(61));
+  EXPECT_EQ(StateOf(waiting), v1::TASK_STATE_EXPIRED);
+  EXPECT_EQ(StateOf(grandchild), v1::TASK_STATE_CANCELED);
+  EXPECT_EQ(StateOf(never_runs), v1::TASK_STATE_READY);
+}
+
+TEST_F(WorkflowTest, RefusesParentsThatAreUnknownDeadOrAnotherTenants) {
+  const AgentId agent = StartAgent("build");
+  const TaskId dead = Submit("build");
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "no", false).ok());
+  v1::TaskSpec other = Spec("build");
+  other.set_tenant("other");
+  const TaskId foreign = Submit(other);
+  const size_t before = engine_->task_count();
+
+  v1::TaskSpec s = Spec("build");
+  s.add_depends_on(424242);
+  EXPECT_TRUE(HasError(TrySubmit(s).status(), absl::StatusCode::kInvalidArgument,
+                       "task.depends_on[0]: task 424242 is not a task of tenant \"default\""));
+  s.clear_depends_on();
+  s.add_depends_on(dead);
+  EXPECT_TRUE(
+      HasError(TrySubmit(s).status(), absl::StatusCode::kInvalidArgument, "already ended dead"));
+  s.clear_depends_on();
+  s.add_depends_on(foreign);
+  EXPECT_TRUE(HasError(TrySubmit(s).status(), absl::StatusCode::kInvalidArgument,
+                       "is not a task of tenant \"default\""));
+  // Over a run-anyway edge a dead parent is fine: the child runs at once.
+  s.clear_depends_on();
+  s.add_depends_on_finished(dead);
+  const TaskId after_dead = Submit(s);
+  EXPECT_EQ(StateOf(after_dead), v1::TASK_STATE_READY);  // the agent is busy with `foreign`
+  EXPECT_EQ(engine_->task_count(), before + 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Workflows
+
+TEST_F(WorkflowTest, FanOutAndFanInRunInDependencyOrderAndTheWorkflowSucceeds) {
+  const AgentId agent = StartAgent("build", 4);
+  const v1::Workflow w = SubmitWorkflow(Workflow({
+      Step("merge", "build", {"a", "b", "c"}),  // listed first: ids still follow the edges
+      Step("plan", "build"),
+      Step("a", "build", {"plan"}),
+      Step("b", "build", {"plan"}),
+      Step("c", "build", {"plan"}),
+  }));
+  EXPECT_EQ(w.state(), v1::WORKFLOW_STATE_RUNNING);
+  EXPECT_EQ(w.total(), 5);
+  EXPECT_LT(IdOf(w, "plan"), IdOf(w, "a"));
+  EXPECT_LT(IdOf(w, "c"), IdOf(w, "merge"));
+  EXPECT_EQ(StateOf(IdOf(w, "merge")), v1::TASK_STATE_WAITING);
+
+  const v1::TaskLease plan = TakeOnlyLease(agent);
+  EXPECT_EQ(plan.step(), "plan");
+  EXPECT_EQ(plan.workflow_id(), w.id());
+  ASSERT_TRUE(Complete(agent, plan, "the plan").ok());
+  std::vector<v1::TaskLease> fan = TakeLeases(agent);
+  ASSERT_EQ(fan.size(), 3u);
+  for (const v1::TaskLease& l : fan) {
+    ASSERT_EQ(l.parents_size(), 1);
+    EXPECT_EQ(l.parents(0).step(), "plan");
+    EXPECT_EQ(l.parents(0).result(), "the plan");
+  }
+  ASSERT_TRUE(Complete(agent, fan[0], "out-0").ok());
+  ASSERT_TRUE(Complete(agent, fan[1], "out-1").ok());
+  EXPECT_TRUE(TakeLeases(agent).empty()) << "merge ran before all its parents succeeded";
+  EXPECT_EQ(WorkflowOf(w.id()).done(), 3);
+  ASSERT_TRUE(Complete(agent, fan[2], "out-2").ok());
+
+  const v1::TaskLease merge = TakeOnlyLease(agent);
+  EXPECT_EQ(merge.step(), "merge");
+  ASSERT_EQ(merge.parents_size(), 3);
+  std::vector<std::string> results;
+  for (const v1::ParentResult& p : merge.parents()) results.push_back(p.result());
+  std::sort(results.begin(), results.end());
+  EXPECT_EQ(results, (std::vector<std::string>{"out-0", "out-1", "out-2"}));
+  EXPECT_TRUE(terminal_workflows_.empty());
+  ASSERT_TRUE(Complete(agent, merge).ok());
+
+  const v1::Workflow done = WorkflowOf(w.id());
+  EXPECT_EQ(done.state(), v1::WORKFLOW_STATE_SUCCEEDED);
+  EXPECT_EQ(done.done(), 5);
+  EXPECT_EQ(done.succeeded(), 5);
+  EXPECT_GT(done.finished_unix_ms(), 0);
+  EXPECT_EQ(terminal_workflows_, (std::vector<WorkflowId>{w.id()}));
+  EXPECT_EQ(workflow_store_[w.id()].state(), v1::WORKFLOW_STATE_SUCCEEDED) << "not persisted";
+}
+
+TEST_F(WorkflowTest, RefusesACycleNamingTheStepsOnIt) {
+  const absl::StatusOr<v1::Workflow> w = TrySubmitWorkflow(Workflow({
+      Step("start", "build"),
+      Step("a", "build", {"start", "c"}),
+      Step("b", "build", {"a"}),
+      Step("c", "build", {"b"}),
+  }));
+  EXPECT_TRUE(HasError(w.status(), absl::StatusCode::kInvalidArgument,
+                       "workflow.steps: dependency cycle \"a\" -> \"b\" -> \"c\" -> \"a\""))
+      << w.status();
+  EXPECT_EQ(engine_->task_count(), 0u);
+  EXPECT_EQ(engine_->workflow_count(), 0u);
+}
+
+TEST_F(WorkflowTest, RefusesBadStepsNamingTheStep) {
+  struct Case {
+    std::vector<v1::WorkflowStep> steps;
+    std::string error;
+  };
+  v1::WorkflowStep foreign = Step("x", "build");
+  foreign.mutable_task()->set_tenant("other");
+  v1::WorkflowStep bad_type = Step("x", "no spaces");
+  const std::vector<Case> cases = {
+      {{Step("a", "build"), Step("b", "build", {"nope"})},
+       "workflow.steps[1] (\"b\").depends_on[0]: no step named \"nope\""},
+      {{Step("a", "build", {"a"})}, "depends on itself"},
+      {{Step("a", "build"), Step("a", "build")},
+       "workflow.steps[1].name: \"a\" is already the name of workflow.steps[0]"},
+      {{Step("", "build")}, "workflow.steps[0].name: required"},
+      {{foreign}, "workflow.steps[0] (\"x\").task.tenant: \"other\" differs"},
+      {{bad_type}, "workflow.steps[0] (\"x\").task.type"},
+      {{Step("a", "build"), Step("b", "build", {"a", "a"})}, "is listed twice"},
+      {{}, "workflow.steps: no steps given"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_TRUE(HasError(TrySubmitWorkflow(Workflow(c.steps)).status(),
+                         absl::StatusCode::kInvalidArgument, c.error));
+  }
+  EXPECT_EQ(engine_->task_count(), 0u);
+}
+
+TEST_F(WorkflowTest, RefusesADependencyOnAnotherTenantsTask) {
+  v1::TaskSpec other = Spec("build");
+  other.set_tenant("other");
+  const TaskId foreign = Submit(other);
+  v1::WorkflowStep step = Step("a", "build");
+  step.mutable_task()->add_depends_on(foreign);
+  EXPECT_TRUE(HasError(TrySubmitWorkflow(Workflow({step})).status(),
+                       absl::StatusCode::kInvalidArgument,
+                       "workflow.steps[0] (\"a\").task.depends_on[0]"));
+  EXPECT_EQ(engine_->task_count(), 1u);
+}
+
+TEST_F(WorkflowTest, AFailedBranchFailsTheWorkflowOnceEveryTaskHasEnded) {
+  const AgentId agent = StartAgent("build", 2);
+  const v1::Workflow w = SubmitWorkflow(Workflow({
+      Step("x", "build"), Step("x-next", "build", {"x"}), Step("y", "build"),
+      Step("report", "build", {}, {"x-next", "y"}),  // runs anyway
+  }));
+  std::vector<v1::TaskLease> leases = TakeLeases(agent);
+  ASSERT_EQ(leases.size(), 2u);
+  const v1::TaskLease& x = leases[0].step() == "x" ? leases[0] : leases[1];
+  const v1::TaskLease& y = leases[0].step() == "x" ? leases[1] : leases[0];
+  ASSERT_TRUE(Fail(agent, x, "bad", false).ok());
+  EXPECT_EQ(StateOf(IdOf(w, "x-next")), v1::TASK_STATE_CANCELED);
+  EXPECT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_RUNNING);
+  ASSERT_TRUE(Complete(agent, y).ok());
+  const v1::TaskLease report = TakeOnlyLease(agent);
+  EXPECT_EQ(report.step(), "report");
+  EXPECT_EQ(report.parents_size(), 2);
+  ASSERT_TRUE(Complete(agent, report).ok());
+
+  const v1::Workflow done = WorkflowOf(w.id());
+  EXPECT_EQ(done.state(), v1::WORKFLOW_STATE_FAILED);
+  EXPECT_EQ(done.done(), 4);
+  EXPECT_EQ(done.succeeded(), 2);
+  EXPECT_EQ(done.failed(), 1);
+  EXPECT_EQ(done.canceled(), 1);
+}
+
+TEST_F(WorkflowTest, CancelingAWorkflowStopsRunningTasksAndCancelsTheRest) {
+  const AgentId agent = StartAgent("build");
+  const v1::Workflow w = SubmitWorkflow(Workflow({
+      Step("first", "build"),
+      Step("second", "build", {"first"}),
+      Step("side", "other"),
+  }));
+  const v1::TaskLease first = TakeOnlyLease(agent);
+  absl::StatusOr<const v1::Workflow*> c = engine_->CancelWorkflow(w.id(), "user gave up");
+  ASSERT_TRUE(c.ok()) << c.status();
+  Settle();
+  const std::vector<v1::CancelNotice> notices = TakeCancels(agent);
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices[0].task_id(), first.task_id());
+  for (const char* step : {"first", "second", "side"}) {
+    EXPECT_EQ(StateOf(IdOf(w, step)), v1::TASK_STATE_CANCELED) << step;
+  }
+  const v1::Workflow done = WorkflowOf(w.id());
+  EXPECT_EQ(done.state(), v1::WORKFLOW_STATE_CANCELED);
+  EXPECT_EQ(done.reason(), "user gave up");
+  EXPECT_EQ(done.canceled(), 3);
+  EXPECT_TRUE(HasError(engine_->CancelWorkflow(w.id(), "").status(),
+                       absl::StatusCode::kFailedPrecondition, "already ended canceled"));
+  EXPECT_TRUE(HasError(engine_->CancelWorkflow(999, "").status(), absl::StatusCode::kNotFound,
+                       "workflow 999 not found"));
+}
+
+TEST_F(WorkflowTest, ReprocessingADeadTaskReopensItsWorkflow) {
+  const AgentId agent = StartAgent("build");
+  const v1::Workflow w = SubmitWorkflow(Workflow({Step("only", "build")}));
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "flaky", false).ok());
+  EXPECT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_FAILED);
+  ASSERT_TRUE(engine_->Reprocess({IdOf(w, "only")}, false, "").ok());
+  Settle();
+  EXPECT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_RUNNING);
+  EXPECT_EQ(WorkflowOf(w.id()).finished_unix_ms(), 0);
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent)).ok());
+  EXPECT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_SUCCEEDED);
+  EXPECT_EQ(WorkflowOf(w.id()).failed(), 0);
+  EXPECT_EQ(terminal_workflows_.size(), 2u) << "each end is reported";
+}
+
+TEST_F(WorkflowTest, ReprocessingADeadParentMakesARunAnywayChildWaitForItAgain) {
+  const AgentId agent = StartAgent("build");
+  const TaskId a = Submit("build");
+  const TaskId slow = Submit("slow");
+  const TaskId child = SubmitAfter("build", {slow}, {a});
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "x", false).ok());
+  EXPECT_EQ(StateOf(child), v1::TASK_STATE_WAITING);  // still waits for `slow`
+  ASSERT_TRUE(engine_->Reprocess({a}, false, "").ok());
+  Settle();
+  const v1::TaskLease again = TakeOnlyLease(agent);
+  EXPECT_EQ(again.task_id(), a);
+  const AgentId slow_agent = StartAgent("slow");
+  ASSERT_TRUE(Complete(slow_agent, TakeOnlyLease(slow_agent)).ok());
+  EXPECT_EQ(StateOf(child), v1::TASK_STATE_WAITING) << "ran while its parent ran again";
+  ASSERT_TRUE(Complete(agent, again, "second try").ok());
+  const v1::TaskLease lease = TakeOnlyLease(agent);
+  EXPECT_EQ(lease.task_id(), child);
+}
+
+TEST_F(WorkflowTest, AParentStaysInMemoryWhileAChildStillNeedsItsResult) {
+  EngineOptions o = BaseOptions();
+  o.terminal_retention = absl::Minutes(1);
+  Reset(o);
+  const AgentId agent = StartAgent("build");
+  const TaskId fast = Submit("build");
+  const TaskId slow = Submit("slow");
+  const TaskId child = SubmitAfter("build", {fast, slow});
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent), "fast-out").ok());
+  Advance(absl::Minutes(5));
+  ASSERT_NE(engine_->Snapshot(fast), nullptr) << "evicted while its child waits";
+
+  const AgentId slow_agent = StartAgent("slow");
+  ASSERT_TRUE(Complete(slow_agent, TakeOnlyLease(slow_agent)).ok());
+  const v1::TaskLease lease = TakeOnlyLease(agent);
+  ASSERT_EQ(lease.task_id(), child);
+  EXPECT_EQ(lease.parents(0).result(), "fast-out");
+  ASSERT_TRUE(Complete(agent, lease).ok());
+  Advance(absl::Minutes(2));
+  EXPECT_EQ(engine_->Snapshot(fast), nullptr) << "kept after its last child ended";
+}
+
+TEST_F(WorkflowTest, ARestartKeepsWaitingChildrenTheirEdgesAndOldParentResults) {
+  EngineOptions o = BaseOptions();
+  o.terminal_retention = absl::Minutes(1);
+  Reset(o);
+  const AgentId agent = StartAgent("build");
+  const v1::Workflow w = SubmitWorkflow(Workflow({
+      Step("early", "build"),
+      Step("late", "slow"),
+      Step("join", "build", {"early", "late"}),
+  }));
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent), "early-out").ok());
+  Advance(absl::Minutes(5));  // "early" is past its retention: recovery skips it at first
+  Restart(o);
+
+  EXPECT_EQ(StateOf(IdOf(w, "join")), v1::TASK_STATE_WAITING);
+  EXPECT_EQ(WorkflowOf(w.id()).done(), 1);
+  const AgentId slow_agent = StartAgent("slow");
+  ASSERT_TRUE(Complete(slow_agent, TakeOnlyLease(slow_agent), "late-out").ok());
+  const AgentId again = StartAgent("build");
+  const v1::TaskLease join = TakeOnlyLease(again);
+  EXPECT_EQ(join.step(), "join");
+  ASSERT_EQ(join.parents_size(), 2);
+  EXPECT_EQ(join.parents(0).result(), "early-out");
+  EXPECT_EQ(join.parents(1).result(), "late-out");
+  ASSERT_TRUE(Complete(again, join).ok());
+  EXPECT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_SUCCEEDED);
+  // A new workflow after the restart gets a new id.
+  EXPECT_GT(SubmitWorkflow(Workflow({Step("n", "build")})).id(), w.id());
+}
+
+TEST_F(WorkflowTest, AWaitingChildWhoseParentIsNoLongerStoredIsCanceledAtRestart) {
+  const TaskId parent = Submit("build");
+  const TaskId child = SubmitAfter("build", {parent});
+  store_.erase(parent);  // pruned from the store (should never happen while the child waits)
+  Restart(BaseOptions());
+  EXPECT_EQ(StateOf(child), v1::TASK_STATE_CANCELED);
+  EXPECT_TRUE(absl::StrContains(TaskOf(child).reason(), "no longer stored"));
+}
+
+TEST_F(WorkflowTest, ListsWorkflowsByStateAndTenantWithPages) {
+  const AgentId agent = StartAgent("build", 8);
+  std::vector<WorkflowId> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(SubmitWorkflow(Workflow({Step("s", "build")})).id());
+  ASSERT_TRUE(Complete(agent, TakeLeases(agent).front()).ok());
+  WorkflowFilter f;
+  f.limit = 2;
+  std::vector<const v1::Workflow*> page = engine_->ListWorkflows(f);
+  ASSERT_EQ(page.size(), 2u);
+  f.after = page.back()->id();
+  EXPECT_EQ(engine_->ListWorkflows(f).front()->id(), ids[2]);
+  WorkflowFilter done;
+  done.state = v1::WORKFLOW_STATE_SUCCEEDED;
+  ASSERT_EQ(engine_->ListWorkflows(done).size(), 1u);
+  EXPECT_EQ(engine_->ListWorkflows(done).front()->id(), ids[0]);
+  WorkflowFilter other;
+  other.tenant = "other";
+  EXPECT_TRUE(engine_->ListWorkflows(other).empty());
+}
+
+}  // namespace
+}  // namespace drover::core
