@@ -153,6 +153,7 @@ void HttpServer::Routes() {
   })
   DROVER_POST("/v1/tasks", v1::SubmitTaskRequest, v1::SubmitTaskResponse, SubmitTask);
   DROVER_POST("/v1/tasks:batch", v1::SubmitTasksRequest, v1::SubmitTasksResponse, SubmitTasks);
+  DROVER_POST("/v1/workflows", v1::SubmitWorkflowRequest, v1::Workflow, SubmitWorkflow);
   DROVER_POST("/v1/agents", v1::RegisterAgentRequest, v1::RegisterAgentResponse, RegisterAgent);
   DROVER_POST("/v1/agents:heartbeat", v1::HeartbeatRequest, v1::HeartbeatResponse, Heartbeat);
   DROVER_POST("/v1/agents:deregister", v1::DeregisterAgentRequest, v1::Ack, DeregisterAgent);
@@ -215,6 +216,54 @@ void HttpServer::Routes() {
     r.set_page_token(req.get_param_value("page_token"));
     Answer(res, Await<v1::ListTasksResponse>([&](Reply<v1::ListTasksResponse> done) {
              svc->ListTasks(r, std::move(done));
+           }));
+  });
+  s.Get(R"(/v1/workflows/(\d+))", [svc](const httplib::Request& req, httplib::Response& res) {
+    auto id = PathId(req);
+    if (!id.ok()) return WriteError(res, id.status());
+    v1::GetWorkflowRequest r;
+    r.set_id(*id);
+    Answer(res, Await<v1::Workflow>(
+                    [&](Reply<v1::Workflow> done) { svc->GetWorkflow(r, std::move(done)); }));
+  });
+  s.Post(R"(/v1/workflows/(\d+):cancel)",
+         [svc](const httplib::Request& req, httplib::Response& res) {
+           v1::CancelWorkflowRequest r;
+           if (auto st = ParseBody(req, &r); !st.ok()) return WriteError(res, st);
+           auto id = PathId(req);
+           if (!id.ok()) return WriteError(res, id.status());
+           r.set_id(*id);
+           Answer(res, Await<v1::Workflow>([&](Reply<v1::Workflow> done) {
+                    svc->CancelWorkflow(r, std::move(done));
+                  }));
+         });
+  s.Get(R"(/v1/workflows/(\d+):wait)", [svc](const httplib::Request& req, httplib::Response& res) {
+    v1::WaitWorkflowRequest r;
+    auto id = PathId(req);
+    if (!id.ok()) return WriteError(res, id.status());
+    r.set_id(*id);
+    int64_t timeout = 0;
+    if (auto st = ParseIntParam(req, "timeout_ms", &timeout); !st.ok()) return WriteError(res, st);
+    r.set_timeout_ms(timeout);
+    Answer(res, Await<v1::WaitWorkflowResponse>([&](Reply<v1::WaitWorkflowResponse> done) {
+             svc->WaitWorkflow(r, std::move(done));
+           }));
+  });
+  s.Get("/v1/workflows", [svc](const httplib::Request& req, httplib::Response& res) {
+    v1::ListWorkflowsRequest r;
+    v1::WorkflowState state = v1::WORKFLOW_STATE_UNSPECIFIED;
+    int64_t page_size = 0;
+    for (absl::Status st : {ParseEnumParam<v1::WorkflowState>(req, "state", "WORKFLOW_STATE_",
+                                                              &v1::WorkflowState_Parse, &state),
+                            ParseIntParam(req, "page_size", &page_size)}) {
+      if (!st.ok()) return WriteError(res, st);
+    }
+    r.set_state(state);
+    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, INT32_MIN, INT32_MAX)));
+    r.set_tenant(req.get_param_value("tenant"));
+    r.set_page_token(req.get_param_value("page_token"));
+    Answer(res, Await<v1::ListWorkflowsResponse>([&](Reply<v1::ListWorkflowsResponse> done) {
+             svc->ListWorkflows(r, std::move(done));
            }));
   });
   s.Get("/v1/dlq", [svc](const httplib::Request& req, httplib::Response& res) {

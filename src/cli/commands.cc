@@ -20,6 +20,8 @@
 #include "absl/time/clock.h"
 #include "api/config.h"
 #include "api/server.h"
+#include "cli/common.h"
+#include "cli/workflow_commands.h"
 #include "client/client.h"
 #include "core/engine.h"
 #include "fmt/core.h"
@@ -27,7 +29,6 @@
 #include "runner/agent_runner.h"
 
 namespace drover::cli {
-namespace {
 
 namespace v1 = ::drover::v1;
 
@@ -49,27 +50,6 @@ std::string Json(const google::protobuf::Message& m) {
   o.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(m, &out, o);
   return out;
-}
-
-absl::StatusOr<v1::Priority> ParsePriority(const std::string& s) {
-  std::string v = absl::AsciiStrToUpper(s);
-  int n = 0;
-  if (absl::SimpleAtoi(v, &n) && n >= 1 && n <= 5) return static_cast<v1::Priority>(n);
-  v1::Priority p;
-  if (v1::Priority_Parse("PRIORITY_" + v, &p) && p != v1::PRIORITY_UNSPECIFIED) return p;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--priority: unknown value '", s, "' (use critical, high, normal, low or background)"));
-}
-
-absl::StatusOr<v1::TaskState> ParseState(const std::string& s) {
-  v1::TaskState st;
-  if (v1::TaskState_Parse("TASK_STATE_" + absl::AsciiStrToUpper(s), &st) &&
-      st != v1::TASK_STATE_UNSPECIFIED) {
-    return st;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--state: unknown value '", s,
-      "' (use waiting, ready, leased, retry_wait, succeeded, dead, canceled or expired)"));
 }
 
 absl::StatusOr<absl::Duration> ParseDuration(const std::string& flag, const std::string& s) {
@@ -97,6 +77,29 @@ std::string Printable(const std::string& bytes, size_t max) {
   }
   if (bytes.size() > max) out += absl::StrCat("... (", bytes.size(), " bytes)");
   return out;
+}
+
+namespace {
+
+absl::StatusOr<v1::Priority> ParsePriority(const std::string& s) {
+  std::string v = absl::AsciiStrToUpper(s);
+  int n = 0;
+  if (absl::SimpleAtoi(v, &n) && n >= 1 && n <= 5) return static_cast<v1::Priority>(n);
+  v1::Priority p;
+  if (v1::Priority_Parse("PRIORITY_" + v, &p) && p != v1::PRIORITY_UNSPECIFIED) return p;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--priority: unknown value '", s, "' (use critical, high, normal, low or background)"));
+}
+
+absl::StatusOr<v1::TaskState> ParseState(const std::string& s) {
+  v1::TaskState st;
+  if (v1::TaskState_Parse("TASK_STATE_" + absl::AsciiStrToUpper(s), &st) &&
+      st != v1::TASK_STATE_UNSPECIFIED) {
+    return st;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--state: unknown value '", s,
+      "' (use waiting, ready, leased, retry_wait, succeeded, dead, canceled or expired)"));
 }
 
 void PrintTask(const v1::Task& t) {
@@ -365,6 +368,9 @@ int Main(int argc, char** argv) {
   dlq_purge->add_flag("--all", all, "every dead letter (of --type)");
   dlq_purge->add_option("--type", dlq_type, "agent type (with --all)");
 
+  WorkflowCommands workflows;
+  workflows.Add(app);
+
   runner::AgentOptions ao;
   std::vector<std::string> agent_labels;
   CLI::App* agent = app.add_subcommand(
@@ -395,6 +401,7 @@ int Main(int argc, char** argv) {
   }
 
   auto c = connect();
+  if (workflows.parsed()) return workflows.Run(*c);
   if (submit->parsed()) {
     v1::TaskSpec spec;
     spec.set_type(s.type);

@@ -48,6 +48,7 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : channel_(std::move(channel)),
       options_(options),
       tasks_(v1::TaskService::NewStub(channel_)),
+      workflows_(v1::WorkflowService::NewStub(channel_)),
       agents_(v1::AgentService::NewStub(channel_)),
       admin_(v1::AdminService::NewStub(channel_)) {}
 
@@ -121,6 +122,52 @@ absl::StatusOr<v1::WaitTaskResponse> Client::Wait(uint64_t id, absl::Duration ti
   req.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
   v1::WaitTaskResponse resp;
   DROVER_CALL(tasks_, WaitTask, req, resp, timeout + absl::Seconds(10));
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::Workflow> Client::SubmitWorkflow(const v1::WorkflowSpec& spec) {
+  v1::SubmitWorkflowRequest req;
+  *req.mutable_workflow() = spec;
+  v1::Workflow resp;
+  DROVER_CALL(workflows_, SubmitWorkflow, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::Workflow> Client::GetWorkflow(uint64_t id) {
+  v1::GetWorkflowRequest req;
+  req.set_id(id);
+  v1::Workflow resp;
+  DROVER_CALL(workflows_, GetWorkflow, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListWorkflowsResponse> Client::ListWorkflows(
+    const v1::ListWorkflowsRequest& req) {
+  v1::ListWorkflowsResponse resp;
+  DROVER_CALL(workflows_, ListWorkflows, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::Workflow> Client::CancelWorkflow(uint64_t id, const std::string& reason) {
+  v1::CancelWorkflowRequest req;
+  req.set_id(id);
+  req.set_reason(reason);
+  v1::Workflow resp;
+  DROVER_CALL(workflows_, CancelWorkflow, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::WaitWorkflowResponse> Client::WaitWorkflow(uint64_t id, absl::Duration timeout) {
+  v1::WaitWorkflowRequest req;
+  req.set_id(id);
+  req.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
+  v1::WaitWorkflowResponse resp;
+  DROVER_CALL(workflows_, WaitWorkflow, req, resp, timeout + absl::Seconds(10));
   if (!st.ok()) return st;
   return resp;
 }

@@ -36,6 +36,12 @@ class Client {
   absl::StatusOr<v1::Task> Cancel(uint64_t id, const std::string& reason);
   absl::StatusOr<v1::WaitTaskResponse> Wait(uint64_t id, absl::Duration timeout);
 
+  absl::StatusOr<v1::Workflow> SubmitWorkflow(const v1::WorkflowSpec& spec);
+  absl::StatusOr<v1::Workflow> GetWorkflow(uint64_t id);
+  absl::StatusOr<v1::ListWorkflowsResponse> ListWorkflows(const v1::ListWorkflowsRequest& req);
+  absl::StatusOr<v1::Workflow> CancelWorkflow(uint64_t id, const std::string& reason);
+  absl::StatusOr<v1::WaitWorkflowResponse> WaitWorkflow(uint64_t id, absl::Duration timeout);
+
   absl::StatusOr<v1::RegisterAgentResponse> Register(const v1::RegisterAgentRequest& req);
   absl::Status Heartbeat(uint64_t agent_id);
   absl::Status Complete(uint64_t agent_id, uint64_t task_id, uint64_t token,
@@ -80,6 +86,7 @@ class Client {
   std::shared_ptr<grpc::Channel> channel_;
   ClientOptions options_;
   std::unique_ptr<v1::TaskService::Stub> tasks_;
+  std::unique_ptr<v1::WorkflowService::Stub> workflows_;
   std::unique_ptr<v1::AgentService::Stub> agents_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
 };

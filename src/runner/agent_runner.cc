@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
+#include "core/engine.h"
 #include "fmt/core.h"
 
 extern char** environ;
@@ -202,6 +204,32 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
     out << lease.checkpoint();
   }
   int64_t ckpt_mtime = MtimeNs(ckpt);
+  // Parents' results as files: <dir>/<step or task id> holds the result (empty unless the
+  // parent succeeded), <name>.state its end ("succeeded", "dead", ...), <name>.error why.
+  std::string parents_dir, parents_list;
+  if (lease.parents_size() > 0) {
+    parents_dir = absl::StrCat(work_dir_, "/task-", task, ".parents");
+    std::error_code ec;
+    std::filesystem::create_directories(parents_dir, ec);
+    for (const drover::v1::ParentResult& p : lease.parents()) {
+      const std::string name = p.step().empty() ? absl::StrCat(p.task_id()) : p.step();
+      const std::string state = core::StateName(p.state());
+      std::ofstream(absl::StrCat(parents_dir, "/", name), std::ios::binary | std::ios::trunc)
+          << p.result();
+      std::ofstream(absl::StrCat(parents_dir, "/", name, ".state"), std::ios::trunc) << state;
+      if (!p.error().empty()) {
+        std::ofstream(absl::StrCat(parents_dir, "/", name, ".error"), std::ios::trunc) << p.error();
+      }
+      absl::StrAppend(&parents_list, parents_list.empty() ? "" : " ", name, "=", state);
+    }
+  }
+  auto cleanup = [&] {
+    std::remove(ckpt.c_str());
+    if (!parents_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(parents_dir, ec);
+    }
+  };
 
   // Everything the child needs is prepared before fork.
   std::vector<std::string> env_strings;
@@ -216,6 +244,14 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
   env_strings.push_back(absl::StrCat("DROVER_PRIORITY=", static_cast<int>(lease.priority())));
   env_strings.push_back(absl::StrCat("DROVER_CHECKPOINT_FILE=", ckpt));
   env_strings.push_back(absl::StrCat("DROVER_SERVER=", o_.server));
+  if (lease.workflow_id() != 0) {
+    env_strings.push_back(absl::StrCat("DROVER_WORKFLOW_ID=", lease.workflow_id()));
+    env_strings.push_back(absl::StrCat("DROVER_STEP=", lease.step()));
+  }
+  if (!parents_dir.empty()) {
+    env_strings.push_back(absl::StrCat("DROVER_PARENTS_DIR=", parents_dir));
+    env_strings.push_back(absl::StrCat("DROVER_PARENTS=", parents_list));
+  }
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -227,7 +263,8 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
   int in_pipe[2], out_pipe[2], err_pipe[2];
   if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 ||
       ::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    Report([&] { return client_->Fail(agent_id, task, token, "agent: pipe failed", true); });
+    (void)Report([&] { return client_->Fail(agent_id, task, token, "agent: pipe failed", true); });
+    cleanup();
     return;
   }
   const pid_t pid = ::fork();
@@ -248,7 +285,8 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
     ::close(in_pipe[1]);
     ::close(out_pipe[0]);
     ::close(err_pipe[0]);
-    Report([&] { return client_->Fail(agent_id, task, token, "agent: fork failed", true); });
+    (void)Report([&] { return client_->Fail(agent_id, task, token, "agent: fork failed", true); });
+    cleanup();
     return;
   }
   ::setpgid(pid, pid);
@@ -341,13 +379,13 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
   }
   const int64_t ms = absl::ToInt64Milliseconds(absl::Now() - start);
   if (canceled || stop_) {
-    std::remove(ckpt.c_str());
+    cleanup();
     return;  // the server already ended this attempt, or we are leaving (deregister requeues)
   }
   if (const int64_t m = MtimeNs(ckpt); m != ckpt_mtime) {
     (void)Report([&] { return client_->Checkpoint(agent_id, task, token, ReadFile(ckpt)); });
   }
-  std::remove(ckpt.c_str());
+  cleanup();
   absl::Status st;
   std::string outcome;
   auto tail = [&] {

@@ -1,0 +1,302 @@
+#include "cli/workflow_commands.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "cli/common.h"
+#include "core/engine.h"
+#include "fmt/core.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace drover::cli {
+namespace {
+
+namespace v1 = ::drover::v1;
+namespace pb = ::google::protobuf;
+
+constexpr int kMaxStepsShown = 200;
+
+std::string WorkflowStateName(v1::WorkflowState s) {
+  std::string n = v1::WorkflowState_Name(s);
+  if (n.rfind("WORKFLOW_STATE_", 0) == 0) n = n.substr(15);
+  return absl::AsciiStrToLower(n);
+}
+
+// A step's task payload in a workflow file: "payload" is text, "payload_json" any JSON
+// value (sent as its JSON text), "payload_base64" bytes as the HTTP API takes them. The
+// wire form is always base64 (protobuf's JSON mapping of bytes).
+absl::Status ConvertPayload(pb::Struct& task, const std::string& field) {
+  auto& f = *task.mutable_fields();
+  int given = 0;
+  std::string bytes;
+  if (auto it = f.find("payload"); it != f.end()) {
+    if (it->second.kind_case() != pb::Value::kStringValue) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".payload: must be a string (text); use payload_json for a JSON value"));
+    }
+    bytes = it->second.string_value();
+    ++given;
+  }
+  if (auto it = f.find("payload_json"); it != f.end()) {
+    std::string json;
+    (void)pb::util::MessageToJsonString(it->second, &json);
+    bytes = json;
+    f.erase(it);
+    ++given;
+  }
+  if (auto it = f.find("payload_base64"); it != f.end()) {
+    if (it->second.kind_case() != pb::Value::kStringValue ||
+        !absl::Base64Unescape(it->second.string_value(), &bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".payload_base64: not base64"));
+    }
+    f.erase(it);
+    ++given;
+  }
+  if (given > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": give one of payload, payload_json and payload_base64"));
+  }
+  if (given == 1) f["payload"].set_string_value(absl::Base64Escape(bytes));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::WorkflowSpec> ReadWorkflowFile(const std::string& path) {
+  std::stringstream text;
+  if (path == "-") {
+    text << std::cin.rdbuf();
+  } else {
+    std::ifstream in(path);
+    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read the file"));
+    text << in.rdbuf();
+  }
+  pb::Value root;
+  if (auto st = pb::util::JsonStringToMessage(text.str(), &root); !st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not valid JSON (", std::string(st.message()), ")"));
+  }
+  if (root.kind_case() != pb::Value::kStructValue) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected a JSON object with \"steps\""));
+  }
+  auto& fields = *root.mutable_struct_value()->mutable_fields();
+  if (auto it = fields.find("steps"); it != fields.end() && it->second.has_list_value()) {
+    auto* steps = it->second.mutable_list_value()->mutable_values();
+    for (int i = 0; i < steps->size(); ++i) {
+      pb::Value& step = (*steps)[i];
+      if (!step.has_struct_value()) continue;  // the parse below names the problem
+      auto& sf = *step.mutable_struct_value()->mutable_fields();
+      auto task = sf.find("task");
+      if (task == sf.end() || !task->second.has_struct_value()) continue;
+      if (auto st = ConvertPayload(*task->second.mutable_struct_value(),
+                                   absl::StrCat("steps[", i, "].task"));
+          !st.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
+      }
+    }
+  }
+  std::string json;
+  (void)pb::util::MessageToJsonString(root, &json);
+  v1::WorkflowSpec spec;
+  if (auto st = pb::util::JsonStringToMessage(json, &spec); !st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a workflow (", std::string(st.message()), ")"));
+  }
+  return spec;
+}
+
+std::string Progress(const v1::Workflow& w) {
+  return absl::StrCat(w.done(), "/", w.total(), " done (", w.succeeded(), " succeeded, ",
+                      w.failed(), " failed, ", w.canceled(), " canceled)");
+}
+
+void PrintWorkflow(const v1::Workflow& w, client::Client* c) {
+  fmt::print("workflow {}  {}{}  {}\n", w.id(), absl::AsciiStrToUpper(WorkflowStateName(w.state())),
+             w.name().empty() ? "" : absl::StrCat("  \"", w.name(), "\""), Progress(w));
+  fmt::print("  tenant {}  created {} ago{}\n", w.tenant(), Age(w.created_unix_ms()),
+             w.finished_unix_ms() > 0
+                 ? absl::StrCat(", took ", (w.finished_unix_ms() - w.created_unix_ms()), " ms")
+                 : "");
+  if (!w.reason().empty()) fmt::print("  reason: {}\n", w.reason());
+  if (c == nullptr) return;
+  fmt::print("  {:<20}  {:>8}  {:<10}  {}\n", "STEP", "TASK", "STATE", "NOTE");
+  int shown = 0;
+  for (const v1::WorkflowTaskRef& ref : w.tasks()) {
+    if (++shown > kMaxStepsShown) {
+      fmt::print("  ... {} more steps (drover ls shows tasks)\n", w.tasks_size() - kMaxStepsShown);
+      break;
+    }
+    auto t = c->Get(ref.task_id());
+    if (!t.ok()) {
+      fmt::print("  {:<20}  {:>8}  {:<10}  {}\n", ref.step(), ref.task_id(), "?",
+                 std::string(t.status().message()));
+      continue;
+    }
+    std::string note = t->state() == v1::TASK_STATE_SUCCEEDED ? Printable(t->result(), 50)
+                       : t->reason().empty()                  ? t->last_error()
+                                                              : t->reason();
+    fmt::print("  {:<20}  {:>8}  {:<10}  {}\n", ref.step(), ref.task_id(),
+               core::StateName(t->state()), Printable(note, 70));
+  }
+}
+
+}  // namespace
+
+void WorkflowCommands::Add(CLI::App& app) {
+  root_ = app.add_subcommand("workflow", "DAG workflows: submit, get, ls, wait, cancel");
+  root_->require_subcommand(1);
+  submit_ = root_->add_subcommand(
+      "submit", "Submit a workflow from a JSON file (docs/workflows.md shows the format)");
+  submit_->add_option("file", file_, "the workflow file ('-' reads stdin)")->required();
+  submit_->add_option("--tenant", tenant_, "tenant (overrides the file's)");
+  submit_->add_option("--name", name_, "name (overrides the file's)");
+  submit_->add_flag("--wait,-w", wait_flag_, "show progress until it ends; exit 0 if it succeeded");
+  submit_->add_option("--timeout", timeout_, "with --wait: give up after this long (default 1h)");
+  submit_->add_flag("--quiet,-q", quiet_, "print only the workflow id");
+  submit_->add_flag("--json", json_, "print JSON");
+
+  get_ = root_->add_subcommand("get", "Show a workflow and the state of each step");
+  get_->add_option("id", id_, "workflow id")->required();
+  get_->add_flag("--json", json_, "print JSON");
+
+  ls_ = root_->add_subcommand("ls", "List workflows");
+  ls_->add_option("--state", state_, "running, succeeded, failed or canceled");
+  ls_->add_option("--tenant", tenant_, "tenant");
+  ls_->add_option("--limit", limit_, "page size (at most 1000)");
+  ls_->add_option("--page-token", page_token_, "continue a listing");
+  ls_->add_flag("--json", json_, "print JSON");
+
+  wait_ = root_->add_subcommand("wait", "Wait until a workflow ends; exit 0 if it succeeded");
+  wait_->add_option("id", id_, "workflow id")->required();
+  wait_->add_option("--timeout", timeout_, "give up after this long (default 1h), exit 2");
+  wait_->add_flag("--json", json_, "print JSON");
+
+  cancel_ = root_->add_subcommand("cancel", "Cancel every step of a workflow that has not ended");
+  cancel_->add_option("id", id_, "workflow id")->required();
+  cancel_->add_option("--reason", reason_, "why (kept on the workflow and its tasks)");
+}
+
+int WorkflowCommands::Run(client::Client& c) {
+  if (submit_->parsed()) return Submit(c);
+  if (get_->parsed()) return Get(c);
+  if (ls_->parsed()) return List(c);
+  if (wait_->parsed()) return Wait(c, id_, timeout_);
+  if (cancel_->parsed()) return Cancel(c);
+  return 2;
+}
+
+int WorkflowCommands::Submit(client::Client& c) {
+  auto spec = ReadWorkflowFile(file_);
+  if (!spec.ok()) return Fail(spec.status());
+  if (!tenant_.empty()) spec->set_tenant(tenant_);
+  if (!name_.empty()) spec->set_name(name_);
+  auto w = c.SubmitWorkflow(*spec);
+  if (!w.ok()) return Fail(w.status());
+  if (json_ && !wait_flag_) {
+    fmt::print("{}", Json(*w));
+  } else if (quiet_) {
+    fmt::print("{}\n", w->id());
+  } else {
+    fmt::print("submitted workflow {} ({} steps, tenant {})\n", w->id(), w->total(), w->tenant());
+  }
+  if (!wait_flag_) return 0;
+  return Wait(c, w->id(), timeout_);
+}
+
+int WorkflowCommands::Get(client::Client& c) {
+  auto w = c.GetWorkflow(id_);
+  if (!w.ok()) return Fail(w.status());
+  if (json_) {
+    fmt::print("{}", Json(*w));
+  } else {
+    PrintWorkflow(*w, &c);
+  }
+  return 0;
+}
+
+int WorkflowCommands::List(client::Client& c) {
+  v1::ListWorkflowsRequest req;
+  if (!state_.empty()) {
+    v1::WorkflowState s;
+    if (!v1::WorkflowState_Parse("WORKFLOW_STATE_" + absl::AsciiStrToUpper(state_), &s) ||
+        s == v1::WORKFLOW_STATE_UNSPECIFIED) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--state: unknown value '", state_, "' (use running, succeeded, failed or canceled)")));
+    }
+    req.set_state(s);
+  }
+  req.set_tenant(tenant_);
+  req.set_page_size(limit_);
+  req.set_page_token(page_token_);
+  auto r = c.ListWorkflows(req);
+  if (!r.ok()) return Fail(r.status());
+  if (json_) {
+    fmt::print("{}", Json(*r));
+    return 0;
+  }
+  fmt::print("{:>8}  {:<10}  {:<24}  {:<10}  {:>11}  {:>5}\n", "ID", "STATE", "NAME", "TENANT",
+             "DONE", "AGE");
+  for (const v1::Workflow& w : r->workflows()) {
+    fmt::print("{:>8}  {:<10}  {:<24}  {:<10}  {:>11}  {:>5}\n", w.id(),
+               WorkflowStateName(w.state()), Printable(w.name(), 24), w.tenant(),
+               absl::StrCat(w.done(), "/", w.total()), Age(w.created_unix_ms()));
+  }
+  if (!r->next_page_token().empty()) fmt::print("more: --page-token {}\n", r->next_page_token());
+  return 0;
+}
+
+int WorkflowCommands::Wait(client::Client& c, uint64_t id, const std::string& timeout) {
+  auto d = ParseDuration("--timeout", timeout);
+  if (!d.ok()) return Fail(d.status());
+  const absl::Time give_up = absl::Now() + *d;
+  const bool tty = ::isatty(STDOUT_FILENO) == 1 && !json_;
+  int shown_done = -1;
+  while (true) {
+    // Short waits, so progress shows while the workflow runs.
+    const absl::Duration slice =
+        std::clamp(give_up - absl::Now(), absl::Milliseconds(1), absl::Seconds(1));
+    auto r = c.WaitWorkflow(id, slice);
+    if (!r.ok()) return Fail(r.status());
+    const v1::Workflow& w = r->workflow();
+    if (!json_ && w.done() != shown_done) {
+      shown_done = w.done();
+      const int width = 30;
+      const int filled = w.total() > 0 ? width * w.done() / w.total() : width;
+      const std::string bar =
+          absl::StrCat("[", std::string(filled, '#'), std::string(width - filled, '.'), "]");
+      fmt::print("{}workflow {} {} {}{}", tty ? "\r" : "", id, bar, Progress(w), tty ? "" : "\n");
+      std::fflush(stdout);
+    }
+    if (!r->timed_out()) {
+      if (tty) fmt::print("\n");
+      if (json_) {
+        fmt::print("{}", Json(w));
+      } else {
+        PrintWorkflow(w, &c);
+      }
+      return w.state() == v1::WORKFLOW_STATE_SUCCEEDED ? 0 : 1;
+    }
+    if (absl::Now() >= give_up) {
+      if (tty) fmt::print("\n");
+      fmt::print(stderr, "drover: workflow {} still running after {}\n", id, timeout);
+      return 2;
+    }
+  }
+}
+
+int WorkflowCommands::Cancel(client::Client& c) {
+  auto w = c.CancelWorkflow(id_, reason_);
+  if (!w.ok()) return Fail(w.status());
+  fmt::print("workflow {} canceled ({})\n", w->id(), Progress(*w));
+  return 0;
+}
+
+}  // namespace drover::cli

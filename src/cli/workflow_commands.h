@@ -1,0 +1,39 @@
+// `drover workflow submit|get|ls|wait|cancel`: DAG workflows from the command line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "client/client.h"
+
+namespace drover::cli {
+
+class WorkflowCommands {
+ public:
+  // Adds `workflow` and its subcommands to `app`.
+  void Add(CLI::App& app);
+  bool parsed() const { return root_ != nullptr && root_->parsed(); }
+  // Runs the parsed subcommand; returns the exit code.
+  int Run(client::Client& c);
+
+ private:
+  int Submit(client::Client& c);
+  int Get(client::Client& c);
+  int List(client::Client& c);
+  int Wait(client::Client& c, uint64_t id, const std::string& timeout);
+  int Cancel(client::Client& c);
+
+  CLI::App* root_ = nullptr;
+  CLI::App* submit_ = nullptr;
+  CLI::App* get_ = nullptr;
+  CLI::App* ls_ = nullptr;
+  CLI::App* wait_ = nullptr;
+  CLI::App* cancel_ = nullptr;
+  std::string file_, tenant_, name_, state_, page_token_, reason_, timeout_ = "1h";
+  uint64_t id_ = 0;
+  int limit_ = 50;
+  bool wait_flag_ = false, json_ = false, quiet_ = false;
+};
+
+}  // namespace drover::cli
