@@ -225,6 +225,13 @@ class WorkflowServiceImpl final : public v1::WorkflowService::CallbackService {
     s_.SubmitWorkflow(*req, Finisher(ctx, r, resp));
     return r;
   }
+  ServerUnaryReactor* SubmitMapReduce(CallbackServerContext* ctx,
+                                      const v1::SubmitMapReduceRequest* req,
+                                      v1::Workflow* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.SubmitMapReduce(*req, Finisher(ctx, r, resp));
+    return r;
+  }
   ServerUnaryReactor* GetWorkflow(CallbackServerContext* ctx, const v1::GetWorkflowRequest* req,
                                   v1::Workflow* resp) override {
     auto* r = ctx->DefaultReactor();

@@ -154,6 +154,7 @@ void HttpServer::Routes() {
   DROVER_POST("/v1/tasks", v1::SubmitTaskRequest, v1::SubmitTaskResponse, SubmitTask);
   DROVER_POST("/v1/tasks:batch", v1::SubmitTasksRequest, v1::SubmitTasksResponse, SubmitTasks);
   DROVER_POST("/v1/workflows", v1::SubmitWorkflowRequest, v1::Workflow, SubmitWorkflow);
+  DROVER_POST("/v1/mapreduce", v1::SubmitMapReduceRequest, v1::Workflow, SubmitMapReduce);
   DROVER_POST("/v1/agents", v1::RegisterAgentRequest, v1::RegisterAgentResponse, RegisterAgent);
   DROVER_POST("/v1/agents:heartbeat", v1::HeartbeatRequest, v1::HeartbeatResponse, Heartbeat);
   DROVER_POST("/v1/agents:deregister", v1::DeregisterAgentRequest, v1::Ack, DeregisterAgent);

@@ -1,5 +1,6 @@
 #include "api/service.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/codec.h"
@@ -211,6 +212,15 @@ void Service::SubmitWorkflow(const v1::SubmitWorkflowRequest& req, Reply<v1::Wor
   auto spec = std::make_shared<v1::WorkflowSpec>(req.workflow());
   RunOn<v1::Workflow>(runtime_, std::move(done), [spec](Engine& e) -> absl::StatusOr<v1::Workflow> {
     auto w = e.SubmitWorkflow(*spec);
+    if (!w.ok()) return w.status();
+    return **w;
+  });
+}
+
+void Service::SubmitMapReduce(const v1::SubmitMapReduceRequest& req, Reply<v1::Workflow> done) {
+  auto job = std::make_shared<v1::MapReduceSpec>(req.job());
+  RunOn<v1::Workflow>(runtime_, std::move(done), [job](Engine& e) -> absl::StatusOr<v1::Workflow> {
+    auto w = e.SubmitMapReduce(*job);
     if (!w.ok()) return w.status();
     return **w;
   });
@@ -590,6 +600,18 @@ void Service::Metrics(Reply<std::string> done) {
     w.Counter("drover_tasks_evicted_total",
               "Finished tasks dropped from memory after their retention (kept in the store).",
               p.evicted);
+    w.Family("drover_workflows", "gauge", "Workflows (and map-reduce jobs) by state.");
+    const std::array<int64_t, 5> wf = e.WorkflowsByState();
+    for (int s = v1::WORKFLOW_STATE_RUNNING; s <= v1::WORKFLOW_STATE_CANCELED; ++s) {
+      std::string name = v1::WorkflowState_Name(static_cast<v1::WorkflowState>(s)).substr(15);
+      w.Sample({{"state", absl::AsciiStrToLower(name)}}, static_cast<double>(wf[s]));
+    }
+    w.Counter("drover_workflows_submitted_total", "Workflows and map-reduce jobs accepted.",
+              p.workflows_submitted);
+    w.Family("drover_tasks_canceled_by_dependency_total", "counter",
+             "Tasks canceled because a parent did not succeed, or by their workflow's fail_fast.");
+    w.Sample({{"cause", "parent_failed"}}, p.canceled_by_parent);
+    w.Sample({{"cause", "fail_fast"}}, p.canceled_by_fail_fast);
     w.Family("drover_dispatch_latency_seconds", "histogram",
              "Time from a task becoming ready to its lease.");
     w.HistogramSample({}, p.dispatch_latency);

@@ -34,6 +34,7 @@ class Service {
   void WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskResponse> done);
 
   void SubmitWorkflow(const v1::SubmitWorkflowRequest& req, Reply<v1::Workflow> done);
+  void SubmitMapReduce(const v1::SubmitMapReduceRequest& req, Reply<v1::Workflow> done);
   void GetWorkflow(const v1::GetWorkflowRequest& req, Reply<v1::Workflow> done);
   void ListWorkflows(const v1::ListWorkflowsRequest& req, Reply<v1::ListWorkflowsResponse> done);
   void CancelWorkflow(const v1::CancelWorkflowRequest& req, Reply<v1::Workflow> done);

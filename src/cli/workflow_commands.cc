@@ -179,12 +179,35 @@ void WorkflowCommands::Add(CLI::App& app) {
   wait_->add_option("--timeout", timeout_, "give up after this long (default 1h), exit 2");
   wait_->add_flag("--json", json_, "print JSON");
 
+  mapreduce_ = app.add_subcommand(
+      "mapreduce",
+      "Run a map-reduce job: one map task per item, then a reduce task over their results; "
+      "shows progress and prints the reducer's result");
+  mapreduce_->add_option("--mapper", mr_.mapper, "agent type of the map tasks")->required();
+  mapreduce_->add_option("--reducer", mr_.reducer, "agent type of the reduce task")->required();
+  mapreduce_->add_option("--items", mr_.items_file,
+                         "JSON-lines file: each non-empty line is one item ('-' reads stdin)");
+  mapreduce_->add_option("--item", mr_.items, "one item (repeatable)");
+  mapreduce_->add_option("--parallelism", mr_.parallelism, "map tasks at once (default no limit)");
+  mapreduce_->add_option("--on-error", mr_.on_error,
+                         "fail_fast (default) or continue_on_partial (the reducer is told which "
+                         "items failed)");
+  mapreduce_->add_option("--reduce-payload", mr_.reduce_payload, "payload of the reduce task");
+  mapreduce_->add_option("--priority", mr_.priority, "critical, high, normal, low or background");
+  mapreduce_->add_option("--max-attempts", mr_.max_attempts, "per map task (default: type's)");
+  mapreduce_->add_option("--name", name_, "job name");
+  mapreduce_->add_option("--tenant", tenant_, "tenant");
+  mapreduce_->add_option("--timeout", timeout_, "stop waiting after this long (default 1h)");
+  mapreduce_->add_flag("--detach", mr_.detach, "print the workflow id and return at once");
+  mapreduce_->add_flag("--json", json_, "print JSON");
+
   cancel_ = root_->add_subcommand("cancel", "Cancel every step of a workflow that has not ended");
   cancel_->add_option("id", id_, "workflow id")->required();
   cancel_->add_option("--reason", reason_, "why (kept on the workflow and its tasks)");
 }
 
 int WorkflowCommands::Run(client::Client& c) {
+  if (mapreduce_->parsed()) return MapReduce(c);
   if (submit_->parsed()) return Submit(c);
   if (get_->parsed()) return Get(c);
   if (ls_->parsed()) return List(c);
@@ -254,17 +277,35 @@ int WorkflowCommands::List(client::Client& c) {
 }
 
 int WorkflowCommands::Wait(client::Client& c, uint64_t id, const std::string& timeout) {
+  bool timed_out = false;
+  auto w = Follow(c, id, timeout, &timed_out);
+  if (!w.ok()) return Fail(w.status());
+  if (timed_out) {
+    fmt::print(stderr, "drover: workflow {} still running after {}\n", id, timeout);
+    return 2;
+  }
+  if (json_) {
+    fmt::print("{}", Json(*w));
+  } else {
+    PrintWorkflow(*w, &c);
+  }
+  return w->state() == v1::WORKFLOW_STATE_SUCCEEDED ? 0 : 1;
+}
+
+absl::StatusOr<v1::Workflow> WorkflowCommands::Follow(client::Client& c, uint64_t id,
+                                                      const std::string& timeout, bool* timed_out) {
   auto d = ParseDuration("--timeout", timeout);
-  if (!d.ok()) return Fail(d.status());
+  if (!d.ok()) return d.status();
   const absl::Time give_up = absl::Now() + *d;
-  const bool tty = ::isatty(STDOUT_FILENO) == 1 && !json_;
+  // Progress goes to stderr, so stdout holds only the answer (a result, JSON).
+  const bool tty = ::isatty(STDERR_FILENO) == 1 && !json_;
   int shown_done = -1;
   while (true) {
     // Short waits, so progress shows while the workflow runs.
     const absl::Duration slice =
         std::clamp(give_up - absl::Now(), absl::Milliseconds(1), absl::Seconds(1));
     auto r = c.WaitWorkflow(id, slice);
-    if (!r.ok()) return Fail(r.status());
+    if (!r.ok()) return r.status();
     const v1::Workflow& w = r->workflow();
     if (!json_ && w.done() != shown_done) {
       shown_done = w.done();
@@ -272,24 +313,109 @@ int WorkflowCommands::Wait(client::Client& c, uint64_t id, const std::string& ti
       const int filled = w.total() > 0 ? width * w.done() / w.total() : width;
       const std::string bar =
           absl::StrCat("[", std::string(filled, '#'), std::string(width - filled, '.'), "]");
-      fmt::print("{}workflow {} {} {}{}", tty ? "\r" : "", id, bar, Progress(w), tty ? "" : "\n");
-      std::fflush(stdout);
+      fmt::print(stderr, "{}workflow {} {} {}{}", tty ? "\r" : "", id, bar, Progress(w),
+                 tty ? "" : "\n");
     }
-    if (!r->timed_out()) {
-      if (tty) fmt::print("\n");
-      if (json_) {
-        fmt::print("{}", Json(w));
-      } else {
-        PrintWorkflow(w, &c);
-      }
-      return w.state() == v1::WORKFLOW_STATE_SUCCEEDED ? 0 : 1;
-    }
-    if (absl::Now() >= give_up) {
-      if (tty) fmt::print("\n");
-      fmt::print(stderr, "drover: workflow {} still running after {}\n", id, timeout);
-      return 2;
+    if (!r->timed_out() || absl::Now() >= give_up) {
+      if (tty) fmt::print(stderr, "\n");
+      *timed_out = r->timed_out();
+      return w;
     }
   }
+}
+
+int WorkflowCommands::MapReduce(client::Client& c) {
+  v1::MapReduceSpec job;
+  job.set_name(name_);
+  job.set_tenant(tenant_);
+  job.mutable_mapper()->set_type(mr_.mapper);
+  job.mutable_reducer()->set_type(mr_.reducer);
+  job.mutable_reducer()->set_payload(mr_.reduce_payload);
+  job.set_parallelism(mr_.parallelism);
+  job.mutable_mapper()->set_max_attempts(mr_.max_attempts);
+  if (!mr_.priority.empty()) {
+    v1::Priority p;
+    if (!v1::Priority_Parse("PRIORITY_" + absl::AsciiStrToUpper(mr_.priority), &p) ||
+        p == v1::PRIORITY_UNSPECIFIED) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--priority: unknown value '", mr_.priority,
+                       "' (use critical, high, normal, low or background)")));
+    }
+    job.mutable_mapper()->set_priority(p);
+    job.mutable_reducer()->set_priority(p);
+  }
+  if (mr_.on_error == "fail_fast") {
+    job.set_on_error(v1::FAIL_FAST);
+  } else if (mr_.on_error == "continue_on_partial") {
+    job.set_on_error(v1::CONTINUE_ON_PARTIAL);
+  } else {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--on-error: unknown value '", mr_.on_error, "' (use fail_fast or continue_on_partial)")));
+  }
+  for (const std::string& item : mr_.items) job.add_items(item);
+  if (!mr_.items_file.empty()) {
+    std::ifstream file;
+    std::istream* in = &std::cin;
+    if (mr_.items_file != "-") {
+      file.open(mr_.items_file);
+      if (!file) {
+        return Fail(absl::NotFoundError(absl::StrCat("--items: cannot read ", mr_.items_file)));
+      }
+      in = &file;
+    }
+    std::string line;
+    while (std::getline(*in, line)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.find_first_not_of(" \t") == std::string::npos) continue;
+      job.add_items(line);
+    }
+  }
+  if (job.items_size() == 0) {
+    return Fail(absl::InvalidArgumentError("--items or --item: give at least one item"));
+  }
+  auto w = c.SubmitMapReduce(job);
+  if (!w.ok()) return Fail(w.status());
+  if (mr_.detach) {
+    fmt::print("{}\n", json_ ? Json(*w) : absl::StrCat(w->id()));
+    return 0;
+  }
+  if (!json_) {
+    fmt::print(stderr, "map-reduce job: workflow {} ({} items)\n", w->id(), job.items_size());
+  }
+  bool timed_out = false;
+  auto end = Follow(c, w->id(), timeout_, &timed_out);
+  if (!end.ok()) return Fail(end.status());
+  if (timed_out) {
+    fmt::print(stderr, "drover: workflow {} still running after {}\n", w->id(), timeout_);
+    return 2;
+  }
+  // Which items failed, and the reducer's answer.
+  int failed_items = 0;
+  absl::StatusOr<v1::Task> reduce = absl::NotFoundError("no reduce step");
+  for (const v1::WorkflowTaskRef& ref : end->tasks()) {
+    if (ref.step() == "reduce") {
+      reduce = c.Get(ref.task_id());
+      continue;
+    }
+    auto t = c.Get(ref.task_id());
+    if (!t.ok() || t->state() == v1::TASK_STATE_SUCCEEDED) continue;
+    if (++failed_items <= 20) {
+      fmt::print(stderr, "  {} ({}): {}\n", ref.step(), core::StateName(t->state()),
+                 Printable(t->reason().empty() ? t->last_error() : t->reason(), 120));
+    }
+  }
+  if (failed_items > 0) {
+    fmt::print(stderr, "{} of {} items did not succeed\n", failed_items, job.items_size());
+  }
+  if (json_) {
+    fmt::print("{}", Json(*end));
+  } else if (reduce.ok() && reduce->state() == v1::TASK_STATE_SUCCEEDED) {
+    fmt::print("{}", reduce->result());
+    if (!reduce->result().empty() && reduce->result().back() != '\n') fmt::print("\n");
+  } else {
+    PrintWorkflow(*end, &c);
+  }
+  return reduce.ok() && reduce->state() == v1::TASK_STATE_SUCCEEDED ? 0 : 1;
 }
 
 int WorkflowCommands::Cancel(client::Client& c) {

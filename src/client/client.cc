@@ -135,6 +135,15 @@ absl::StatusOr<v1::Workflow> Client::SubmitWorkflow(const v1::WorkflowSpec& spec
   return resp;
 }
 
+absl::StatusOr<v1::Workflow> Client::SubmitMapReduce(const v1::MapReduceSpec& job) {
+  v1::SubmitMapReduceRequest req;
+  *req.mutable_job() = job;
+  v1::Workflow resp;
+  DROVER_CALL(workflows_, SubmitMapReduce, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::Workflow> Client::GetWorkflow(uint64_t id) {
   v1::GetWorkflowRequest req;
   req.set_id(id);

@@ -37,6 +37,7 @@ class Client {
   absl::StatusOr<v1::WaitTaskResponse> Wait(uint64_t id, absl::Duration timeout);
 
   absl::StatusOr<v1::Workflow> SubmitWorkflow(const v1::WorkflowSpec& spec);
+  absl::StatusOr<v1::Workflow> SubmitMapReduce(const v1::MapReduceSpec& job);
   absl::StatusOr<v1::Workflow> GetWorkflow(uint64_t id);
   absl::StatusOr<v1::ListWorkflowsResponse> ListWorkflows(const v1::ListWorkflowsRequest& req);
   absl::StatusOr<v1::Workflow> CancelWorkflow(uint64_t id, const std::string& reason);

@@ -299,9 +299,7 @@ void Engine::SetState(Entry& e, v1::TaskState s, bool persist) {
   const v1::TaskState from = e.task.state();
   state_counts_[from]--;
   state_counts_[s]++;
-  if (e.task.workflow_id() != 0 && (IsTerminal(from) || IsTerminal(s))) {
-    CountInWorkflow(e.task, from, s);
-  }
+  if (e.task.workflow_id() != 0) CountInWorkflow(e.task, from, s);
   if (from == v1::TASK_STATE_DEAD && s != v1::TASK_STATE_DEAD && !e.children.empty()) {
     ReopenForChildren(e);
   }
@@ -398,6 +396,20 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   FillParents(task, l);
   outbox_.pushes.push_back(std::move(push));
   RefreshIdle(agent);
+}
+
+void Engine::PushCancel(const v1::Task& task, const std::string& reason) {
+  // Not to an agent being removed (its leases are being taken back as this happens, e.g.
+  // when a fail_fast cascade starts among them): it is gone, and its runner stops its
+  // commands when its work stream ends.
+  auto it = agents_.find(task.agent_id());
+  if (it == agents_.end() || it->second.leaving) return;
+  Outbox::Push push;
+  push.agent = task.agent_id();
+  push.item.mutable_cancel()->set_task_id(task.id());
+  push.item.mutable_cancel()->set_lease_token(task.lease_token());
+  push.item.mutable_cancel()->set_reason(reason);
+  outbox_.pushes.push_back(std::move(push));
 }
 
 void Engine::CloseAttempt(Entry& e, const std::string& outcome, const std::string& error,
@@ -626,12 +638,7 @@ absl::StatusOr<const v1::Task*> Engine::Cancel(TaskId id, const std::string& rea
   }
   const std::string why = reason.empty() ? "canceled by request" : reason.substr(0, 1024);
   if (s == v1::TASK_STATE_LEASED) {
-    Outbox::Push push;
-    push.agent = e->task.agent_id();
-    push.item.mutable_cancel()->set_task_id(id);
-    push.item.mutable_cancel()->set_lease_token(e->task.lease_token());
-    push.item.mutable_cancel()->set_reason(why);
-    outbox_.pushes.push_back(std::move(push));
+    PushCancel(e->task, why);
     CloseAttempt(*e, "canceled", why, false);
     const AgentId agent = e->task.agent_id();
     ReleaseFromAgent(*e);
@@ -698,7 +705,7 @@ absl::StatusOr<std::vector<TaskId>> Engine::Reprocess(const std::vector<TaskId>&
       // for terminal tasks); a second timer is harmless, it rechecks state and time.
       Arm(TimerKind::kDeadline, id, 0, FromUnixMs(e.task.spec().deadline_unix_ms()));
     }
-    MakeReady(e);
+    Release(e);  // READY, or held while its workflow is at max_parallel
   }
   return chosen;
 }
@@ -866,6 +873,7 @@ void Engine::RemoveAgent(AgentInfo& agent, const std::string& outcome, bool coun
   std::vector<TaskId> leased(agent.leased.begin(), agent.leased.end());
   std::sort(leased.begin(), leased.end());
   agent.stream_open = false;
+  agent.leaving = true;
   RefreshIdle(agent);
   for (TaskId t : leased) {
     Entry* e = Find(t);
@@ -1005,12 +1013,7 @@ void Engine::FireTimer(const Timer& t) {
     case TimerKind::kExecTimeout: {
       if (task.state() != v1::TASK_STATE_LEASED) break;
       probe_.timed_out++;
-      Outbox::Push push;
-      push.agent = task.agent_id();
-      push.item.mutable_cancel()->set_task_id(task.id());
-      push.item.mutable_cancel()->set_lease_token(task.lease_token());
-      push.item.mutable_cancel()->set_reason("execution timeout");
-      outbox_.pushes.push_back(std::move(push));
+      PushCancel(task, "execution timeout");
       const AgentId agent = task.agent_id();
       FailAttempt(*e, "timed_out",
                   absl::StrCat("execution timeout of ", task.effective_execution_timeout_ms(),
@@ -1052,6 +1055,17 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
   // Dependencies: children lists and counters from the stored edges (in id order, so
   // parents are linked before their children are judged below).
   for (auto& [id, ptr] : tasks_) LinkParents(*ptr);
+  // Workflows' active tasks (their max_parallel counts them).
+  for (auto& [id, ptr] : tasks_) {
+    const v1::TaskState st = ptr->task.state();
+    if (ptr->task.workflow_id() == 0) continue;
+    if (st != v1::TASK_STATE_READY && st != v1::TASK_STATE_LEASED &&
+        st != v1::TASK_STATE_RETRY_WAIT) {
+      continue;
+    }
+    if (auto w = workflows_.find(ptr->task.workflow_id()); w != workflows_.end())
+      w->second.active++;
+  }
   // The states as stored: a task ending below (expiring) may move its waiting children on
   // before the loop reaches them; those are then handled already and skipped.
   std::vector<std::pair<Entry*, v1::TaskState>> stored;

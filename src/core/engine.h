@@ -19,6 +19,7 @@
 // fencing token and a completion with a stale token is refused.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -104,6 +105,9 @@ struct EngineProbe {
   int64_t reprocessed = 0;
   int64_t purged = 0;
   int64_t evicted = 0;  // finished tasks dropped from memory (still in the store)
+  int64_t workflows_submitted = 0;
+  int64_t canceled_by_parent = 0;  // a parent over a depends_on edge did not succeed
+  int64_t canceled_by_fail_fast = 0;
   Histogram dispatch_latency{Histogram::LatencyBounds()};    // ready -> leased, seconds
   Histogram completion_latency{Histogram::LatencyBounds()};  // submitted -> succeeded
   Histogram run_time{Histogram::LatencyBounds()};            // leased -> reported
@@ -153,6 +157,7 @@ struct AgentInfo {
   std::string name;
   std::map<std::string, std::string> labels;
   bool stream_open = false;
+  bool leaving = false;  // being removed (deregistered or expired)
   absl::Time last_seen;
   absl::flat_hash_set<TaskId> leased;
 };
@@ -199,6 +204,8 @@ class Engine {
   // (\"fetch\").depends_on"), refuses cycles naming the steps on one, then creates the
   // tasks in dependency order with their edges resolved to task ids.
   absl::StatusOr<const v1::Workflow*> SubmitWorkflow(const v1::WorkflowSpec& spec);
+  // A map-reduce job as a workflow: "map-1" ... "map-N" (one per item) and "reduce".
+  absl::StatusOr<const v1::Workflow*> SubmitMapReduce(const v1::MapReduceSpec& spec);
   absl::StatusOr<const v1::Workflow*> GetWorkflow(WorkflowId id) const;
   std::vector<const v1::Workflow*> ListWorkflows(const WorkflowFilter& filter) const;
   // Cancels every task of the workflow that has not finished; the workflow ends CANCELED.
@@ -248,6 +255,8 @@ class Engine {
   const absl::btree_map<AgentId, AgentInfo>& agents() const { return agents_; }
   size_t task_count() const { return tasks_.size(); }
   size_t workflow_count() const { return workflows_.size(); }
+  // Workflows in memory by state (index: v1::WorkflowState).
+  std::array<int64_t, 5> WorkflowsByState() const;
 
   // Checks internal consistency (indexes agree with records). For tests and the
   // simulation; returns the first inconsistency found.
@@ -273,10 +282,14 @@ class Engine {
                             // so it stays in memory (eviction waits for them)
     bool evict_deferred = false;
     TaskId missing_parent = 0;  // recovery: a parent no longer in the store
+    bool held = false;          // WAITING only for its workflow's max_parallel
   };
   struct WorkflowEntry {
     v1::Workflow record;
     bool cancel_requested = false;
+    bool failed_fast = false;  // fail_fast has canceled the rest
+    int active = 0;            // its tasks READY, LEASED or RETRY_WAIT
+    std::deque<TaskId> held;   // ready to go but over max_parallel, in release order
   };
   struct TypeQueue {
     std::set<QueueKey> ready;
@@ -312,6 +325,8 @@ class Engine {
   void Lease(Entry& e, AgentInfo& agent);
   void CloseAttempt(Entry& e, const std::string& outcome, const std::string& error, bool counted);
   void ReleaseFromAgent(Entry& e);
+  // Tells the holder of `task`'s lease to stop, if its work stream is open.
+  void PushCancel(const v1::Task& task, const std::string& reason);
   // An attempt ended without success.
   void FailAttempt(Entry& e, const std::string& outcome, const std::string& error, bool retryable,
                    bool counted);
@@ -324,6 +339,13 @@ class Engine {
   // A WAITING task judged again from its parents: canceled if a parent over a depends_on
   // edge ended without success (or is missing), READY once nothing is unmet.
   void Reevaluate(Entry& e);
+  // A task whose parents allow it to run: READY, unless its workflow already has
+  // max_parallel tasks active; then it is held (WAITING) until one ends.
+  void Release(Entry& e);
+  // Lets held tasks of the workflow go while it is under its max_parallel.
+  void ReleaseHeld(WorkflowEntry& we);
+  // fail_fast: `failed` ended badly; cancels the rest of its workflow.
+  void FailFast(WorkflowEntry& we, const Entry& failed);
   // Creates the record of a validated spec (not yet started).
   Entry& CreateTask(const v1::TaskSpec& spec, int64_t now_ms);
   // Checks a spec's depends_on / depends_on_finished against the tasks in memory.

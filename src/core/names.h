@@ -10,7 +10,9 @@
 namespace drover::core::internal {
 
 inline constexpr size_t kMaxNameLen = 64;
-inline constexpr int kMaxParents = 1000;  // depends_on + depends_on_finished of one task
+// depends_on + depends_on_finished of one task: a reducer may have a parent per item of the
+// largest batch.
+inline constexpr int kMaxParents = 100'000;
 
 // 1 to 64 characters of [A-Za-z0-9_.-].
 inline bool ValidName(const std::string& s) {

@@ -18,6 +18,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/engine.h"
@@ -31,6 +33,12 @@ using internal::NameError;
 using internal::ValidName;
 
 constexpr size_t kMaxWorkflowName = 256;
+
+bool Active(v1::TaskState s) {
+  return s == v1::TASK_STATE_READY || s == v1::TASK_STATE_LEASED || s == v1::TASK_STATE_RETRY_WAIT;
+}
+
+constexpr char kFailFastPrefix[] = "fail_fast: ";
 
 bool EndedBadly(v1::TaskState s) {
   return s == v1::TASK_STATE_DEAD || s == v1::TASK_STATE_CANCELED || s == v1::TASK_STATE_EXPIRED;
@@ -138,8 +146,56 @@ void Engine::Start(Entry& e) {
   if (e.unmet_parents > 0) {
     SetState(e, v1::TASK_STATE_WAITING);
   } else {
-    MakeReady(e);
+    Release(e);
   }
+}
+
+void Engine::Release(Entry& e) {
+  if (e.task.workflow_id() != 0) {
+    auto it = workflows_.find(e.task.workflow_id());
+    if (it != workflows_.end()) {
+      WorkflowEntry& we = it->second;
+      const int limit = we.record.max_parallel();
+      if (limit > 0 && we.active >= limit) {
+        if (e.task.state() != v1::TASK_STATE_WAITING) SetState(e, v1::TASK_STATE_WAITING);
+        e.held = true;
+        we.held.push_back(e.task.id());
+        return;
+      }
+    }
+  }
+  e.held = false;
+  MakeReady(e);
+}
+
+void Engine::ReleaseHeld(WorkflowEntry& we) {
+  const int limit = we.record.max_parallel();
+  while (!we.held.empty() && (limit == 0 || we.active < limit)) {
+    Entry* e = Find(we.held.front());
+    we.held.pop_front();
+    if (e == nullptr || !e->held || e->task.state() != v1::TASK_STATE_WAITING) continue;
+    e->held = false;
+    MakeReady(*e);
+  }
+}
+
+void Engine::FailFast(WorkflowEntry& we, const Entry& failed) {
+  const std::string reason = absl::StrCat(kFailFastPrefix, Describe(failed.task), " ended ",
+                                          StateName(failed.task.state()));
+  we.record.set_reason(reason);
+  MarkWorkflowDirty(we.record.id());
+  for (const v1::WorkflowTaskRef& ref : we.record.tasks()) {
+    const Entry* t = Find(ref.task_id());
+    if (t == nullptr || IsTerminal(t->task.state())) continue;
+    probe_.canceled_by_fail_fast++;
+    (void)Cancel(ref.task_id(), reason);
+  }
+}
+
+std::array<int64_t, 5> Engine::WorkflowsByState() const {
+  std::array<int64_t, 5> n{};
+  for (const auto& [id, we] : workflows_) n[we.record.state()]++;
+  return n;
 }
 
 void Engine::Reevaluate(Entry& e) {
@@ -156,7 +212,7 @@ void Engine::Reevaluate(Entry& e) {
       return;
     }
   }
-  if (e.unmet_parents == 0) MakeReady(e);
+  if (e.unmet_parents == 0) Release(e);
 }
 
 void Engine::OnTaskEnded(Entry& e) {
@@ -193,12 +249,23 @@ void Engine::PropagateEnd(Entry& e) {
     Entry* c = Find(cid);
     if (c == nullptr || c->task.state() != v1::TASK_STATE_WAITING) continue;
     if (Satisfied(st, IsFinishedOnlyEdge(c->task.spec(), e.task.id()))) {
-      if (--c->unmet_parents == 0) MakeReady(*c);
+      if (--c->unmet_parents == 0) Release(*c);
     } else {
+      probe_.canceled_by_parent++;
       Finish(*c, v1::TASK_STATE_CANCELED,
              absl::StrCat("parent ", Describe(e.task), " ended ", StateName(st),
                           e.task.reason().empty() ? "" : ": ", e.task.reason().substr(0, 200)));
     }
+  }
+  if (e.task.workflow_id() != 0) {
+    auto it = workflows_.find(e.task.workflow_id());
+    if (it == workflows_.end()) return;
+    WorkflowEntry& we = it->second;
+    if (we.record.fail_fast() && EndedBadly(st) && !we.cancel_requested && !we.failed_fast) {
+      we.failed_fast = true;
+      FailFast(we, e);
+    }
+    ReleaseHeld(we);
   }
 }
 
@@ -207,7 +274,8 @@ void Engine::ReopenForChildren(Entry& e) {
   // children count it as ended; now it runs again, so they wait for it again.
   for (TaskId cid : e.children) {
     Entry* c = Find(cid);
-    if (c == nullptr || c->task.state() != v1::TASK_STATE_WAITING) continue;
+    // (A held child had every parent satisfied already; it waits only for a slot.)
+    if (c == nullptr || c->task.state() != v1::TASK_STATE_WAITING || c->held) continue;
     if (IsFinishedOnlyEdge(c->task.spec(), e.task.id())) c->unmet_parents++;
   }
 }
@@ -258,6 +326,8 @@ void Engine::CountInWorkflow(const v1::Task& t, v1::TaskState from, v1::TaskStat
   auto it = workflows_.find(t.workflow_id());
   if (it == workflows_.end()) return;
   WorkflowEntry& we = it->second;
+  we.active += static_cast<int>(Active(to)) - static_cast<int>(Active(from));
+  if (!IsTerminal(from) && !IsTerminal(to)) return;
   v1::Workflow& w = we.record;
   AddProgress(w, from, -1);
   AddProgress(w, to, +1);
@@ -298,6 +368,10 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
   }
   const size_t n = static_cast<size_t>(spec.steps_size());
   if (n == 0) return invalid("workflow.steps: no steps given");
+  if (spec.max_parallel() < 0) {
+    return invalid(absl::StrCat("workflow.max_parallel: must be >= 0 (0 = no limit), got ",
+                                spec.max_parallel()));
+  }
   if (n > options_.max_batch) {
     return invalid(absl::StrCat("workflow.steps: ", n, " steps exceed the batch limit of ",
                                 options_.max_batch));
@@ -435,6 +509,8 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
   w.set_created_unix_ms(t_ms);
   w.set_updated_unix_ms(t_ms);
   w.set_total(static_cast<int32_t>(n));
+  w.set_max_parallel(spec.max_parallel());
+  w.set_fail_fast(spec.fail_fast());
   std::vector<TaskId> ids(n);
   std::vector<Entry*> entries(n);
   for (size_t i : order) {
@@ -460,8 +536,81 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
     ref->set_task_id(ids[i]);
   }
   MarkWorkflowDirty(wid);
+  probe_.workflows_submitted++;
   for (size_t i : order) Start(*entries[i]);
   return &we.record;
+}
+
+absl::StatusOr<const v1::Workflow*> Engine::SubmitMapReduce(const v1::MapReduceSpec& spec) {
+  const size_t n = static_cast<size_t>(spec.items_size());
+  auto invalid = [&](const std::string& msg) {
+    probe_.rejected_invalid += static_cast<int64_t>(n) + 1;
+    return absl::InvalidArgumentError(msg);
+  };
+  if (n == 0) return invalid("mapreduce.items: no items given");
+  if (n + 1 > options_.max_batch) {
+    return invalid(absl::StrCat("mapreduce.items: ", n, " items exceed the limit of ",
+                                options_.max_batch - 1, " (max_batch less the reducer)"));
+  }
+  if (!ValidName(spec.mapper().type())) {
+    probe_.rejected_invalid += static_cast<int64_t>(n) + 1;
+    return NameError("mapreduce.mapper.type", spec.mapper().type());
+  }
+  if (!ValidName(spec.reducer().type())) {
+    probe_.rejected_invalid += static_cast<int64_t>(n) + 1;
+    return NameError("mapreduce.reducer.type", spec.reducer().type());
+  }
+  if (!spec.mapper().payload().empty()) {
+    return invalid("mapreduce.mapper.payload: leave it empty; each map task's payload is its item");
+  }
+  if (spec.parallelism() < 0) {
+    return invalid(absl::StrCat("mapreduce.parallelism: must be >= 0 (0 = no limit), got ",
+                                spec.parallelism()));
+  }
+  if (!v1::MapReduceErrorStrategy_IsValid(spec.on_error())) {
+    return invalid(absl::StrCat("mapreduce.on_error: unknown value ", spec.on_error(),
+                                " (use FAIL_FAST or CONTINUE_ON_PARTIAL)"));
+  }
+  const bool partial = spec.on_error() == v1::CONTINUE_ON_PARTIAL;
+  v1::WorkflowSpec w;
+  w.set_tenant(spec.tenant());
+  w.set_name(spec.name());
+  *w.mutable_labels() = spec.labels();
+  w.set_max_parallel(spec.parallelism());
+  w.set_fail_fast(!partial);
+  v1::WorkflowStep reduce;
+  reduce.set_name("reduce");
+  *reduce.mutable_task() = spec.reducer();
+  for (size_t i = 0; i < n; ++i) {
+    v1::WorkflowStep* step = w.add_steps();
+    step->set_name(absl::StrCat("map-", i + 1));
+    *step->mutable_task() = spec.mapper();
+    step->mutable_task()->set_payload(spec.items(static_cast<int>(i)));
+    if (partial) {
+      reduce.add_depends_on_finished(step->name());
+    } else {
+      reduce.add_depends_on(step->name());
+    }
+  }
+  *w.add_steps() = std::move(reduce);
+  absl::StatusOr<const v1::Workflow*> r = SubmitWorkflow(w);
+  if (r.ok() || !absl::StartsWith(r.status().message(), "workflow.steps[")) return r;
+  // Name the job's fields: workflow.steps[i] ("map-(i+1)").task.X -> mapreduce.mapper.X
+  // (item i), and the last step -> mapreduce.reducer.X.
+  const std::string msg(r.status().message());
+  const size_t close = msg.find(']');
+  size_t index = 0;
+  const size_t after_name = msg.find("\")", close);
+  if (close == std::string::npos || after_name == std::string::npos ||
+      !absl::SimpleAtoi(msg.substr(15, close - 15), &index)) {
+    return r;
+  }
+  std::string rest = msg.substr(after_name + 2);
+  if (absl::StartsWith(rest, ".task")) rest = rest.substr(5);
+  const std::string field = index < n
+                                ? absl::StrCat("mapreduce.mapper", rest, " (item ", index, ")")
+                                : absl::StrCat("mapreduce.reducer", rest);
+  return absl::Status(r.status().code(), field);
 }
 
 const v1::Workflow* Engine::WorkflowSnapshot(WorkflowId id) const {
@@ -540,7 +689,7 @@ absl::Status Engine::CheckDependencyInvariants() const {
       if (!Satisfied(p->task.state(), true)) unmet++;
     }
     if (t.state() == v1::TASK_STATE_WAITING && (unmet == 0 || unmet != ptr->unmet_parents) &&
-        ptr->missing_parent == 0) {
+        ptr->missing_parent == 0 && !ptr->held) {
       return absl::InternalError(absl::StrCat("waiting task ", id, " counts ", ptr->unmet_parents,
                                               " unmet parents, ", unmet, " are"));
     }
@@ -553,8 +702,23 @@ absl::Status Engine::CheckDependencyInvariants() const {
                                               " children that need it, ", want, " do"));
     }
   }
+  absl::flat_hash_map<WorkflowId, int> active;
+  for (const auto& [id, ptr] : tasks_) {
+    if (ptr->task.workflow_id() != 0 && Active(ptr->task.state())) {
+      active[ptr->task.workflow_id()]++;
+    }
+  }
   for (const auto& [wid, we] : workflows_) {
     const v1::Workflow& w = we.record;
+    const int want = active.contains(wid) ? active.at(wid) : 0;
+    if (we.active != want) {
+      return absl::InternalError(
+          absl::StrCat("workflow ", wid, " counts ", we.active, " active tasks, ", want, " are"));
+    }
+    if (w.max_parallel() > 0 && we.active > w.max_parallel()) {
+      return absl::InternalError(absl::StrCat("workflow ", wid, " has ", we.active,
+                                              " active tasks, max_parallel ", w.max_parallel()));
+    }
     v1::Workflow count;
     bool all_here = true;
     for (const v1::WorkflowTaskRef& ref : w.tasks()) {
@@ -583,7 +747,10 @@ void Engine::RestoreWorkflow(v1::Workflow workflow) {
   const WorkflowId id = workflow.id();
   next_workflow_id_ = std::max(next_workflow_id_, id + 1);
   WorkflowEntry& we = workflows_[id];
-  we.cancel_requested = !workflow.reason().empty();
+  we.cancel_requested =
+      workflow.state() == v1::WORKFLOW_STATE_CANCELED ||
+      (!workflow.reason().empty() && !absl::StartsWith(workflow.reason(), kFailFastPrefix));
+  we.failed_fast = absl::StartsWith(workflow.reason(), kFailFastPrefix);
   we.record = std::move(workflow);
 }
 

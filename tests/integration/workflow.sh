@@ -120,4 +120,44 @@ out=$("$DROVER" workflow wait --timeout 20s "$rid" || true)
 check "the waiting step ran after the restart with its parent's result" contains "$out" "second(first())"
 check "and the workflow succeeded" contains "$out" "SUCCEEDED"
 check "the server keeps serving" contains "$("$DROVER" stats)" "tasks:"
+
+# Map-reduce from the CLI: items from a JSON-lines file, a parallelism limit, both error
+# strategies.
+COUNT="$(cd "$(dirname "$0")" && pwd)/agents/count.sh"
+start_agent m1 mapper 4 "$COUNT"
+start_agent r1 reducer 1 "$COUNT"
+for i in $(seq 1 40); do echo "{\"doc\": $i, \"text\": \"w$i x y\"}"; done >"$WORK/items.jsonl"
+set +e
+out=$("$DROVER" mapreduce --mapper mapper --reducer reducer --items "$WORK/items.jsonl" \
+  --parallelism 3 --reduce-payload sum --name words 2>"$WORK/mr.err")
+rc=$?
+set -e
+check "map-reduce over 40 items succeeds (exit 0)" [ "$rc" = 0 ]
+check "it prints the reducer's result (6 words per line)" contains "$out" "sum total=240 failed=none"
+check "it showed progress" contains "$(cat "$WORK/mr.err")" "41/41 done"
+mr=$(grep -o 'workflow [0-9]*' "$WORK/mr.err" | head -1 | cut -d' ' -f2)
+check "the job is a workflow with map and reduce steps" contains "$("$DROVER" workflow get "$mr")" "map-40"
+set +e
+out=$("$DROVER" mapreduce --mapper mapper --reducer reducer --item "a b" --item "bad one" \
+  --item "c d e" --on-error continue_on_partial --reduce-payload partial 2>"$WORK/mr2.err")
+rc=$?
+set -e
+check "continue_on_partial: the reducer runs and is told which item failed" contains "$out" "partial total=5 failed=map-2"
+check "continue_on_partial: the failed item is listed" contains "$(cat "$WORK/mr2.err")" "1 of 3 items did not succeed"
+check "continue_on_partial: exit 0 when the reducer succeeded" [ "$rc" = 0 ]
+set +e
+"$DROVER" mapreduce --mapper mapper --reducer reducer --item "a" --item "bad" --item "c" \
+  >"$WORK/mr3.out" 2>"$WORK/mr3.err"
+rc=$?
+set -e
+check "fail_fast: the job fails (exit 1) and the reducer never runs" [ "$rc" = 1 ]
+check "fail_fast: the output names the failure" contains "$(cat "$WORK/mr3.out" "$WORK/mr3.err")" "fail_fast: task"
+check "bad map-reduce input is refused naming the flag" \
+  contains "$("$DROVER" mapreduce --mapper mapper --reducer reducer 2>&1 || true)" "--items or --item"
+curl -s "$HTTP/metrics" >"$WORK/metrics.txt"
+check "metrics count workflows by state" grep -q '^drover_workflows{state="succeeded"} [1-9]' "$WORK/metrics.txt"
+check "metrics count cascade cancels" grep -q '^drover_tasks_canceled_by_dependency_total{cause="fail_fast"} [1-9]' "$WORK/metrics.txt"
+if command -v promtool >/dev/null; then
+  check "promtool accepts /metrics" bash -c "promtool check metrics <'$WORK/metrics.txt'"
+fi
 finish

@@ -88,7 +88,8 @@ struct Coverage {
   int64_t workflows_succeeded = 0;
   int64_t workflows_failed = 0;
   int64_t workflows_canceled = 0;
-  int64_t cascaded = 0;  // tasks canceled because a parent did not succeed
+  int64_t cascaded = 0;  // tasks canceled because a parent did not succeed (or fail_fast)
+  int64_t fail_fast = 0;
 
   void Add(const EngineProbe& p) {
     submitted += p.submitted;
@@ -160,6 +161,7 @@ class Simulation {
   int64_t workflows() const { return static_cast<int64_t>(workflows_.size()); }
   const std::map<v1::WorkflowState, int64_t>& workflow_ends() const { return workflow_ends_; }
   int64_t cascaded() const { return cascaded_; }
+  int64_t fail_fast() const { return fail_fast_; }
 
  private:
   enum class Mode { kHealthy, kSlow, kFlaky, kCrashed };
@@ -569,6 +571,8 @@ class Simulation {
         }
       }
     }
+    if (Chance(0.4)) w.set_max_parallel(Uniform(1, 3));
+    if (Chance(0.3)) w.set_fail_fast(true);
     const bool cycle = Chance(0.03);
     if (cycle) {
       w.mutable_steps(0)->add_depends_on(absl::StrCat("s", n - 1));
@@ -966,9 +970,14 @@ class Simulation {
       // Back in the queue (and perhaps at once with another agent), or expired when it
       // comes back after its deadline.
       const bool past = tasks_[t].deadline_ms > 0 && tasks_[t].deadline_ms <= NowMs();
+      // (Or canceled by fail_fast when another of its workflow's tasks expired so; or
+      // held, when its workflow is at max_parallel.)
       const bool requeued = task->state() == v1::TASK_STATE_READY ||
                             (task->state() == v1::TASK_STATE_LEASED && task->agent_id() != id) ||
-                            (task->state() == v1::TASK_STATE_EXPIRED && past);
+                            (task->state() == v1::TASK_STATE_EXPIRED && past) ||
+                            (task->state() == v1::TASK_STATE_CANCELED &&
+                             absl::StartsWith(task->reason(), "fail_fast: ")) ||
+                            (task->state() == v1::TASK_STATE_WAITING && tasks_[t].workflow != 0);
       if (!requeued || task->failures() != f) {
         return Violation(absl::StrCat("task ", t, " of the leaving agent is ",
                                       StateName(task->state()), " with ", task->failures(),
@@ -1216,6 +1225,10 @@ class Simulation {
                                              t->state() == v1::TASK_STATE_READY)) {
         want = t->state();
       }
+      // fail_fast: a task of its workflow expired in recovery and canceled the rest.
+      if (t->state() == v1::TASK_STATE_CANCELED && absl::StartsWith(t->reason(), "fail_fast: ")) {
+        want = t->state();
+      }
       if (t->state() != want || t->failures() != old.failures() ||
           t->attempts() != old.attempts()) {
         return Violation(absl::StrCat("task ", id, " was ", StateName(old.state()), " with ",
@@ -1378,7 +1391,9 @@ class Simulation {
         const bool reprocess = m.last_state == v1::TASK_STATE_DEAD &&
                                reprocessed_now_.contains(id) &&
                                (s == v1::TASK_STATE_READY || s == v1::TASK_STATE_LEASED ||
-                                s == v1::TASK_STATE_EXPIRED);
+                                s == v1::TASK_STATE_EXPIRED ||
+                                // held: its workflow is at max_parallel
+                                (s == v1::TASK_STATE_WAITING && m.workflow != 0));
         if (!reprocess) {
           return Violation(absl::StrCat("task ", id, " left terminal state ",
                                         StateName(m.last_state), " for ", StateName(s)));
@@ -1627,6 +1642,13 @@ class Simulation {
           }
         }
       }
+      // Or by fail_fast, after a task of its workflow ended without success.
+      if (s == v1::TASK_STATE_CANCELED && !m.canceled && !cascaded &&
+          absl::StartsWith(t->reason(), "fail_fast: ") && m.workflow != 0) {
+        const v1::Workflow* w = engine_->WorkflowSnapshot(m.workflow);
+        cascaded = w != nullptr && w->fail_fast() && w->failed() + w->canceled() > 0;
+        fail_fast_ += cascaded;
+      }
       cascaded_ += cascaded;
       if (!cascaded && (s == v1::TASK_STATE_CANCELED) != m.canceled) {
         return Violation(absl::StrCat("task ", id, " is ", StateName(s),
@@ -1677,6 +1699,7 @@ class Simulation {
   std::map<WorkflowId, int> workflow_notices_;         // ends reported in outboxes
   std::map<v1::WorkflowState, int64_t> workflow_ends_;
   int64_t cascaded_ = 0;
+  int64_t fail_fast_ = 0;
   bool breakable_streams_ = true;        // pushes may fail (off while draining)
   absl::flat_hash_set<AgentId> broken_;  // streams broken during the current Deliver()
   int64_t undelivered_ = 0;
@@ -1719,6 +1742,7 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     cov.workflows_failed += ends[v1::WORKFLOW_STATE_FAILED];
     cov.workflows_canceled += ends[v1::WORKFLOW_STATE_CANCELED];
     cov.cascaded += sim.cascaded();
+    cov.fail_fast += sim.fail_fast();
     if (!failure.empty()) {
       ADD_FAILURE() << failure;
       if (++failed >= 5) {
@@ -1741,7 +1765,7 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
             << " undelivered leases, " << cov.restarts << " restarts; " << cov.workflows
             << " workflows (" << cov.workflows_succeeded << " succeeded, " << cov.workflows_failed
             << " failed, " << cov.workflows_canceled << " canceled), " << cov.cascaded
-            << " tasks canceled by a parent's failure\n";
+            << " tasks canceled by a parent's failure (" << cov.fail_fast << " by fail_fast)\n";
 
   // A simulation that never reaches a behaviour cannot find its bugs: over a full run
   // every behaviour must occur.
@@ -1767,6 +1791,7 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     EXPECT_GT(cov.workflows_failed, 0);
     EXPECT_GT(cov.workflows_canceled, 0);
     EXPECT_GT(cov.cascaded, 0);
+    EXPECT_GT(cov.fail_fast, 0);
   }
 }
 

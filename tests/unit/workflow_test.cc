@@ -452,5 +452,156 @@ TEST_F(WorkflowTest, ListsWorkflowsByStateAndTenantWithPages) {
   EXPECT_TRUE(engine_->ListWorkflows(other).empty());
 }
 
+// ---------------------------------------------------------------------------------------
+// max_parallel, fail_fast and map-reduce
+
+TEST_F(WorkflowTest, MaxParallelHoldsTheRestUntilASlotFrees) {
+  const AgentId agent = StartAgent("build", 10);
+  v1::WorkflowSpec spec =
+      Workflow({Step("a", "build"), Step("b", "build"), Step("c", "build"), Step("d", "build")});
+  spec.set_max_parallel(2);
+  const v1::Workflow w = SubmitWorkflow(spec);
+  std::vector<v1::TaskLease> first = TakeLeases(agent);
+  ASSERT_EQ(first.size(), 2u) << "an agent with 10 free slots got more than max_parallel";
+  EXPECT_EQ(StateOf(IdOf(w, "c")), v1::TASK_STATE_WAITING);
+  ASSERT_TRUE(Complete(agent, first[0]).ok());
+  const v1::TaskLease third = TakeOnlyLease(agent);
+  EXPECT_EQ(third.step(), "c");                         // released in submission order
+  ASSERT_TRUE(Fail(agent, first[1], "x", false).ok());  // a failed task frees its slot too
+  const v1::TaskLease fourth = TakeOnlyLease(agent);
+  EXPECT_EQ(fourth.step(), "d");
+  ASSERT_TRUE(Complete(agent, third).ok());
+  ASSERT_TRUE(Complete(agent, fourth).ok());
+  EXPECT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_FAILED);
+}
+
+TEST_F(WorkflowTest, FailFastCancelsTheRestAndTheWorkflowFails) {
+  const AgentId agent = StartAgent("build", 2);
+  v1::WorkflowSpec spec =
+      Workflow({Step("a", "build"), Step("b", "build"), Step("c", "other", {"a"})});
+  spec.set_fail_fast(true);
+  const v1::Workflow w = SubmitWorkflow(spec);
+  std::vector<v1::TaskLease> leases = TakeLeases(agent);
+  ASSERT_EQ(leases.size(), 2u);
+  const v1::TaskLease& a = leases[0].step() == "a" ? leases[0] : leases[1];
+  const v1::TaskLease& b = leases[0].step() == "a" ? leases[1] : leases[0];
+  ASSERT_TRUE(Fail(agent, b, "broken", false).ok());
+  const std::vector<v1::CancelNotice> notices = TakeCancels(agent);
+  ASSERT_EQ(notices.size(), 1u) << "the running sibling is told to stop";
+  EXPECT_EQ(notices[0].task_id(), a.task_id());
+  EXPECT_EQ(StateOf(IdOf(w, "c")), v1::TASK_STATE_CANCELED);
+  const v1::Workflow done = WorkflowOf(w.id());
+  EXPECT_EQ(done.state(), v1::WORKFLOW_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(done.reason(), "fail_fast: task")) << done.reason();
+  EXPECT_TRUE(absl::StrContains(TaskOf(a.task_id()).reason(), "(step \"b\") ended dead"))
+      << TaskOf(a.task_id()).reason();
+}
+
+v1::MapReduceSpec Job(int items, v1::MapReduceErrorStrategy on_error, int parallelism = 0) {
+  v1::MapReduceSpec job;
+  job.set_name("job");
+  job.mutable_mapper()->set_type("map");
+  job.mutable_reducer()->set_type("reduce");
+  job.mutable_reducer()->set_payload("sum");
+  for (int i = 1; i <= items; ++i) job.add_items(absl::StrCat("item-", i));
+  job.set_on_error(on_error);
+  job.set_parallelism(parallelism);
+  return job;
+}
+
+TEST_F(WorkflowTest, MapReduceRunsEveryItemWithinItsParallelismThenTheReducer) {
+  const AgentId mapper = StartAgent("map", 8);
+  const AgentId reducer = StartAgent("reduce");
+  absl::StatusOr<const v1::Workflow*> r = engine_->SubmitMapReduce(Job(5, v1::FAIL_FAST, 2));
+  ASSERT_TRUE(r.ok()) << r.status();
+  Settle();
+  const WorkflowId id = (*r)->id();
+  EXPECT_EQ(WorkflowOf(id).total(), 6);
+  int mapped = 0;
+  for (std::vector<v1::TaskLease> l = TakeLeases(mapper); !l.empty(); l = TakeLeases(mapper)) {
+    EXPECT_LE(l.size(), 2u) << "more map tasks at once than the parallelism";
+    for (const v1::TaskLease& lease : l) {
+      EXPECT_EQ(lease.payload(), absl::StrCat("item-", lease.step().substr(4)));
+      ASSERT_TRUE(Complete(mapper, lease, absl::StrCat("r", lease.step().substr(4))).ok());
+      ++mapped;
+    }
+  }
+  EXPECT_EQ(mapped, 5);
+  const v1::TaskLease reduce = TakeOnlyLease(reducer);
+  EXPECT_EQ(reduce.payload(), "sum");
+  ASSERT_EQ(reduce.parents_size(), 5);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(reduce.parents(i).step(), absl::StrCat("map-", i + 1)) << "parents in item order";
+    EXPECT_EQ(reduce.parents(i).result(), absl::StrCat("r", i + 1));
+  }
+  ASSERT_TRUE(Complete(reducer, reduce, "15").ok());
+  EXPECT_EQ(WorkflowOf(id).state(), v1::WORKFLOW_STATE_SUCCEEDED);
+}
+
+TEST_F(WorkflowTest, MapReduceFailFastStopsAtTheFirstFailedItem) {
+  const AgentId mapper = StartAgent("map", 8);
+  const AgentId reducer = StartAgent("reduce");
+  absl::StatusOr<const v1::Workflow*> r = engine_->SubmitMapReduce(Job(4, v1::FAIL_FAST));
+  ASSERT_TRUE(r.ok()) << r.status();
+  Settle();
+  std::vector<v1::TaskLease> l = TakeLeases(mapper);
+  ASSERT_EQ(l.size(), 4u);
+  ASSERT_TRUE(Complete(mapper, l[0]).ok());
+  ASSERT_TRUE(Fail(mapper, l[1], "bad item", false).ok());
+  EXPECT_EQ(TakeCancels(mapper).size(), 2u);
+  EXPECT_TRUE(TakeLeases(reducer).empty());
+  const v1::Workflow w = WorkflowOf((*r)->id());
+  EXPECT_EQ(w.state(), v1::WORKFLOW_STATE_FAILED);
+  EXPECT_EQ(w.succeeded(), 1);
+  EXPECT_EQ(w.failed(), 1);
+  EXPECT_EQ(w.canceled(), 3);  // two map tasks and the reducer
+}
+
+TEST_F(WorkflowTest, MapReduceContinueOnPartialTellsTheReducerWhichItemsFailed) {
+  const AgentId mapper = StartAgent("map", 8);
+  const AgentId reducer = StartAgent("reduce");
+  absl::StatusOr<const v1::Workflow*> r = engine_->SubmitMapReduce(Job(3, v1::CONTINUE_ON_PARTIAL));
+  ASSERT_TRUE(r.ok()) << r.status();
+  Settle();
+  std::vector<v1::TaskLease> l = TakeLeases(mapper);
+  ASSERT_EQ(l.size(), 3u);
+  ASSERT_TRUE(Complete(mapper, l[0], "ok-1").ok());
+  ASSERT_TRUE(Fail(mapper, l[1], "unparseable", false).ok());
+  ASSERT_TRUE(Complete(mapper, l[2], "ok-3").ok());
+  const v1::TaskLease reduce = TakeOnlyLease(reducer);
+  ASSERT_EQ(reduce.parents_size(), 3);
+  EXPECT_EQ(reduce.parents(1).state(), v1::TASK_STATE_DEAD);
+  EXPECT_TRUE(absl::StrContains(reduce.parents(1).error(), "unparseable"));
+  EXPECT_EQ(reduce.parents(2).result(), "ok-3");
+  ASSERT_TRUE(Complete(reducer, reduce).ok());
+  // Some items failed: the job as a whole did not fully succeed.
+  EXPECT_EQ(WorkflowOf((*r)->id()).state(), v1::WORKFLOW_STATE_FAILED);
+  EXPECT_EQ(TaskOf(reduce.task_id()).state(), v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(WorkflowTest, MapReduceErrorsNameTheJobsFields) {
+  v1::MapReduceSpec job = Job(0, v1::FAIL_FAST);
+  EXPECT_TRUE(HasError(engine_->SubmitMapReduce(job).status(), absl::StatusCode::kInvalidArgument,
+                       "mapreduce.items: no items given"));
+  job = Job(2, v1::FAIL_FAST);
+  job.mutable_mapper()->set_type("");
+  EXPECT_TRUE(HasError(engine_->SubmitMapReduce(job).status(), absl::StatusCode::kInvalidArgument,
+                       "mapreduce.mapper.type: required"));
+  job = Job(2, v1::FAIL_FAST, -1);
+  EXPECT_TRUE(HasError(engine_->SubmitMapReduce(job).status(), absl::StatusCode::kInvalidArgument,
+                       "mapreduce.parallelism: must be >= 0"));
+  job = Job(2, v1::FAIL_FAST);
+  job.set_items(1, std::string(2000, 'x'));  // the fixture's payload limit is 1 KiB
+  EXPECT_TRUE(HasError(engine_->SubmitMapReduce(job).status(), absl::StatusCode::kInvalidArgument,
+                       "mapreduce.mapper.payload: 2000 bytes exceeds the limit of 1024 bytes "
+                       "(item 1)"));
+  job = Job(2, v1::FAIL_FAST);
+  job.mutable_reducer()->set_max_attempts(-1);
+  EXPECT_TRUE(HasError(engine_->SubmitMapReduce(job).status(), absl::StatusCode::kInvalidArgument,
+                       "mapreduce.reducer.max_attempts"));
+  Settle();
+  EXPECT_EQ(engine_->task_count(), 0u);
+}
+
 }  // namespace
 }  // namespace drover::core
