@@ -229,9 +229,7 @@ void Service::SubmitMapReduce(const v1::SubmitMapReduceRequest& req, Reply<v1::W
 void Service::GetWorkflow(const v1::GetWorkflowRequest& req, Reply<v1::Workflow> done) {
   RunOn<v1::Workflow>(runtime_, std::move(done),
                       [id = req.id()](Engine& e) -> absl::StatusOr<v1::Workflow> {
-                        auto w = e.GetWorkflow(id);
-                        if (!w.ok()) return w.status();
-                        return **w;
+                        return e.DescribeWorkflow(id);
                       });
 }
 
@@ -288,7 +286,7 @@ void Service::WaitWorkflow(const v1::WaitWorkflowRequest& req,
         }
         if ((*w)->state() != v1::WORKFLOW_STATE_RUNNING) {
           v1::WaitWorkflowResponse resp;
-          *resp.mutable_workflow() = **w;
+          *resp.mutable_workflow() = *e.DescribeWorkflow(id);
           batch.AfterCommit([shared, resp](const absl::Status&) { (*shared)(resp); });
           return;
         }
@@ -608,6 +606,21 @@ void Service::Metrics(Reply<std::string> done) {
     }
     w.Counter("drover_workflows_submitted_total", "Workflows and map-reduce jobs accepted.",
               p.workflows_submitted);
+    w.Family("drover_workflow_critical_path_seconds", "gauge",
+             "Expected time left on the longest remaining path of a running workflow (the 100 "
+             "oldest running workflows).");
+    core::WorkflowFilter running;
+    running.state = v1::WORKFLOW_STATE_RUNNING;
+    running.limit = 100;
+    std::vector<core::WorkflowId> running_ids;
+    for (const v1::Workflow* rw : e.ListWorkflows(running)) running_ids.push_back(rw->id());
+    for (core::WorkflowId id : running_ids) {
+      absl::StatusOr<v1::Workflow> d = e.DescribeWorkflow(id);
+      if (d.ok()) {
+        w.Sample({{"workflow", absl::StrCat(id)}},
+                 static_cast<double>(d->critical_path_ms()) / 1000.0);
+      }
+    }
     w.Family("drover_tasks_canceled_by_dependency_total", "counter",
              "Tasks canceled because a parent did not succeed, or by their workflow's fail_fast.");
     w.Sample({{"cause", "parent_failed"}}, p.canceled_by_parent);

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "cli/common.h"
 #include "core/engine.h"
@@ -126,6 +127,18 @@ void PrintWorkflow(const v1::Workflow& w, client::Client* c) {
                  ? absl::StrCat(", took ", (w.finished_unix_ms() - w.created_unix_ms()), " ms")
                  : "");
   if (!w.reason().empty()) fmt::print("  reason: {}\n", w.reason());
+  if (w.state() == v1::WORKFLOW_STATE_RUNNING && w.critical_path_size() > 0) {
+    std::vector<std::string> path;
+    for (uint64_t id : w.critical_path()) {
+      for (const v1::WorkflowTaskRef& ref : w.tasks()) {
+        if (ref.task_id() == id) path.push_back(ref.step());
+      }
+    }
+    std::vector<std::string> runnable;
+    for (uint64_t id : w.runnable()) runnable.push_back(absl::StrCat(id));
+    fmt::print("  critical path {:.1f} s: {}\n  can run now: {}\n", w.critical_path_ms() / 1000.0,
+               absl::StrJoin(path, " -> "), runnable.empty() ? "-" : absl::StrJoin(runnable, " "));
+  }
   if (c == nullptr) return;
   fmt::print("  {:<20}  {:>8}  {:<10}  {}\n", "STEP", "TASK", "STATE", "NOTE");
   int shown = 0;

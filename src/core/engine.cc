@@ -324,9 +324,9 @@ void Engine::MakeReady(Entry& e) {
 
 void Engine::Enqueue(Entry& e) {
   const v1::TaskSpec& s = e.task.spec();
-  e.key = QueueKey{EffectivePriority(s.priority()),
-                   s.deadline_unix_ms() > 0 ? s.deadline_unix_ms() : kNoDeadline, next_seq_++,
-                   e.task.id()};
+  e.key = QueueKey{
+      EffectivePriority(s.priority()), options_.critical_path_first ? -e.critical_path_ms : 0,
+      s.deadline_unix_ms() > 0 ? s.deadline_unix_ms() : kNoDeadline, next_seq_++, e.task.id()};
   e.ready_since = now();
   TypeQueue& q = queues_[s.type()];
   q.ready.insert(e.key);
@@ -822,6 +822,16 @@ absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token, const st
   if (!found.ok()) return found.status();
   Entry& e = **found;
   CloseAttempt(e, "succeeded", "", false);
+  {
+    // Learn the type's duration (exponential moving average, alpha 0.2) from the run
+    // time per unit of complexity.
+    const v1::Attempt& a = e.task.history(e.task.history_size() - 1);
+    const double c =
+        e.task.spec().estimated_complexity() > 0 ? e.task.spec().estimated_complexity() : 1.0;
+    const double ms = static_cast<double>(a.ended_unix_ms() - a.started_unix_ms()) / c;
+    auto [it, fresh] = duration_ms_.try_emplace(e.task.spec().type(), ms);
+    if (!fresh) it->second += 0.2 * (ms - it->second);
+  }
   ReleaseFromAgent(e);
   e.task.set_result(result);
   Finish(e, v1::TASK_STATE_SUCCEEDED, "");
@@ -1055,6 +1065,8 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
   // Dependencies: children lists and counters from the stored edges (in id order, so
   // parents are linked before their children are judged below).
   for (auto& [id, ptr] : tasks_) LinkParents(*ptr);
+  // Critical paths (from the default durations: nothing is learned yet).
+  for (const auto& [wid, we] : workflows_) ComputeCriticalPaths(we, nullptr);
   // Workflows' active tasks (their max_parallel counts them).
   for (auto& [id, ptr] : tasks_) {
     const v1::TaskState st = ptr->task.state();

@@ -81,6 +81,11 @@ struct EngineOptions {
   // back from there. Dead letters stay until reprocessed or purged.
   absl::Duration terminal_retention = absl::Hours(1);
   int64_t max_terminal_in_memory = 200'000;
+  // Within a priority level, workflow tasks on a longer remaining critical path go first
+  // (off: deadline, then FIFO, as for standalone tasks). dag_bench compares the two.
+  bool critical_path_first = true;
+  // A type's duration before any of its tasks succeeded, for critical paths.
+  absl::Duration default_task_duration = absl::Seconds(1);
   uint32_t epoch = 1;  // start-up counter (24 bits used); fencing tokens differ across restarts
   uint64_t seed = 1;   // jitter randomness
 };
@@ -211,6 +216,12 @@ class Engine {
   // Cancels every task of the workflow that has not finished; the workflow ends CANCELED.
   absl::StatusOr<const v1::Workflow*> CancelWorkflow(WorkflowId id, const std::string& reason);
   const v1::Workflow* WorkflowSnapshot(WorkflowId id) const;
+  // The record with its critical path and runnable tasks filled in (computed now).
+  // Refreshes the workflow's remaining critical paths from the durations learned so far.
+  absl::StatusOr<v1::Workflow> DescribeWorkflow(WorkflowId id);
+  // The learned duration of a task: its type's moving average of successful run times
+  // (default_task_duration before any), times its estimated_complexity when > 0.
+  int64_t ExpectedDurationMs(const v1::TaskSpec& spec) const;
   // Recovery: a workflow record read from the store (before FinishRecovery).
   void RestoreWorkflow(v1::Workflow workflow);
   // Recovery: parents of unfinished tasks that are not in memory (finished long ago and
@@ -265,7 +276,8 @@ class Engine {
  private:
   struct QueueKey {
     int priority;
-    int64_t deadline_ms;  // INT64_MAX when none
+    int64_t neg_critical_path_ms;  // longer remaining path first (0 outside workflows)
+    int64_t deadline_ms;           // INT64_MAX when none
     uint64_t seq;
     TaskId id;
     auto operator<=>(const QueueKey&) const = default;
@@ -281,8 +293,9 @@ class Engine {
     int live_children = 0;  // children not yet terminal: they need this task's result,
                             // so it stays in memory (eviction waits for them)
     bool evict_deferred = false;
-    TaskId missing_parent = 0;  // recovery: a parent no longer in the store
-    bool held = false;          // WAITING only for its workflow's max_parallel
+    TaskId missing_parent = 0;     // recovery: a parent no longer in the store
+    bool held = false;             // WAITING only for its workflow's max_parallel
+    int64_t critical_path_ms = 0;  // workflow tasks: expected remaining path from here
   };
   struct WorkflowEntry {
     v1::Workflow record;
@@ -364,6 +377,9 @@ class Engine {
   void MarkWorkflowDirty(WorkflowId id);
   void FillParents(const v1::Task& task, v1::TaskLease* lease) const;
   absl::Status CheckDependencyInvariants() const;
+  // Sets critical_path_ms of every unfinished task of workflow `we` from current durations;
+  // with `path` and `runnable`, also fills those (DescribeWorkflow).
+  void ComputeCriticalPaths(const WorkflowEntry& we, v1::Workflow* out);
   void RemoveAgent(AgentInfo& agent, const std::string& outcome, bool counted);
   // Drops finished tasks past their retention from memory.
   void Evict();
@@ -391,6 +407,7 @@ class Engine {
   absl::flat_hash_map<std::string, TypeQueue> queues_;
   absl::btree_map<AgentId, AgentInfo> agents_;
   absl::btree_map<WorkflowId, WorkflowEntry> workflows_;
+  absl::flat_hash_map<std::string, double> duration_ms_;  // type -> moving average
   WorkflowId next_workflow_id_ = 1;
   absl::flat_hash_set<WorkflowId> dirty_workflow_set_;
   std::deque<TaskId> ended_;  // tasks whose end is not yet propagated (OnTaskEnded)

@@ -511,6 +511,14 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
   w.set_total(static_cast<int32_t>(n));
   w.set_max_parallel(spec.max_parallel());
   w.set_fail_fast(spec.fail_fast());
+  // Each step's remaining critical path: its expected duration plus the longest of its
+  // children's (reverse dependency order).
+  std::vector<int64_t> critical(n, 0);
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    int64_t longest = 0;
+    for (size_t c : children[*it]) longest = std::max(longest, critical[c]);
+    critical[*it] = ExpectedDurationMs(spec.steps(static_cast<int>(*it)).task()) + longest;
+  }
   std::vector<TaskId> ids(n);
   std::vector<Entry*> entries(n);
   for (size_t i : order) {
@@ -527,6 +535,7 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
     Entry& e = CreateTask(s, t_ms);
     e.task.set_workflow_id(wid);
     e.task.set_step(step.name());
+    e.critical_path_ms = critical[i];
     ids[i] = e.task.id();
     entries[i] = &e;
   }
@@ -611,6 +620,75 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitMapReduce(const v1::MapReduceS
                                 ? absl::StrCat("mapreduce.mapper", rest, " (item ", index, ")")
                                 : absl::StrCat("mapreduce.reducer", rest);
   return absl::Status(r.status().code(), field);
+}
+
+int64_t Engine::ExpectedDurationMs(const v1::TaskSpec& spec) const {
+  auto it = duration_ms_.find(spec.type());
+  const double base = it != duration_ms_.end()
+                          ? it->second
+                          : absl::ToDoubleMilliseconds(options_.default_task_duration);
+  const double c = spec.estimated_complexity() > 0 ? spec.estimated_complexity() : 1.0;
+  return std::max<int64_t>(1, static_cast<int64_t>(base * c));
+}
+
+void Engine::ComputeCriticalPaths(const WorkflowEntry& we, v1::Workflow* out) {
+  // Children have higher ids than their parents within a workflow, so one pass from the
+  // highest id down sees every child before its parents.
+  std::vector<Entry*> open;
+  for (const v1::WorkflowTaskRef& ref : we.record.tasks()) {
+    auto it = tasks_.find(ref.task_id());
+    if (it != tasks_.end() && !IsTerminal(it->second->task.state())) {
+      open.push_back(it->second.get());
+    }
+  }
+  std::sort(open.begin(), open.end(),
+            [](const Entry* a, const Entry* b) { return a->task.id() > b->task.id(); });
+  absl::flat_hash_map<TaskId, std::pair<int64_t, TaskId>> best;  // id -> (path, next on it)
+  for (Entry* e : open) {
+    int64_t longest = 0;
+    TaskId next = 0;
+    for (TaskId cid : e->children) {
+      auto c = best.find(cid);
+      if (c != best.end() && c->second.first > longest) {
+        longest = c->second.first;
+        next = cid;
+      }
+    }
+    const int64_t path = ExpectedDurationMs(e->task.spec()) + longest;
+    best[e->task.id()] = {path, next};
+    // A ready task keeps the queue key it was queued with; tasks queued later use this.
+    e->critical_path_ms = path;
+  }
+  if (out == nullptr) return;
+  out->clear_critical_path();
+  out->clear_runnable();
+  int64_t top = 0;
+  TaskId at = 0;
+  for (const Entry* e : open) {
+    const v1::TaskState s = e->task.state();
+    const bool can_run = s == v1::TASK_STATE_READY || s == v1::TASK_STATE_LEASED ||
+                         s == v1::TASK_STATE_RETRY_WAIT ||
+                         (s == v1::TASK_STATE_WAITING && e->unmet_parents == 0);
+    if (s == v1::TASK_STATE_READY || s == v1::TASK_STATE_LEASED) out->add_runnable(e->task.id());
+    if (can_run && (best[e->task.id()].first > top ||
+                    (best[e->task.id()].first == top && e->task.id() < at))) {
+      top = best[e->task.id()].first;
+      at = e->task.id();
+    }
+  }
+  std::sort(out->mutable_runnable()->begin(), out->mutable_runnable()->end());
+  out->set_critical_path_ms(top);
+  for (; at != 0; at = best[at].second) out->add_critical_path(at);
+}
+
+absl::StatusOr<v1::Workflow> Engine::DescribeWorkflow(WorkflowId id) {
+  auto it = workflows_.find(id);
+  if (it == workflows_.end()) {
+    return absl::NotFoundError(absl::StrCat("id: workflow ", id, " not found"));
+  }
+  v1::Workflow copy = it->second.record;
+  ComputeCriticalPaths(it->second, &copy);
+  return copy;
 }
 
 const v1::Workflow* Engine::WorkflowSnapshot(WorkflowId id) const {

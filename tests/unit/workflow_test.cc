@@ -603,5 +603,80 @@ TEST_F(WorkflowTest, MapReduceErrorsNameTheJobsFields) {
   EXPECT_EQ(engine_->task_count(), 0u);
 }
 
+// ---------------------------------------------------------------------------------------
+// Critical path
+
+TEST_F(WorkflowTest, WithinAPriorityTheTaskOnTheLongerCriticalPathGoesFirst) {
+  const AgentId agent = StartAgent("build");
+  Submit("build");  // holds the agent while the others queue
+  const v1::TaskLease blocker = TakeOnlyLease(agent);
+  const v1::Workflow short_wf = SubmitWorkflow(Workflow({Step("only", "build")}));
+  const v1::Workflow long_wf = SubmitWorkflow(
+      Workflow({Step("a", "build"), Step("b", "build", {"a"}), Step("c", "build", {"b"})}));
+  const TaskId standalone = Submit("build");
+  v1::TaskSpec urgent = Spec("build", v1::PRIORITY_HIGH);
+  const TaskId high = Submit(urgent);
+  ASSERT_TRUE(Complete(agent, blocker).ok());
+  // Priority first; then, with default durations (1 s each), "a" has 3 s ahead of it,
+  // "only" 1 s, and the standalone task none (it is not in a workflow).
+  // Once "b" is done, "c" and "only" both have 1 s ahead: the tie goes to the older.
+  EXPECT_EQ(RunAll(agent),
+            (std::vector<TaskId>{high, IdOf(long_wf, "a"), IdOf(long_wf, "b"),
+                                 IdOf(short_wf, "only"), IdOf(long_wf, "c"), standalone}));
+}
+
+TEST_F(WorkflowTest, WithoutCriticalPathFirstTheOrderIsFifo) {
+  EngineOptions o = BaseOptions();
+  o.critical_path_first = false;
+  Reset(o);
+  const AgentId agent = StartAgent("build");
+  const v1::Workflow short_wf = SubmitWorkflow(Workflow({Step("only", "build")}));
+  const v1::Workflow long_wf = SubmitWorkflow(
+      Workflow({Step("a", "build"), Step("b", "build", {"a"}), Step("c", "build", {"b"})}));
+  EXPECT_EQ(RunAll(agent), (std::vector<TaskId>{IdOf(short_wf, "only"), IdOf(long_wf, "a"),
+                                                IdOf(long_wf, "b"), IdOf(long_wf, "c")}));
+}
+
+TEST_F(WorkflowTest, LearnsDurationsAndReportsTheCriticalPath) {
+  const AgentId fast = StartAgent("fast");
+  const AgentId slow = StartAgent("slow");
+  // Teach it: "slow" tasks take 10 s, "fast" ones 1 s (per unit of complexity).
+  Submit("slow");
+  Submit("fast");
+  const v1::TaskLease s1 = TakeOnlyLease(slow);
+  const v1::TaskLease f1 = TakeOnlyLease(fast);
+  Advance(absl::Seconds(1));
+  ASSERT_TRUE(Complete(fast, f1).ok());
+  Advance(absl::Seconds(9));
+  ASSERT_TRUE(Complete(slow, s1).ok());
+  EXPECT_EQ(engine_->ExpectedDurationMs(Spec("slow")), 10'000);
+  v1::TaskSpec twice = Spec("fast");
+  twice.set_estimated_complexity(2.5);
+  EXPECT_EQ(engine_->ExpectedDurationMs(twice), 2'500);
+
+  // start -> {slow-branch (10 s), f1 -> f2 -> f3 (3 s)} -> end
+  const v1::Workflow w = SubmitWorkflow(Workflow({
+      Step("start", "fast"),
+      Step("slow-branch", "slow", {"start"}),
+      Step("f1", "fast", {"start"}),
+      Step("f2", "fast", {"f1"}),
+      Step("f3", "fast", {"f2"}),
+      Step("end", "fast", {"slow-branch", "f3"}),
+  }));
+  absl::StatusOr<v1::Workflow> d = engine_->DescribeWorkflow(w.id());
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->critical_path_ms(), 12'000);  // start 1 + slow 10 + end 1
+  EXPECT_EQ(std::vector<uint64_t>(d->critical_path().begin(), d->critical_path().end()),
+            (std::vector<uint64_t>{IdOf(w, "start"), IdOf(w, "slow-branch"), IdOf(w, "end")}));
+  EXPECT_EQ(std::vector<uint64_t>(d->runnable().begin(), d->runnable().end()),
+            (std::vector<uint64_t>{IdOf(w, "start")}));
+  const v1::TaskLease start = TakeOnlyLease(fast);
+  Advance(absl::Seconds(1));  // as long as the learned 1 s: the average stays
+  ASSERT_TRUE(Complete(fast, start).ok());
+  d = engine_->DescribeWorkflow(w.id());
+  EXPECT_EQ(d->critical_path_ms(), 11'000);
+  EXPECT_EQ(d->runnable_size(), 2) << "slow-branch and f1 can run in parallel now";
+}
+
 }  // namespace
 }  // namespace drover::core
