@@ -127,6 +127,20 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     if (c.max_terminal_in_memory() < 0) return Bad(source, "max_terminal_in_memory", "must be > 0");
     o.engine.max_terminal_in_memory = c.max_terminal_in_memory();
   }
+  if (c.breaker_failures() == -1) {
+    o.engine.breaker_failures = 0;
+  } else if (c.breaker_failures() != 0) {
+    if (c.breaker_failures() < 1 || c.breaker_failures() > 1000) {
+      return Bad(source, "breaker_failures", "must be 1 to 1000, or -1 to disable breakers");
+    }
+    o.engine.breaker_failures = c.breaker_failures();
+  }
+  if (c.breaker_open_ms() != 0) {
+    if (c.breaker_open_ms() < 1 || c.breaker_open_ms() > 24LL * 3600 * 1000) {
+      return Bad(source, "breaker_open_ms", "must be 1 to 86400000 (1 day)");
+    }
+    o.engine.breaker_open_for = absl::Milliseconds(c.breaker_open_ms());
+  }
   if (c.store_retention_ms() == -1) {
     o.store_retention = absl::InfiniteDuration();
   } else if (c.store_retention_ms() != 0) {

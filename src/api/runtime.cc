@@ -153,6 +153,7 @@ void Runtime::BuildBatch(Batch& batch, PendingBatch& pending) {
     core::WorkflowToRow(*w, pending.writes.workflows.back());
   }
   pending.writes.deletes = std::move(out.purged);
+  pending.events = std::move(out.events);
   pending.writes.meta = std::move(out.meta);
   pending.pushes = std::move(out.pushes);
   FireWaiters(out, pending);
@@ -277,6 +278,10 @@ void Runtime::StoreLoop() {
           absl::StrCat("store commit failed (", st.message(), "); restart drover serve"));
     }
     for (PendingBatch& p : work) {
+      // Events are logged once their batch is durable (a structured line each).
+      for (const std::string& e : p.events) {
+        fmt::print(stderr, "drover: event {}\n", e);
+      }
       if (st.ok() && sink_ != nullptr) {
         for (const auto& push : p.pushes) sink_->Push(push.agent, push.item);
       }

@@ -125,6 +125,7 @@ class Runtime {
   struct PendingBatch {
     store::WriteBatch writes;
     std::vector<core::Outbox::Push> pushes;
+    std::vector<std::string> events;
     std::vector<std::function<void(const absl::Status&)>> callbacks;
     size_t commands = 0;
   };

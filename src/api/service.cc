@@ -639,6 +639,22 @@ void Service::Metrics(Reply<std::string> done) {
       streams += a.stream_open ? 1 : 0;
     }
     w.Gauge("drover_agents", "Registered agents.", static_cast<double>(e.agents().size()));
+    int64_t breakers[3] = {0, 0, 0};
+    for (const auto& [id, a] : e.agents()) breakers[static_cast<int>(a.breaker)]++;
+    w.Family("drover_agent_breakers", "gauge", "Registered agents by circuit breaker state.");
+    for (core::Breaker b :
+         {core::Breaker::kClosed, core::Breaker::kOpen, core::Breaker::kHalfOpen}) {
+      w.Sample({{"state", core::BreakerName(b)}},
+               static_cast<double>(breakers[static_cast<int>(b)]));
+    }
+    w.Family("drover_breaker_transitions_total", "counter",
+             "Circuit breaker transitions of agents, by the state entered.");
+    w.Sample({{"to", "open"}}, p.breaker_opened);
+    w.Sample({{"to", "half_open"}}, p.breaker_half_opened);
+    w.Sample({{"to", "closed"}}, p.breaker_closed);
+    w.Counter("drover_task_failures_blamed_on_agent_total",
+              "Failed attempts not counted against their task: the agent's breaker was at fault.",
+              p.failures_blamed_on_agent);
     w.Gauge("drover_agents_connected", "Agents with an open work stream.",
             static_cast<double>(streams));
     w.Gauge("drover_agent_slots", "Task slots of registered agents.", static_cast<double>(slots));

@@ -521,9 +521,90 @@ void Engine::FailAttempt(Entry& e, const std::string& outcome, const std::string
 // ---------------------------------------------------------------------------------------
 // Dispatch
 
+std::string BreakerName(Breaker b) {
+  switch (b) {
+    case Breaker::kClosed:
+      return "closed";
+    case Breaker::kOpen:
+      return "open";
+    case Breaker::kHalfOpen:
+      return "half_open";
+  }
+  return "?";
+}
+
+bool Engine::BreakerAllows(const AgentInfo& agent) {
+  switch (agent.breaker) {
+    case Breaker::kClosed:
+      return true;
+    case Breaker::kHalfOpen:
+      return agent.leased.empty();  // one probe at a time
+    case Breaker::kOpen:
+      return false;
+  }
+  return false;
+}
+
+void Engine::SetBreaker(AgentInfo& agent, Breaker to, const std::string& why) {
+  const Breaker from = agent.breaker;
+  agent.breaker = to;
+  switch (to) {
+    case Breaker::kOpen:
+      probe_.breaker_opened++;
+      agent.breaker_until = now() + options_.breaker_open_for;
+      Arm(TimerKind::kBreaker, agent.id, 0, agent.breaker_until);
+      break;
+    case Breaker::kHalfOpen:
+      probe_.breaker_half_opened++;
+      break;
+    case Breaker::kClosed:
+      probe_.breaker_closed++;
+      agent.consecutive_failures = 0;
+      agent.failed_tasks.clear();
+      break;
+  }
+  outbox_.events.push_back(absl::StrCat(
+      "circuit breaker of agent ", agent.id, " (", agent.name.empty() ? "unnamed" : agent.name,
+      "): ", BreakerName(from), " -> ", BreakerName(to), ": ", why));
+  RefreshIdle(agent);
+}
+
+bool Engine::RecordAgentFailure(AgentInfo& agent, TaskId task) {
+  agent.consecutive_failures++;
+  agent.failed_tasks.push_back(task);
+  const int threshold = options_.breaker_failures;
+  while (static_cast<int>(agent.failed_tasks.size()) > std::max(1, threshold)) {
+    agent.failed_tasks.pop_front();
+  }
+  switch (agent.breaker) {
+    case Breaker::kOpen:
+      return true;  // a task it held when the breaker opened
+    case Breaker::kHalfOpen:
+      SetBreaker(agent, Breaker::kOpen, "the probe task failed");
+      return true;
+    case Breaker::kClosed:
+      break;
+  }
+  if (threshold <= 0 || agent.consecutive_failures < threshold) return false;
+  SetBreaker(agent, Breaker::kOpen,
+             absl::StrCat(agent.consecutive_failures, " consecutive failed attempts"));
+  // The agent is at fault when its run of failures spans different tasks; one task failing
+  // again and again on it is the task's fault and counts.
+  absl::flat_hash_set<uint64_t> distinct(agent.failed_tasks.begin(), agent.failed_tasks.end());
+  return distinct.size() > 1;
+}
+
+void Engine::RecordAgentSuccess(AgentInfo& agent) {
+  agent.consecutive_failures = 0;
+  agent.failed_tasks.clear();
+  if (agent.breaker == Breaker::kHalfOpen)
+    SetBreaker(agent, Breaker::kClosed, "the probe succeeded");
+}
+
 void Engine::RefreshIdle(AgentInfo& agent) {
-  const bool idle =
-      agent.stream_open && static_cast<int>(agent.leased.size()) < agent.max_concurrency;
+  const bool idle = agent.stream_open &&
+                    static_cast<int>(agent.leased.size()) < agent.max_concurrency &&
+                    BreakerAllows(agent);
   for (const std::string& type : agent.types) {
     TypeQueue& q = queues_[type];
     if (idle) {
@@ -565,7 +646,8 @@ void Engine::DispatchType(const std::string& type) {
 }
 
 void Engine::FillAgent(AgentInfo& agent) {
-  while (agent.stream_open && static_cast<int>(agent.leased.size()) < agent.max_concurrency) {
+  while (agent.stream_open && static_cast<int>(agent.leased.size()) < agent.max_concurrency &&
+         BreakerAllows(agent)) {
     // The best head among the agent's types: priority, deadline, then age.
     const QueueKey* best = nullptr;
     for (const std::string& type : agent.types) {
@@ -822,6 +904,7 @@ absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token, const st
   if (!found.ok()) return found.status();
   Entry& e = **found;
   CloseAttempt(e, "succeeded", "", false);
+  if (auto it = agents_.find(agent); it != agents_.end()) RecordAgentSuccess(it->second);
   {
     // Learn the type's duration (exponential moving average, alpha 0.2) from the run
     // time per unit of complexity.
@@ -846,8 +929,21 @@ absl::Status Engine::Fail(AgentId agent, TaskId id, uint64_t token, const std::s
                           bool retryable) {
   absl::StatusOr<Entry*> found = FindLeased(agent, id, token, "failure report");
   if (!found.ok()) return found.status();
-  FailAttempt(**found, "failed", error.empty() ? "failed without a message" : error, retryable,
-              true);
+  const std::string why = error.empty() ? "failed without a message" : error;
+  bool agent_fault = false;
+  if (auto it = agents_.find(agent); it != agents_.end()) {
+    agent_fault = RecordAgentFailure(it->second, id);
+  }
+  if (agent_fault) {
+    // The agent, not the task, is failing: retried elsewhere, at once and uncounted.
+    probe_.failures_blamed_on_agent++;
+    FailAttempt(
+        **found, "agent_fault",
+        absl::StrCat(why, " (not counted: the circuit breaker of agent ", agent, " is open)"), true,
+        false);
+  } else {
+    FailAttempt(**found, "failed", why, retryable, true);
+  }
   if (auto it = agents_.find(agent); it != agents_.end()) {
     it->second.last_seen = now();
     FillAgent(it->second);
@@ -979,6 +1075,18 @@ void Engine::Evict() {
 }
 
 void Engine::FireTimer(const Timer& t) {
+  if (t.kind == TimerKind::kBreaker) {
+    auto it = agents_.find(t.id);
+    if (it == agents_.end() || it->second.breaker != Breaker::kOpen ||
+        it->second.breaker_until > now()) {
+      return;  // gone, closed meanwhile, or opened again later (a newer timer is armed)
+    }
+    SetBreaker(it->second, Breaker::kHalfOpen,
+               absl::StrCat("open for ", absl::FormatDuration(options_.breaker_open_for),
+                            ": one probe task may run"));
+    FillAgent(it->second);
+    return;
+  }
   if (t.kind == TimerKind::kAgent) {
     auto it = agents_.find(t.id);
     if (it == agents_.end()) return;
@@ -1025,10 +1133,17 @@ void Engine::FireTimer(const Timer& t) {
       probe_.timed_out++;
       PushCancel(task, "execution timeout");
       const AgentId agent = task.agent_id();
-      FailAttempt(*e, "timed_out",
-                  absl::StrCat("execution timeout of ", task.effective_execution_timeout_ms(),
-                               " ms exceeded"),
-                  true, true);
+      bool agent_fault = false;
+      if (auto it = agents_.find(agent); it != agents_.end()) {
+        agent_fault = RecordAgentFailure(it->second, task.id());
+      }
+      if (agent_fault) probe_.failures_blamed_on_agent++;
+      FailAttempt(
+          *e, agent_fault ? "agent_fault" : "timed_out",
+          absl::StrCat("execution timeout of ", task.effective_execution_timeout_ms(),
+                       " ms exceeded",
+                       agent_fault ? " (not counted: the agent's circuit breaker is open)" : ""),
+          true, !agent_fault);
       if (auto it = agents_.find(agent); it != agents_.end()) FillAgent(it->second);
       break;
     }
@@ -1170,6 +1285,21 @@ absl::Status Engine::CheckInvariants() const {
     }
   }
   for (const auto& [id, a] : agents_) {
+    // Breakers: an open one takes no task, a half-open one at most one probe at a time,
+    // and a closed one has not reached its threshold.
+    for (const std::string& type : a.types) {
+      auto q = queues_.find(type);
+      const bool idle = q != queues_.end() && q->second.idle_agents.contains(id);
+      if (idle && !BreakerAllows(a)) {
+        return absl::InternalError(absl::StrCat("agent ", id, " with a ", BreakerName(a.breaker),
+                                                " breaker is offered work"));
+      }
+    }
+    if (a.breaker == Breaker::kClosed && options_.breaker_failures > 0 &&
+        a.consecutive_failures >= options_.breaker_failures) {
+      return absl::InternalError(absl::StrCat("agent ", id, " failed ", a.consecutive_failures,
+                                              " times in a row with a closed breaker"));
+    }
     if (static_cast<int>(a.leased.size()) > a.max_concurrency) {
       return absl::InternalError(absl::StrCat("agent ", id, " holds ", a.leased.size(),
                                               " leases, max ", a.max_concurrency));

@@ -84,6 +84,10 @@ struct EngineOptions {
   // Within a priority level, workflow tasks on a longer remaining critical path go first
   // (off: deadline, then FIFO, as for standalone tasks). dag_bench compares the two.
   bool critical_path_first = true;
+  // Circuit breaker per agent: this many consecutive failed attempts open it (0: never);
+  // it stays open (no tasks) for breaker_open_for, then lets one probe task through.
+  int breaker_failures = 5;
+  absl::Duration breaker_open_for = absl::Seconds(60);
   // A type's duration before any of its tasks succeeded, for critical paths.
   absl::Duration default_task_duration = absl::Seconds(1);
   uint32_t epoch = 1;  // start-up counter (24 bits used); fencing tokens differ across restarts
@@ -113,6 +117,10 @@ struct EngineProbe {
   int64_t workflows_submitted = 0;
   int64_t canceled_by_parent = 0;  // a parent over a depends_on edge did not succeed
   int64_t canceled_by_fail_fast = 0;
+  int64_t breaker_opened = 0;
+  int64_t breaker_half_opened = 0;
+  int64_t breaker_closed = 0;
+  int64_t failures_blamed_on_agent = 0;  // attempts not counted: the breaker was at fault
   Histogram dispatch_latency{Histogram::LatencyBounds()};    // ready -> leased, seconds
   Histogram completion_latency{Histogram::LatencyBounds()};  // submitted -> succeeded
   Histogram run_time{Histogram::LatencyBounds()};            // leased -> reported
@@ -131,9 +139,10 @@ struct Outbox {
   std::vector<TaskId> terminal;                           // tasks that reached a terminal state
   std::vector<WorkflowId> dirty_workflows;                // workflows whose record changed
   std::vector<WorkflowId> terminal_workflows;             // workflows that reached an end
+  std::vector<std::string> events;                        // notable transitions, one line each
   bool empty() const {
     return dirty.empty() && purged.empty() && meta.empty() && pushes.empty() && terminal.empty() &&
-           dirty_workflows.empty() && terminal_workflows.empty();
+           dirty_workflows.empty() && terminal_workflows.empty() && events.empty();
   }
 };
 
@@ -154,6 +163,9 @@ struct WorkflowFilter {
   int limit = 100;
 };
 
+enum class Breaker { kClosed, kOpen, kHalfOpen };
+std::string BreakerName(Breaker b);
+
 struct AgentInfo {
   AgentId id = 0;
   std::vector<std::string> types;
@@ -163,6 +175,10 @@ struct AgentInfo {
   std::map<std::string, std::string> labels;
   bool stream_open = false;
   bool leaving = false;  // being removed (deregistered or expired)
+  Breaker breaker = Breaker::kClosed;
+  int consecutive_failures = 0;
+  std::deque<uint64_t> failed_tasks;  // the tasks of the current run of failures (last N)
+  absl::Time breaker_until;           // kOpen: when it lets a probe through
   absl::Time last_seen;
   absl::flat_hash_set<TaskId> leased;
 };
@@ -308,7 +324,7 @@ class Engine {
     std::set<QueueKey> ready;
     std::set<AgentId> idle_agents;  // stream open, a free slot
   };
-  enum class TimerKind : uint8_t { kLease, kRetry, kDeadline, kExecTimeout, kAgent };
+  enum class TimerKind : uint8_t { kLease, kRetry, kDeadline, kExecTimeout, kAgent, kBreaker };
   struct Timer {
     absl::Time at;
     uint64_t seq;
@@ -385,6 +401,14 @@ class Engine {
   void Evict();
 
   void RefreshIdle(AgentInfo& agent);
+  // Whether the agent's breaker lets it take another task now.
+  static bool BreakerAllows(const AgentInfo& agent);
+  // An attempt on `agent` failed (counted so far); returns true when the failure is the
+  // agent's: its breaker is open or half-open, or this failure opened it after a run of
+  // failures on different tasks. Then the attempt is not counted against the task.
+  bool RecordAgentFailure(AgentInfo& agent, TaskId task);
+  void RecordAgentSuccess(AgentInfo& agent);
+  void SetBreaker(AgentInfo& agent, Breaker to, const std::string& why);
   void DispatchType(const std::string& type);
   void FillAgent(AgentInfo& agent);
   AgentInfo* PickAgent(TypeQueue& q);

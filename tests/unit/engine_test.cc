@@ -284,6 +284,7 @@ TEST_F(EngineTest, BackoffGrowsExponentiallyWithinFullJitterBounds) {
     SCOPED_TRACE(testing::Message() << "seed " << seed);
     EngineOptions o = BaseOptions();
     o.seed = seed;
+    o.breaker_failures = 0;  // one agent fails the task 7 times: keep its breaker out of it
     Reset(o);
     const AgentId agent = StartAgent("flaky");
     v1::TaskSpec spec = Spec("flaky");
@@ -1167,6 +1168,90 @@ TEST_F(EngineTest, CodecRejectsAnUnreadableRow) {
   row.id = 42;
   row.blob = "\xff\xff\xff\xff";
   EXPECT_TRUE(HasError(RowToTask(row).status(), absl::StatusCode::kDataLoss, "task 42"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Circuit breakers (defaults: 5 consecutive failures, open for 60 s)
+
+TEST_F(EngineTest, FiveFailuresInARowOpenTheBreakerAndTheLastTaskRetriesElsewhereUncounted) {
+  EngineOptions o = BaseOptions();
+  o.defaults.retry.max_attempts = 10;
+  Reset(o);
+  const AgentId bad = StartAgent("build");
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(Submit("build"));
+  for (int i = 0; i < 4; ++i) {
+    const v1::TaskLease l = TakeOnlyLease(bad);
+    ASSERT_TRUE(Fail(bad, l, "crashed").ok());
+    EXPECT_EQ(TaskOf(l.task_id()).failures(), 1) << "failures before the breaker opens count";
+  }
+  const v1::TaskLease fifth = TakeOnlyLease(bad);
+  ASSERT_TRUE(Fail(bad, fifth, "crashed").ok());
+  EXPECT_EQ(engine_->agents().at(bad).breaker, Breaker::kOpen);
+  const v1::Task t = TaskOf(fifth.task_id());
+  EXPECT_EQ(t.failures(), 0) << "the failure that opened the breaker is the agent's";
+  EXPECT_EQ(t.state(), v1::TASK_STATE_READY) << "requeued at once, no backoff";
+  EXPECT_EQ(t.history(0).outcome(), "agent_fault");
+  EXPECT_TRUE(TakeLeases(bad).empty()) << "an open breaker takes no work";
+  const AgentId good = StartAgent("build");
+  // The blamed task was queued again behind the one already waiting.
+  EXPECT_EQ(TakeOnlyLease(good).task_id(), ids[5]);
+  EXPECT_EQ(engine_->probe().breaker_opened, 1);
+}
+
+TEST_F(EngineTest, AfterItsOpenTimeTheBreakerLetsOneProbeThroughAndASuccessClosesIt) {
+  const AgentId agent = StartAgent("build", 4);
+  for (int i = 0; i < 5; ++i) {
+    Submit("build");
+  }
+  for (const v1::TaskLease& l : TakeLeases(agent)) ASSERT_TRUE(Fail(agent, l, "x").ok());
+  // Four failed with slots free; the fifth task was leased after, and fails too.
+  for (const v1::TaskLease& l : TakeLeases(agent)) ASSERT_TRUE(Fail(agent, l, "x").ok());
+  ASSERT_EQ(engine_->agents().at(agent).breaker, Breaker::kOpen);
+  Advance(absl::Seconds(59));
+  EXPECT_TRUE(TakeLeases(agent).empty());
+  Advance(absl::Seconds(2));
+  EXPECT_EQ(engine_->agents().at(agent).breaker, Breaker::kHalfOpen);
+  std::vector<v1::TaskLease> probe = TakeLeases(agent);
+  ASSERT_EQ(probe.size(), 1u) << "half-open: exactly one probe, though 4 slots are free";
+  ASSERT_TRUE(Complete(agent, probe[0]).ok());
+  EXPECT_EQ(engine_->agents().at(agent).breaker, Breaker::kClosed);
+  EXPECT_GE(TakeLeases(agent).size(), 1u) << "closed: work flows again";
+}
+
+TEST_F(EngineTest, AFailedProbeOpensTheBreakerAgainWithoutCountingAgainstTheTask) {
+  EngineOptions o = BaseOptions();
+  o.breaker_failures = 2;
+  o.breaker_open_for = absl::Seconds(10);
+  Reset(o);
+  const AgentId agent = StartAgent("build");
+  Submit("build");
+  Submit("build");
+  Submit("build");
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "x").ok());
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "x").ok());
+  ASSERT_EQ(engine_->agents().at(agent).breaker, Breaker::kOpen);
+  Advance(absl::Seconds(11));
+  const v1::TaskLease probe = TakeOnlyLease(agent);
+  ASSERT_TRUE(Fail(agent, probe, "still broken").ok());
+  EXPECT_EQ(engine_->agents().at(agent).breaker, Breaker::kOpen);
+  EXPECT_EQ(TaskOf(probe.task_id()).failures(), 0);
+  EXPECT_EQ(engine_->probe().breaker_opened, 2);
+  EXPECT_EQ(engine_->probe().breaker_half_opened, 1);
+}
+
+TEST_F(EngineTest, OneTaskFailingAgainAndAgainOnOneAgentIsTheTasksFault) {
+  EngineOptions o = BaseOptions();
+  o.breaker_failures = 2;
+  o.defaults.retry.max_attempts = 2;
+  Reset(o);
+  const AgentId agent = StartAgent("build");
+  const TaskId id = Submit("build");
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "bad input").ok());
+  Advance(absl::Seconds(2));  // past the backoff
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "bad input").ok());
+  EXPECT_EQ(engine_->agents().at(agent).breaker, Breaker::kOpen);
+  EXPECT_EQ(StateOf(id), v1::TASK_STATE_DEAD) << "both failures counted: the same task failed";
 }
 
 }  // namespace

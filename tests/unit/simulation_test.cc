@@ -90,6 +90,9 @@ struct Coverage {
   int64_t workflows_canceled = 0;
   int64_t cascaded = 0;  // tasks canceled because a parent did not succeed (or fail_fast)
   int64_t fail_fast = 0;
+  int64_t breaker_opened = 0;  // (of the final engines; restarts reset breakers)
+  int64_t breaker_closed = 0;
+  int64_t breaker_blamed = 0;
 
   void Add(const EngineProbe& p) {
     submitted += p.submitted;
@@ -161,6 +164,7 @@ class Simulation {
   int64_t workflows() const { return static_cast<int64_t>(workflows_.size()); }
   const std::map<v1::WorkflowState, int64_t>& workflow_ends() const { return workflow_ends_; }
   int64_t cascaded() const { return cascaded_; }
+  int64_t breaker_blamed() const { return breaker_blamed_; }
   int64_t fail_fast() const { return fail_fast_; }
 
  private:
@@ -680,6 +684,7 @@ class Simulation {
     const bool current = before != nullptr && before->state() == v1::TASK_STATE_LEASED &&
                          before->lease_token() == token && before->agent_id() == a.id;
     const int failures_before = before == nullptr ? 0 : before->failures();
+    const int attempts_before = before == nullptr ? 0 : before->attempts();
     const std::string result = absl::StrCat("result of ", id, " by ", a.id, " token ", token);
     absl::Status st;
     switch (what) {
@@ -717,6 +722,23 @@ class Simulation {
         return Violation(absl::StrCat("task ", id, " is ", StateName(t->state()), " with result '",
                                       t->result(), "' after completion"));
       }
+    } else if (what <= 2 && attempts_before > 0 && attempts_before <= t->history_size() &&
+               t->history(attempts_before - 1).outcome() == "agent_fault") {
+      // The agent's circuit breaker was to blame: requeued at once, uncounted (and perhaps
+      // leased again, or expired past its deadline).
+      if (t->failures() != failures_before ||
+          (t->state() != v1::TASK_STATE_READY && t->state() != v1::TASK_STATE_LEASED &&
+           t->state() != v1::TASK_STATE_EXPIRED && t->state() != v1::TASK_STATE_WAITING)) {
+        return Violation(absl::StrCat("an agent-fault failure left task ", id, " ",
+                                      StateName(t->state()), " with ", t->failures(),
+                                      " failures (had ", failures_before, ")"));
+      }
+      const auto it = agent_index_.find(a.id);
+      if (it != agent_index_.end() && engine_->agents().contains(a.id) &&
+          engine_->agents().at(a.id).breaker == Breaker::kClosed) {
+        return Violation(absl::StrCat("agent ", a.id, " was blamed but its breaker is closed"));
+      }
+      breaker_blamed_++;
     } else if (what <= 2) {
       if (t->failures() != failures_before + 1) {
         return Violation(absl::StrCat("a failure report took task ", id, " from ", failures_before,
@@ -1373,7 +1395,7 @@ class Simulation {
         const std::string& o = a.outcome();
         const bool fault = o == "failed" || o == "lease_expired" || o == "timed_out";
         const bool no_fault = o == "succeeded" || o == "canceled" || o == "agent_deregistered" ||
-                              o == "interrupted" || o == "undelivered";
+                              o == "interrupted" || o == "undelivered" || o == "agent_fault";
         if ((!fault && !no_fault) || a.counted() != fault) {
           return Violation(absl::StrCat("task ", id, " attempt ", a.number(), " ended '", o,
                                         "' counted=", a.counted()));
@@ -1490,6 +1512,11 @@ class Simulation {
         return Violation(absl::StrCat("agent ", aid, " silent for a TTL is still registered"));
       }
       if (!info.stream_open || static_cast<int>(info.leased.size()) >= info.max_concurrency) {
+        continue;
+      }
+      // An open breaker takes nothing; a half-open one takes one probe at a time.
+      if (info.breaker == Breaker::kOpen ||
+          (info.breaker == Breaker::kHalfOpen && !info.leased.empty())) {
         continue;
       }
       for (const auto& [key, depth] : engine_->queue_depths()) {
@@ -1699,6 +1726,7 @@ class Simulation {
   std::map<WorkflowId, int> workflow_notices_;         // ends reported in outboxes
   std::map<v1::WorkflowState, int64_t> workflow_ends_;
   int64_t cascaded_ = 0;
+  int64_t breaker_blamed_ = 0;
   int64_t fail_fast_ = 0;
   bool breakable_streams_ = true;        // pushes may fail (off while draining)
   absl::flat_hash_set<AgentId> broken_;  // streams broken during the current Deliver()
@@ -1742,6 +1770,9 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     cov.workflows_failed += ends[v1::WORKFLOW_STATE_FAILED];
     cov.workflows_canceled += ends[v1::WORKFLOW_STATE_CANCELED];
     cov.cascaded += sim.cascaded();
+    cov.breaker_blamed += sim.breaker_blamed();
+    cov.breaker_opened += sim.probe().breaker_opened;
+    cov.breaker_closed += sim.probe().breaker_closed;
     cov.fail_fast += sim.fail_fast();
     if (!failure.empty()) {
       ADD_FAILURE() << failure;
@@ -1765,7 +1796,10 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
             << " undelivered leases, " << cov.restarts << " restarts; " << cov.workflows
             << " workflows (" << cov.workflows_succeeded << " succeeded, " << cov.workflows_failed
             << " failed, " << cov.workflows_canceled << " canceled), " << cov.cascaded
-            << " tasks canceled by a parent's failure (" << cov.fail_fast << " by fail_fast)\n";
+            << " tasks canceled by a parent's failure (" << cov.fail_fast
+            << " by fail_fast); circuit breakers opened " << cov.breaker_opened << ", closed "
+            << cov.breaker_closed << " times, " << cov.breaker_blamed
+            << " failures blamed on the agent\n";
 
   // A simulation that never reaches a behaviour cannot find its bugs: over a full run
   // every behaviour must occur.
@@ -1792,6 +1826,9 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     EXPECT_GT(cov.workflows_canceled, 0);
     EXPECT_GT(cov.cascaded, 0);
     EXPECT_GT(cov.fail_fast, 0);
+    EXPECT_GT(cov.breaker_opened, 0);
+    EXPECT_GT(cov.breaker_closed, 0);
+    EXPECT_GT(cov.breaker_blamed, 0);
   }
 }
 
