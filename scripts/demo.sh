@@ -95,11 +95,21 @@ echo
 echo "   dead-letter queue (permanent failures, kept with their last error):"
 "$DROVER" dlq ls --limit 5 | sed 's/^/     /'
 echo
+bold "6. a map-reduce job: summarize six documents, then one review of the summaries"
+echo "   drover mapreduce --mapper summarize --reducer review --item ... --parallelism 3 --on-error continue_on_partial"
+mr_items=()
+for i in 1 2 3 4 5 6; do mr_items+=(--item "chapter $i of the agents handbook"); done
+"$DROVER" mapreduce --mapper summarize --reducer review "${mr_items[@]}" --parallelism 3 \
+  --on-error continue_on_partial --reduce-payload "the six chapter summaries" --name handbook \
+  2>&1 | sed 's/^/   /' || true
+echo
+
 bold "where to look next"
 cat <<EOF2
    drover ls --state dead                     # or: --state succeeded --type review
    drover get <id>                            # a task, its result and every attempt
    drover dlq reprocess --all                 # queue the dead letters again
+   drover workflow ls; drover workflow get 1  # the map-reduce job as a workflow, step by step
    curl http://127.0.0.1:$HTTP_PORT/metrics        # Prometheus metrics
    curl http://127.0.0.1:$HTTP_PORT/v1/stats       # the same API as gRPC, in JSON
    logs: $WORK/*.log

@@ -140,6 +140,9 @@ class Simulation {
     // Some schedules keep finished tasks in memory only briefly, or only a few of them.
     if (Chance(0.4)) o.terminal_retention = absl::Seconds(Uniform(30, 600));
     if (Chance(0.3)) o.max_terminal_in_memory = Uniform(3, 30);
+    // Breakers that open sooner and close within a schedule, so every transition happens.
+    o.breaker_open_for = absl::Seconds(Uniform(5, 60));
+    if (Chance(0.3)) o.breaker_failures = Uniform(2, 4);
     o.seed = seed;
     engine_ = std::make_unique<Engine>(std::move(o), clock_);
     rewalk_ = true;
