@@ -601,8 +601,8 @@ void Service::Metrics(Reply<std::string> done) {
     w.Family("drover_workflows", "gauge", "Workflows (and map-reduce jobs) by state.");
     const std::array<int64_t, 5> wf = e.WorkflowsByState();
     for (int s = v1::WORKFLOW_STATE_RUNNING; s <= v1::WORKFLOW_STATE_CANCELED; ++s) {
-      std::string name = v1::WorkflowState_Name(static_cast<v1::WorkflowState>(s)).substr(15);
-      w.Sample({{"state", absl::AsciiStrToLower(name)}}, static_cast<double>(wf[s]));
+      w.Sample({{"state", core::WorkflowStateName(static_cast<v1::WorkflowState>(s))}},
+               static_cast<double>(wf[s]));
     }
     w.Counter("drover_workflows_submitted_total", "Workflows and map-reduce jobs accepted.",
               p.workflows_submitted);

@@ -26,12 +26,6 @@ namespace pb = ::google::protobuf;
 
 constexpr int kMaxStepsShown = 200;
 
-std::string WorkflowStateName(v1::WorkflowState s) {
-  std::string n = v1::WorkflowState_Name(s);
-  if (n.rfind("WORKFLOW_STATE_", 0) == 0) n = n.substr(15);
-  return absl::AsciiStrToLower(n);
-}
-
 // A step's task payload in a workflow file: "payload" is text, "payload_json" any JSON
 // value (sent as its JSON text), "payload_base64" bytes as the HTTP API takes them. The
 // wire form is always base64 (protobuf's JSON mapping of bytes).
@@ -120,7 +114,8 @@ std::string Progress(const v1::Workflow& w) {
 }
 
 void PrintWorkflow(const v1::Workflow& w, client::Client* c) {
-  fmt::print("workflow {}  {}{}  {}\n", w.id(), absl::AsciiStrToUpper(WorkflowStateName(w.state())),
+  fmt::print("workflow {}  {}{}  {}\n", w.id(),
+             absl::AsciiStrToUpper(core::WorkflowStateName(w.state())),
              w.name().empty() ? "" : absl::StrCat("  \"", w.name(), "\""), Progress(w));
   fmt::print("  tenant {}  created {} ago{}\n", w.tenant(), Age(w.created_unix_ms()),
              w.finished_unix_ms() > 0
@@ -282,7 +277,7 @@ int WorkflowCommands::List(client::Client& c) {
              "DONE", "AGE");
   for (const v1::Workflow& w : r->workflows()) {
     fmt::print("{:>8}  {:<10}  {:<24}  {:<10}  {:>11}  {:>5}\n", w.id(),
-               WorkflowStateName(w.state()), Printable(w.name(), 24), w.tenant(),
+               core::WorkflowStateName(w.state()), Printable(w.name(), 24), w.tenant(),
                absl::StrCat(w.done(), "/", w.total()), Age(w.created_unix_ms()));
   }
   if (!r->next_page_token().empty()) fmt::print("more: --page-token {}\n", r->next_page_token());

@@ -187,6 +187,8 @@ bool IsTerminal(v1::TaskState s);
 // "ready", "leased", ...: a state's short name for metrics, CLI and errors.
 std::string StateName(v1::TaskState s);
 std::string PriorityName(v1::Priority p);
+// "running", "succeeded", "failed", "canceled".
+std::string WorkflowStateName(v1::WorkflowState s);
 
 class Engine {
  public:

@@ -79,13 +79,13 @@ void AddProgress(v1::Workflow& w, v1::TaskState s, int delta) {
   }
 }
 
+}  // namespace
+
 std::string WorkflowStateName(v1::WorkflowState s) {
   std::string n = v1::WorkflowState_Name(s);
   if (n.rfind("WORKFLOW_STATE_", 0) == 0) n = n.substr(15);
   return absl::AsciiStrToLower(n);
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Edges
