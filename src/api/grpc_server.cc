@@ -371,6 +371,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
     s_.PurgeDeadLetters(*req, Finisher(ctx, r, resp));
     return r;
   }
+  ServerUnaryReactor* SendMessage(CallbackServerContext* ctx, const v1::SendMessageRequest* req,
+                                  v1::SendMessageResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.SendMessage(*req, Finisher(ctx, r, resp));
+    return r;
+  }
 
  private:
   api::Service& s_;

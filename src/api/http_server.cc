@@ -168,6 +168,7 @@ void HttpServer::Routes() {
               v1::ReprocessDeadLettersResponse, ReprocessDeadLetters);
   DROVER_POST("/v1/dlq:purge", v1::PurgeDeadLettersRequest, v1::PurgeDeadLettersResponse,
               PurgeDeadLetters);
+  DROVER_POST("/v1/messages", v1::SendMessageRequest, v1::SendMessageResponse, SendMessage);
 #undef DROVER_POST
 
   s.Get(R"(/v1/tasks/(\d+))", [svc](const httplib::Request& req, httplib::Response& res) {

@@ -547,6 +547,12 @@ void Service::PurgeDeadLetters(const v1::PurgeDeadLettersRequest& req,
       });
 }
 
+void Service::SendMessage(const v1::SendMessageRequest& req, Reply<v1::SendMessageResponse> done) {
+  RunOn<v1::SendMessageResponse>(
+      runtime_, std::move(done),
+      [req](Engine& e) -> absl::StatusOr<v1::SendMessageResponse> { return e.SendMessage(req); });
+}
+
 void Service::Metrics(Reply<std::string> done) {
   auto shared = std::make_shared<Reply<std::string>>(std::move(done));
   store::Store& store = store_;
@@ -652,6 +658,9 @@ void Service::Metrics(Reply<std::string> done) {
     w.Sample({{"to", "open"}}, p.breaker_opened);
     w.Sample({{"to", "half_open"}}, p.breaker_half_opened);
     w.Sample({{"to", "closed"}}, p.breaker_closed);
+    w.Counter("drover_agent_messages_sent_total", "SendMessage calls accepted.", p.messages_sent);
+    w.Counter("drover_agent_messages_pushed_total",
+              "Messages pushed to connected agents (one per agent reached).", p.messages_pushed);
     w.Counter("drover_task_failures_blamed_on_agent_total",
               "Failed attempts not counted against their task: the agent's breaker was at fault.",
               p.failures_blamed_on_agent);

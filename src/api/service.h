@@ -64,6 +64,7 @@ class Service {
                         Reply<v1::PurgeDeadLettersResponse> done);
   // Prometheus text for /metrics.
   void Metrics(Reply<std::string> done);
+  void SendMessage(const v1::SendMessageRequest& req, Reply<v1::SendMessageResponse> done);
 
  private:
   Runtime& runtime_;

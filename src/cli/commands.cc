@@ -371,6 +371,19 @@ int Main(int argc, char** argv) {
   WorkflowCommands workflows;
   workflows.Add(app);
 
+  struct {
+    uint64_t agent = 0;
+    std::string type, topic, body;
+    bool all = false;
+  } msg;
+  CLI::App* message =
+      app.add_subcommand("message", "Send a message to connected agents (best-effort, not stored)");
+  message->add_option("--agent", msg.agent, "one agent, by id");
+  message->add_option("--type", msg.type, "every connected agent of this type");
+  message->add_flag("--all", msg.all, "every connected agent");
+  message->add_option("--topic", msg.topic, "a short topic (at most 64 bytes)");
+  message->add_option("body", msg.body, "the message ('-' reads stdin)")->required();
+
   runner::AgentOptions ao;
   std::vector<std::string> agent_labels;
   CLI::App* agent = app.add_subcommand(
@@ -402,6 +415,22 @@ int Main(int argc, char** argv) {
 
   auto c = connect();
   if (workflows.parsed()) return workflows.Run(*c);
+  if (message->parsed()) {
+    v1::SendMessageRequest req;
+    req.set_agent_id(msg.agent);
+    req.set_agent_type(msg.type);
+    req.set_all(msg.all);
+    req.set_topic(msg.topic);
+    auto body = ReadPayload(msg.body, "");
+    if (!body.ok()) return Fail(body.status());
+    req.set_body(*body);
+    auto r = c->SendMessage(req);
+    if (!r.ok()) return Fail(r.status());
+    fmt::print("message {} pushed to {} connected agent(s){}\n", r->message_id(),
+               r->delivered_to_size(),
+               r->delivered_to_size() == 0 ? " (none connected: it is not kept)" : "");
+    return 0;
+  }
   if (submit->parsed()) {
     v1::TaskSpec spec;
     spec.set_type(s.type);

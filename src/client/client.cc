@@ -315,6 +315,13 @@ absl::StatusOr<v1::ReprocessDeadLettersResponse> Client::Reprocess(
   return resp;
 }
 
+absl::StatusOr<v1::SendMessageResponse> Client::SendMessage(const v1::SendMessageRequest& req) {
+  v1::SendMessageResponse resp;
+  DROVER_CALL(admin_, SendMessage, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::PurgeDeadLettersResponse> Client::Purge(const v1::PurgeDeadLettersRequest& req) {
   v1::PurgeDeadLettersResponse resp;
   DROVER_CALL(admin_, PurgeDeadLetters, req, resp, options_.timeout);

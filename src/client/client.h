@@ -79,6 +79,7 @@ class Client {
   absl::StatusOr<v1::ReprocessDeadLettersResponse> Reprocess(
       const v1::ReprocessDeadLettersRequest& req);
   absl::StatusOr<v1::PurgeDeadLettersResponse> Purge(const v1::PurgeDeadLettersRequest& req);
+  absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);
 
  private:
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);

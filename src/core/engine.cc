@@ -994,6 +994,50 @@ void Engine::RemoveAgent(AgentInfo& agent, const std::string& outcome, bool coun
   agents_.erase(id);
 }
 
+absl::StatusOr<v1::SendMessageResponse> Engine::SendMessage(const v1::SendMessageRequest& req) {
+  constexpr size_t kMaxBody = 64 * 1024;
+  constexpr size_t kMaxTopic = 64;
+  const int targets = (req.agent_id() != 0) + !req.agent_type().empty() + req.all();
+  if (targets != 1) {
+    return absl::InvalidArgumentError(
+        "agent_id, agent_type, all: give exactly one target (an agent, a type, or all)");
+  }
+  if (req.body().size() > kMaxBody) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("body: ", req.body().size(), " bytes exceeds the limit of ", kMaxBody));
+  }
+  if (req.topic().size() > kMaxTopic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("topic: ", req.topic().size(), " bytes exceeds the limit of ", kMaxTopic));
+  }
+  if (!req.agent_type().empty() && !ValidName(req.agent_type())) {
+    return NameError("agent_type", req.agent_type());
+  }
+  if (req.agent_id() != 0 && !agents_.contains(req.agent_id())) {
+    return absl::NotFoundError(absl::StrCat("agent_id: agent ", req.agent_id(), " not found"));
+  }
+  v1::SendMessageResponse resp;
+  resp.set_message_id(next_message_id_++);
+  Outbox::Push push;
+  v1::AgentMessage* m = push.item.mutable_message();
+  m->set_id(resp.message_id());
+  m->set_topic(req.topic());
+  m->set_body(req.body());
+  m->set_sent_unix_ms(now_ms());
+  for (const auto& [id, a] : agents_) {
+    if (!a.stream_open || a.leaving) continue;
+    const bool match = req.all() || id == req.agent_id() ||
+                       std::find(a.types.begin(), a.types.end(), req.agent_type()) != a.types.end();
+    if (!match) continue;
+    push.agent = id;
+    outbox_.pushes.push_back(push);
+    resp.add_delivered_to(id);
+    probe_.messages_pushed++;
+  }
+  probe_.messages_sent++;
+  return resp;
+}
+
 void Engine::ReturnUndelivered(AgentId agent, TaskId id, uint64_t token) {
   Entry* e = Find(id);
   if (e == nullptr || e->task.state() != v1::TASK_STATE_LEASED || e->task.lease_token() != token ||

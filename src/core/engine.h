@@ -121,6 +121,8 @@ struct EngineProbe {
   int64_t breaker_half_opened = 0;
   int64_t breaker_closed = 0;
   int64_t failures_blamed_on_agent = 0;  // attempts not counted: the breaker was at fault
+  int64_t messages_sent = 0;             // SendMessage calls accepted
+  int64_t messages_pushed = 0;           // pushes to agents (one per agent reached)
   Histogram dispatch_latency{Histogram::LatencyBounds()};    // ready -> leased, seconds
   Histogram completion_latency{Histogram::LatencyBounds()};  // submitted -> succeeded
   Histogram run_time{Histogram::LatencyBounds()};            // leased -> reported
@@ -262,6 +264,9 @@ class Engine {
   void ReturnUndelivered(AgentId agent, TaskId task, uint64_t token);
   // The agent leaves; its leased tasks return to the queue at once, uncounted.
   absl::Status Deregister(AgentId agent);
+  // Pushes a message to the targeted agents with an open work stream (best-effort; not
+  // stored). Returns them; an error names the field (no target, two targets, sizes).
+  absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);
 
   // --- time -----------------------------------------------------------------------------
   // Fires every timer due at clock.Now(): lease expiry, retry backoff, deadlines,
@@ -450,6 +455,7 @@ class Engine {
   uint64_t next_seq_ = 1;
   uint64_t next_timer_seq_ = 1;
   uint64_t token_counter_ = 0;
+  uint64_t next_message_id_ = 1;
   Outbox outbox_;
   absl::flat_hash_set<TaskId> dirty_set_;
   EngineProbe probe_;

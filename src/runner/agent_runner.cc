@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -83,6 +84,7 @@ class Agent {
   std::atomic<uint64_t> agent_id_{0};
   int64_t heartbeat_ms_ = 1000;
   std::string work_dir_;
+  std::string messages_file_;  // <work_dir>/messages: one line per message received
   std::mutex mu_;
   std::map<uint64_t, Running> running_;
   int workers_ = 0;
@@ -155,6 +157,19 @@ void Agent::OnItem(const drover::v1::WorkItem& item) {
       workers_--;
       workers_cv_.notify_all();
     }).detach();
+    return;
+  }
+  if (item.has_message()) {
+    // Appended as one line "<id>\t<topic>\t<body>" (newlines in the body become spaces),
+    // so a command can follow the file with `tail -f` or read its last line.
+    const drover::v1::AgentMessage& m = item.message();
+    std::string body = m.body();
+    std::replace(body.begin(), body.end(), '\n', ' ');
+    std::lock_guard<std::mutex> lk(mu_);
+    std::ofstream(messages_file_, std::ios::app)
+        << m.id() << '\t' << m.topic() << '\t' << body << '\n';
+    Log(absl::StrCat("message ", m.id(), m.topic().empty() ? "" : " (" + m.topic() + ")",
+                     " appended to ", messages_file_));
     return;
   }
   if (item.has_cancel()) {
@@ -244,6 +259,7 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
   env_strings.push_back(absl::StrCat("DROVER_PRIORITY=", static_cast<int>(lease.priority())));
   env_strings.push_back(absl::StrCat("DROVER_CHECKPOINT_FILE=", ckpt));
   env_strings.push_back(absl::StrCat("DROVER_SERVER=", o_.server));
+  env_strings.push_back(absl::StrCat("DROVER_MESSAGES_FILE=", messages_file_));
   if (lease.workflow_id() != 0) {
     env_strings.push_back(absl::StrCat("DROVER_WORKFLOW_ID=", lease.workflow_id()));
     env_strings.push_back(absl::StrCat("DROVER_STEP=", lease.step()));
@@ -431,6 +447,7 @@ int Agent::Run() {
   } else {
     ::mkdir(work_dir_.c_str(), 0755);
   }
+  messages_file_ = work_dir_ + "/messages";
   int failures = 0;
   while (!stop_) {
     if (agent_id_ == 0) {

@@ -1254,5 +1254,54 @@ TEST_F(EngineTest, OneTaskFailingAgainAndAgainOnOneAgentIsTheTasksFault) {
   EXPECT_EQ(StateOf(id), v1::TASK_STATE_DEAD) << "both failures counted: the same task failed";
 }
 
+// ---------------------------------------------------------------------------------------
+// Agent messages
+
+TEST_F(EngineTest, MessagesGoToTheTargetedConnectedAgentsOnly) {
+  const AgentId b1 = StartAgent("build");
+  const AgentId b2 = StartAgent("build");
+  const AgentId r1 = StartAgent("render");
+  const AgentId offline = RegisterAgent({"build"}, 1);  // no open work stream
+  auto send = [&](v1::SendMessageRequest req) {
+    req.set_body("reload your config");
+    absl::StatusOr<v1::SendMessageResponse> r = engine_->SendMessage(req);
+    Settle();
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? std::vector<uint64_t>(r->delivered_to().begin(), r->delivered_to().end())
+                  : std::vector<uint64_t>{};
+  };
+  auto received = [&](AgentId a) {
+    int n = 0;
+    for (const Outbox::Push& p : TakePushes()) {
+      if (p.agent == a && p.item.has_message()) ++n;
+    }
+    return n;
+  };
+  v1::SendMessageRequest by_type;
+  by_type.set_agent_type("build");
+  EXPECT_EQ(send(by_type), (std::vector<uint64_t>{b1, b2}));
+  v1::SendMessageRequest one;
+  one.set_agent_id(r1);
+  EXPECT_EQ(send(one), (std::vector<uint64_t>{r1}));
+  EXPECT_EQ(received(r1), 1);
+  v1::SendMessageRequest all;
+  all.set_all(true);
+  EXPECT_EQ(send(all).size(), 3u) << "the agent without a stream is skipped";
+  (void)offline;
+  v1::SendMessageRequest none;
+  none.set_body("x");
+  EXPECT_TRUE(HasError(engine_->SendMessage(none).status(), absl::StatusCode::kInvalidArgument,
+                       "give exactly one target"));
+  v1::SendMessageRequest big;
+  big.set_all(true);
+  big.set_body(std::string(70'000, 'x'));
+  EXPECT_TRUE(HasError(engine_->SendMessage(big).status(), absl::StatusCode::kInvalidArgument,
+                       "body: 70000 bytes exceeds the limit of 65536"));
+  v1::SendMessageRequest unknown;
+  unknown.set_agent_id(424242);
+  EXPECT_TRUE(HasError(engine_->SendMessage(unknown).status(), absl::StatusCode::kNotFound,
+                       "agent_id: agent 424242 not found"));
+}
+
 }  // namespace
 }  // namespace drover::core
