@@ -300,7 +300,8 @@ void Engine::SetState(Entry& e, v1::TaskState s, bool persist) {
   state_counts_[from]--;
   state_counts_[s]++;
   if (e.task.workflow_id() != 0) CountInWorkflow(e.task, from, s);
-  if (from == v1::TASK_STATE_DEAD && s != v1::TASK_STATE_DEAD && !e.children.empty()) {
+  if (from == v1::TASK_STATE_DEAD && s != v1::TASK_STATE_DEAD && e.links &&
+      !e.links->children.empty()) {
     ReopenForChildren(e);
   }
   e.task.set_state(s);
@@ -325,7 +326,7 @@ void Engine::MakeReady(Entry& e) {
 void Engine::Enqueue(Entry& e) {
   const v1::TaskSpec& s = e.task.spec();
   e.key = QueueKey{
-      EffectivePriority(s.priority()), options_.critical_path_first ? -e.critical_path_ms : 0,
+      EffectivePriority(s.priority()), options_.critical_path_first ? -e.Lc().critical_path_ms : 0,
       s.deadline_unix_ms() > 0 ? s.deadline_unix_ms() : kNoDeadline, next_seq_++, e.task.id()};
   e.ready_since = now();
   TypeQueue& q = queues_[s.type()];
@@ -468,7 +469,13 @@ void Engine::Finish(Entry& e, v1::TaskState terminal, const std::string& reason)
     default:
       break;
   }
-  OnTaskEnded(e);
+  // Only a task with edges or a workflow has anything to propagate (the common standalone
+  // task skips the queue and its lookups).
+  const v1::TaskSpec& spec = e.task.spec();
+  if ((e.links && !e.links->children.empty()) || e.task.workflow_id() != 0 ||
+      spec.depends_on_size() > 0 || spec.depends_on_finished_size() > 0) {
+    OnTaskEnded(e);
+  }
 }
 
 absl::Duration Engine::Backoff(const Entry& e) {
@@ -1102,10 +1109,10 @@ void Engine::Evict() {
     // Not yet persisted (it finished in this Tick): the caller must still read it through
     // Snapshot for the store, or the store keeps its old state. Evict it on a later Tick.
     if (dirty_set_.contains(id)) break;
-    if (it->second->live_children > 0) {
+    if (it->second->Lc().live_children > 0) {
       // Unfinished children still need its result: keep it until the last one ends
       // (PropagateEnd queues it again then).
-      it->second->evict_deferred = true;
+      it->second->L().evict_deferred = true;
       finished_.pop_front();
       continue;
     }

@@ -310,15 +310,27 @@ class Engine {
     uint32_t gen = 0;  // bumps on every state change; stale timers carry an older one
     QueueKey key{};    // valid while READY
     absl::Time ready_since;
-    // Dependencies (workflow.cc). Tasks that list this one as a parent:
-    std::vector<TaskId> children;
-    int unmet_parents = 0;  // WAITING: parents that have not ended as the edge needs
-    int live_children = 0;  // children not yet terminal: they need this task's result,
-                            // so it stays in memory (eviction waits for them)
-    bool evict_deferred = false;
-    TaskId missing_parent = 0;     // recovery: a parent no longer in the store
-    bool held = false;             // WAITING only for its workflow's max_parallel
-    int64_t critical_path_ms = 0;  // workflow tasks: expected remaining path from here
+    // Dependencies (workflow.cc), allocated only for a task with parents, children or a
+    // workflow, so a standalone task pays one pointer (the 1M-queued memory goal).
+    struct Links {
+      std::vector<TaskId> children;  // tasks that list this one as a parent
+      int unmet_parents = 0;         // WAITING: parents that have not ended as needed
+      int live_children = 0;         // children that may still run need this task's
+                                     // result, so it stays in memory until they end
+      bool evict_deferred = false;
+      bool held = false;             // WAITING only for its workflow's max_parallel
+      TaskId missing_parent = 0;     // recovery: a parent no longer in the store
+      int64_t critical_path_ms = 0;  // workflow tasks: expected remaining path from here
+    };
+    std::unique_ptr<Links> links;
+    Links& L() {
+      if (!links) links = std::make_unique<Links>();
+      return *links;
+    }
+    const Links& Lc() const {
+      static const Links kNone;
+      return links ? *links : kNone;
+    }
   };
   struct WorkflowEntry {
     v1::Workflow record;

@@ -121,8 +121,12 @@ absl::Status Engine::ValidateParents(const v1::TaskSpec& s, const std::string& f
 }
 
 void Engine::LinkParents(Entry& e) {
-  e.unmet_parents = 0;
   const v1::TaskSpec& s = e.task.spec();
+  if (s.depends_on_size() == 0 && s.depends_on_finished_size() == 0) {
+    if (e.links) e.links->unmet_parents = 0;
+    return;  // no parents: a standalone task allocates no links
+  }
+  e.L().unmet_parents = 0;
   const bool needs = NeedsParents(e.task.state());
   auto link = [&](TaskId pid, bool finished_only) {
     Entry* p = Find(pid);
@@ -130,12 +134,12 @@ void Engine::LinkParents(Entry& e) {
       // Only recovery meets this: the parent's row is gone (a dead letter purged, or a
       // finished row pruned). Any end satisfies a depends_on_finished edge; over a
       // depends_on edge its outcome is unknown and the child cannot run.
-      if (needs && !finished_only && e.missing_parent == 0) e.missing_parent = pid;
+      if (needs && !finished_only && e.L().missing_parent == 0) e.L().missing_parent = pid;
       return;
     }
-    p->children.push_back(e.task.id());
-    if (needs) p->live_children++;
-    if (!Satisfied(p->task.state(), finished_only)) e.unmet_parents++;
+    p->L().children.push_back(e.task.id());
+    if (needs) p->L().live_children++;
+    if (!Satisfied(p->task.state(), finished_only)) e.L().unmet_parents++;
   };
   for (TaskId pid : s.depends_on()) link(pid, false);
   for (TaskId pid : s.depends_on_finished()) link(pid, true);
@@ -143,7 +147,7 @@ void Engine::LinkParents(Entry& e) {
 
 void Engine::Start(Entry& e) {
   LinkParents(e);
-  if (e.unmet_parents > 0) {
+  if (e.links && e.links->unmet_parents > 0) {
     SetState(e, v1::TASK_STATE_WAITING);
   } else {
     Release(e);
@@ -158,13 +162,13 @@ void Engine::Release(Entry& e) {
       const int limit = we.record.max_parallel();
       if (limit > 0 && we.active >= limit) {
         if (e.task.state() != v1::TASK_STATE_WAITING) SetState(e, v1::TASK_STATE_WAITING);
-        e.held = true;
+        e.L().held = true;
         we.held.push_back(e.task.id());
         return;
       }
     }
   }
-  e.held = false;
+  e.L().held = false;
   MakeReady(e);
 }
 
@@ -173,8 +177,8 @@ void Engine::ReleaseHeld(WorkflowEntry& we) {
   while (!we.held.empty() && (limit == 0 || we.active < limit)) {
     Entry* e = Find(we.held.front());
     we.held.pop_front();
-    if (e == nullptr || !e->held || e->task.state() != v1::TASK_STATE_WAITING) continue;
-    e->held = false;
+    if (e == nullptr || !e->L().held || e->task.state() != v1::TASK_STATE_WAITING) continue;
+    e->L().held = false;
     MakeReady(*e);
   }
 }
@@ -199,9 +203,9 @@ std::array<int64_t, 5> Engine::WorkflowsByState() const {
 }
 
 void Engine::Reevaluate(Entry& e) {
-  if (e.missing_parent != 0) {
+  if (e.L().missing_parent != 0) {
     Finish(e, v1::TASK_STATE_CANCELED,
-           absl::StrCat("parent task ", e.missing_parent, " is no longer stored"));
+           absl::StrCat("parent task ", e.L().missing_parent, " is no longer stored"));
     return;
   }
   for (TaskId pid : e.task.spec().depends_on()) {
@@ -212,7 +216,7 @@ void Engine::Reevaluate(Entry& e) {
       return;
     }
   }
-  if (e.unmet_parents == 0) Release(e);
+  if (e.L().unmet_parents == 0) Release(e);
 }
 
 void Engine::OnTaskEnded(Entry& e) {
@@ -231,9 +235,9 @@ void Engine::ReleaseParents(Entry& e) {
   const v1::TaskSpec& s = e.task.spec();
   auto release = [&](TaskId pid) {
     Entry* p = Find(pid);
-    if (p == nullptr || p->live_children == 0) return;
-    if (--p->live_children == 0 && p->evict_deferred) {
-      p->evict_deferred = false;
+    if (p == nullptr || p->L().live_children == 0) return;
+    if (--p->L().live_children == 0 && p->L().evict_deferred) {
+      p->L().evict_deferred = false;
       finished_.emplace_back(now(), pid);  // evicted after a retention from now
     }
   };
@@ -245,11 +249,11 @@ void Engine::PropagateEnd(Entry& e) {
   const v1::TaskState st = e.task.state();
   if (!IsTerminal(st)) return;  // reprocessed before its end was propagated
   if (!NeedsParents(st)) ReleaseParents(e);
-  for (TaskId cid : e.children) {
+  for (TaskId cid : e.L().children) {
     Entry* c = Find(cid);
     if (c == nullptr || c->task.state() != v1::TASK_STATE_WAITING) continue;
     if (Satisfied(st, IsFinishedOnlyEdge(c->task.spec(), e.task.id()))) {
-      if (--c->unmet_parents == 0) Release(*c);
+      if (--c->L().unmet_parents == 0) Release(*c);
     } else {
       probe_.canceled_by_parent++;
       Finish(*c, v1::TASK_STATE_CANCELED,
@@ -272,11 +276,11 @@ void Engine::PropagateEnd(Entry& e) {
 void Engine::ReopenForChildren(Entry& e) {
   // A dead parent is reprocessed: over a depends_on_finished edge it had let its WAITING
   // children count it as ended; now it runs again, so they wait for it again.
-  for (TaskId cid : e.children) {
+  for (TaskId cid : e.L().children) {
     Entry* c = Find(cid);
     // (A held child had every parent satisfied already; it waits only for a slot.)
-    if (c == nullptr || c->task.state() != v1::TASK_STATE_WAITING || c->held) continue;
-    if (IsFinishedOnlyEdge(c->task.spec(), e.task.id())) c->unmet_parents++;
+    if (c == nullptr || c->task.state() != v1::TASK_STATE_WAITING || c->L().held) continue;
+    if (IsFinishedOnlyEdge(c->task.spec(), e.task.id())) c->L().unmet_parents++;
   }
 }
 
@@ -535,7 +539,7 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
     Entry& e = CreateTask(s, t_ms);
     e.task.set_workflow_id(wid);
     e.task.set_step(step.name());
-    e.critical_path_ms = critical[i];
+    e.L().critical_path_ms = critical[i];
     ids[i] = e.task.id();
     entries[i] = &e;
   }
@@ -647,7 +651,7 @@ void Engine::ComputeCriticalPaths(const WorkflowEntry& we, v1::Workflow* out) {
   for (Entry* e : open) {
     int64_t longest = 0;
     TaskId next = 0;
-    for (TaskId cid : e->children) {
+    for (TaskId cid : e->L().children) {
       auto c = best.find(cid);
       if (c != best.end() && c->second.first > longest) {
         longest = c->second.first;
@@ -657,7 +661,7 @@ void Engine::ComputeCriticalPaths(const WorkflowEntry& we, v1::Workflow* out) {
     const int64_t path = ExpectedDurationMs(e->task.spec()) + longest;
     best[e->task.id()] = {path, next};
     // A ready task keeps the queue key it was queued with; tasks queued later use this.
-    e->critical_path_ms = path;
+    e->L().critical_path_ms = path;
   }
   if (out == nullptr) return;
   out->clear_critical_path();
@@ -668,7 +672,7 @@ void Engine::ComputeCriticalPaths(const WorkflowEntry& we, v1::Workflow* out) {
     const v1::TaskState s = e->task.state();
     const bool can_run = s == v1::TASK_STATE_READY || s == v1::TASK_STATE_LEASED ||
                          s == v1::TASK_STATE_RETRY_WAIT ||
-                         (s == v1::TASK_STATE_WAITING && e->unmet_parents == 0);
+                         (s == v1::TASK_STATE_WAITING && e->Lc().unmet_parents == 0);
     if (s == v1::TASK_STATE_READY || s == v1::TASK_STATE_LEASED) out->add_runnable(e->task.id());
     if (can_run && (best[e->task.id()].first > top ||
                     (best[e->task.id()].first == top && e->task.id() < at))) {
@@ -766,17 +770,18 @@ absl::Status Engine::CheckDependencyInvariants() const {
       if (NeedsParents(t.state())) live[pid]++;
       if (!Satisfied(p->task.state(), true)) unmet++;
     }
-    if (t.state() == v1::TASK_STATE_WAITING && (unmet == 0 || unmet != ptr->unmet_parents) &&
-        ptr->missing_parent == 0 && !ptr->held) {
-      return absl::InternalError(absl::StrCat("waiting task ", id, " counts ", ptr->unmet_parents,
-                                              " unmet parents, ", unmet, " are"));
+    if (t.state() == v1::TASK_STATE_WAITING && (unmet == 0 || unmet != ptr->Lc().unmet_parents) &&
+        ptr->Lc().missing_parent == 0 && !ptr->Lc().held) {
+      return absl::InternalError(absl::StrCat("waiting task ", id, " counts ",
+                                              ptr->Lc().unmet_parents, " unmet parents, ", unmet,
+                                              " are"));
     }
   }
   for (const auto& [id, ptr] : tasks_) {
     auto it = live.find(id);
     const int want = it == live.end() ? 0 : it->second;
-    if (ptr->live_children != want) {
-      return absl::InternalError(absl::StrCat("task ", id, " counts ", ptr->live_children,
+    if (ptr->Lc().live_children != want) {
+      return absl::InternalError(absl::StrCat("task ", id, " counts ", ptr->Lc().live_children,
                                               " children that need it, ", want, " do"));
     }
   }
