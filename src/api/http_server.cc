@@ -140,6 +140,22 @@ HttpServer::HttpServer(Service& service, int threads) : service_(service), threa
 
 HttpServer::~HttpServer() { Stop(); }
 
+// GET <pattern> with the id in the path and ?timeout_ms=: the shape tasks and workflows
+// share (WaitTask, WaitWorkflow).
+template <typename Req, typename Resp, typename Call>
+static void AddWaitRoute(httplib::Server& s, const char* pattern, Call call) {
+  s.Get(pattern, [call](const httplib::Request& req, httplib::Response& res) {
+    Req r;
+    auto id = PathId(req);
+    if (!id.ok()) return WriteError(res, id.status());
+    r.set_id(*id);
+    int64_t timeout = 0;
+    if (auto st = ParseIntParam(req, "timeout_ms", &timeout); !st.ok()) return WriteError(res, st);
+    r.set_timeout_ms(timeout);
+    Answer(res, Await<Resp>([&](Reply<Resp> done) { call(r, std::move(done)); }));
+  });
+}
+
 void HttpServer::Routes() {
   httplib::Server& s = *server_;
   Service* svc = &service_;
@@ -187,17 +203,9 @@ void HttpServer::Routes() {
     Answer(res,
            Await<v1::Task>([&](Reply<v1::Task> done) { svc->CancelTask(r, std::move(done)); }));
   });
-  s.Get(R"(/v1/tasks/(\d+):wait)", [svc](const httplib::Request& req, httplib::Response& res) {
-    v1::WaitTaskRequest r;
-    auto id = PathId(req);
-    if (!id.ok()) return WriteError(res, id.status());
-    r.set_id(*id);
-    int64_t timeout = 0;
-    if (auto st = ParseIntParam(req, "timeout_ms", &timeout); !st.ok()) return WriteError(res, st);
-    r.set_timeout_ms(timeout);
-    Answer(res, Await<v1::WaitTaskResponse>(
-                    [&](Reply<v1::WaitTaskResponse> done) { svc->WaitTask(r, std::move(done)); }));
-  });
+  AddWaitRoute<v1::WaitTaskRequest, v1::WaitTaskResponse>(
+      s, R"(/v1/tasks/(\d+):wait)",
+      [svc](const v1::WaitTaskRequest& r, auto done) { svc->WaitTask(r, std::move(done)); });
   s.Get("/v1/tasks", [svc](const httplib::Request& req, httplib::Response& res) {
     v1::ListTasksRequest r;
     v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
@@ -239,18 +247,10 @@ void HttpServer::Routes() {
                     svc->CancelWorkflow(r, std::move(done));
                   }));
          });
-  s.Get(R"(/v1/workflows/(\d+):wait)", [svc](const httplib::Request& req, httplib::Response& res) {
-    v1::WaitWorkflowRequest r;
-    auto id = PathId(req);
-    if (!id.ok()) return WriteError(res, id.status());
-    r.set_id(*id);
-    int64_t timeout = 0;
-    if (auto st = ParseIntParam(req, "timeout_ms", &timeout); !st.ok()) return WriteError(res, st);
-    r.set_timeout_ms(timeout);
-    Answer(res, Await<v1::WaitWorkflowResponse>([&](Reply<v1::WaitWorkflowResponse> done) {
-             svc->WaitWorkflow(r, std::move(done));
-           }));
-  });
+  AddWaitRoute<v1::WaitWorkflowRequest, v1::WaitWorkflowResponse>(
+      s, R"(/v1/workflows/(\d+):wait)", [svc](const v1::WaitWorkflowRequest& r, auto done) {
+        svc->WaitWorkflow(r, std::move(done));
+      });
   s.Get("/v1/workflows", [svc](const httplib::Request& req, httplib::Response& res) {
     v1::ListWorkflowsRequest r;
     v1::WorkflowState state = v1::WORKFLOW_STATE_UNSPECIFIED;
