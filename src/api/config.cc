@@ -39,10 +39,26 @@ absl::StatusOr<core::TypeDefaults> ToDefaults(const drover::v1::TaskTypeConfig& 
   if (c.execution_timeout_ms() > 0) {
     base.execution_timeout = absl::Milliseconds(c.execution_timeout_ms());
   }
+  if (!c.placement().empty()) {
+    std::optional<core::Placement> p = core::ParsePlacement(c.placement());
+    if (!p) {
+      return Bad(
+          source, key + ".placement",
+          absl::StrCat("'", c.placement(), "' is not least_loaded, round_robin, random or cost"));
+    }
+    base.placement = *p;
+  }
   if (base.retry.cap < base.retry.base) {
     return Bad(source, key + ".backoff_cap_ms", "must be >= backoff_base_ms");
   }
   return base;
+}
+
+bool ValidName(const std::string& name) {
+  return !name.empty() && name.size() <= 64 &&
+         name.find_first_not_of(
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+             std::string::npos;
 }
 
 }  // namespace
@@ -161,18 +177,58 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
   if (!defaults.ok()) return defaults.status();
   o.engine.defaults = *defaults;
   for (const auto& [type, tc] : c.task_types()) {
-    const bool valid_name =
-        !type.empty() && type.size() <= 64 &&
-        type.find_first_not_of(
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
-            std::string::npos;
-    if (!valid_name) {
+    if (!ValidName(type)) {
       return Bad(source, absl::StrCat("task_types.", type),
                  "a task type is 1 to 64 characters of [A-Za-z0-9_.-]");
     }
     auto d = ToDefaults(tc, o.engine.defaults, source, absl::StrCat("task_types.", type));
     if (!d.ok()) return d.status();
     o.engine.per_type[type] = *d;
+  }
+  for (const auto& [name, rc] : c.resources()) {
+    const std::string key = absl::StrCat("resources.", name);
+    if (!ValidName(name)) return Bad(source, key, "a name is 1 to 64 characters of [A-Za-z0-9_.-]");
+    core::ResourceSpec r;
+    if (rc.kind() == "token_bucket") {
+      r.kind = core::ResourceSpec::Kind::kTokenBucket;
+    } else if (!rc.kind().empty() && rc.kind() != "semaphore") {
+      return Bad(source, key + ".kind",
+                 absl::StrCat("'", rc.kind(), "' is not semaphore or token_bucket"));
+    }
+    constexpr int64_t kMaxCapacity = int64_t{1} << 50;
+    if (rc.capacity() < 1 || rc.capacity() > kMaxCapacity) {
+      return Bad(source, key + ".capacity",
+                 absl::StrCat("must be 1 to ", kMaxCapacity, ", got ", rc.capacity()));
+    }
+    r.capacity = rc.capacity();
+    if (rc.refill_period_ms() != 0) {
+      if (r.kind != core::ResourceSpec::Kind::kTokenBucket) {
+        return Bad(source, key + ".refill_period_ms", "only a token_bucket refills");
+      }
+      if (rc.refill_period_ms() < 1 || rc.refill_period_ms() > 24LL * 3600 * 1000) {
+        return Bad(source, key + ".refill_period_ms", "must be 1 to 86400000 (1 day)");
+      }
+      r.refill_period = absl::Milliseconds(rc.refill_period_ms());
+    }
+    o.engine.resources[name] = r;
+  }
+  for (const auto& [tenant, tc] : c.tenants()) {
+    const std::string key = absl::StrCat("tenants.", tenant);
+    if (!ValidName(tenant)) {
+      return Bad(source, key, "a tenant is 1 to 64 characters of [A-Za-z0-9_.-]");
+    }
+    if (!(tc.weight() >= 0.001 && tc.weight() <= 1000)) {  // also refuses NaN and 0 (unset)
+      return Bad(source, key + ".weight", "must be 0.001 to 1000");
+    }
+    o.engine.tenant_weights[tenant] = tc.weight();
+  }
+  if (c.preempt_after_ms() == -1) {
+    o.engine.preempt_after = absl::ZeroDuration();
+  } else if (c.preempt_after_ms() != 0) {
+    if (c.preempt_after_ms() < 1 || c.preempt_after_ms() > 24LL * 3600 * 1000) {
+      return Bad(source, "preempt_after_ms", "must be 1 to 86400000 (1 day), or -1 to disable");
+    }
+    o.engine.preempt_after = absl::Milliseconds(c.preempt_after_ms());
   }
   return o;
 }

@@ -377,6 +377,18 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
     s_.SendMessage(*req, Finisher(ctx, r, resp));
     return r;
   }
+  ServerUnaryReactor* GetUsage(CallbackServerContext* ctx, const v1::UsageRequest*,
+                               v1::UsageResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.GetUsage(Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* ListAgents(CallbackServerContext* ctx, const v1::ListAgentsRequest*,
+                                 v1::ListAgentsResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.ListAgents(Finisher(ctx, r, resp));
+    return r;
+  }
 
  private:
   api::Service& s_;

@@ -284,6 +284,14 @@ void HttpServer::Routes() {
     Answer(res, Await<v1::StatsResponse>(
                     [&](Reply<v1::StatsResponse> done) { svc->Stats(std::move(done)); }));
   });
+  s.Get("/v1/usage", [svc](const httplib::Request&, httplib::Response& res) {
+    Answer(res, Await<v1::UsageResponse>(
+                    [&](Reply<v1::UsageResponse> done) { svc->GetUsage(std::move(done)); }));
+  });
+  s.Get("/v1/agents", [svc](const httplib::Request&, httplib::Response& res) {
+    Answer(res, Await<v1::ListAgentsResponse>(
+                    [&](Reply<v1::ListAgentsResponse> done) { svc->ListAgents(std::move(done)); }));
+  });
   s.Get("/healthz", [svc](const httplib::Request&, httplib::Response& res) {
     Answer(res, Await<v1::HealthResponse>(
                     [&](Reply<v1::HealthResponse> done) { svc->Health(std::move(done)); }));

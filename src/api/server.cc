@@ -16,6 +16,7 @@
 #include "api/runtime.h"
 #include "api/service.h"
 #include "core/codec.h"
+#include "google/protobuf/util/json_util.h"
 #include "util/clock.h"
 
 namespace drover::api {
@@ -70,6 +71,19 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
   options.epoch = report->epoch;
   options.seed = static_cast<uint64_t>(absl::ToUnixNanos(start));
   auto engine = std::make_unique<core::Engine>(options, clock);
+  {
+    auto costs = store.GetMeta("costs");
+    if (!costs.ok()) return costs.status();
+    if (costs->has_value()) {
+      v1::CostTotals totals;
+      auto pst = google::protobuf::util::JsonStringToMessage(**costs, &totals);
+      if (!pst.ok()) {
+        return absl::DataLossError(
+            absl::StrCat("store: meta costs is unreadable: ", pst.message().as_string()));
+      }
+      engine->RestoreCosts(totals);
+    }
+  }
   absl::Status row_error;
   absl::Status wst = store.LoadWorkflows([&](store::WorkflowRow&& row) {
     if (!row_error.ok()) return;
@@ -128,6 +142,13 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
     batch.upserts.emplace_back();
     core::TaskToRow(*engine->Snapshot(id), batch.upserts.back());
   }
+  for (core::WorkflowId id : out.dirty_workflows) {
+    if (const v1::Workflow* w = engine->WorkflowSnapshot(id); w != nullptr) {
+      batch.workflows.emplace_back();
+      core::WorkflowToRow(*w, batch.workflows.back());
+    }
+  }
+  batch.meta = std::move(out.meta);
   if (!batch.empty()) {
     if (absl::Status cst = store.Commit(batch); !cst.ok()) return cst;
   }

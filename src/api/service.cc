@@ -553,6 +553,65 @@ void Service::SendMessage(const v1::SendMessageRequest& req, Reply<v1::SendMessa
       [req](Engine& e) -> absl::StatusOr<v1::SendMessageResponse> { return e.SendMessage(req); });
 }
 
+void Service::GetUsage(Reply<v1::UsageResponse> done) {
+  RunOn<v1::UsageResponse>(
+      runtime_, std::move(done), [](Engine& e) -> absl::StatusOr<v1::UsageResponse> {
+        v1::UsageResponse r;
+        for (const core::ResourceUsage& u : e.Resources()) {
+          v1::ResourceUsage* o = r.add_resources();
+          o->set_name(u.name);
+          o->set_kind(core::ResourceKindName(u.spec.kind));
+          o->set_capacity(u.spec.capacity);
+          if (u.spec.kind == core::ResourceSpec::Kind::kTokenBucket) {
+            o->set_refill_period_ms(absl::ToInt64Milliseconds(u.spec.refill_period));
+          }
+          o->set_in_use(u.in_use);
+          o->set_available(u.available);
+          o->set_waiting(u.waiting);
+          o->set_acquired_total(u.acquired_total);
+        }
+        for (const auto& [key, sum] : e.costs()) {
+          v1::CostSum* c = r.add_costs();
+          c->set_tenant(key.first);
+          c->set_type(key.second);
+          c->set_cost(sum.cost);
+          c->set_run_seconds(sum.run_seconds);
+          c->set_attempts(sum.attempts);
+          (*r.mutable_cost_by_tenant())[key.first] += sum.cost;
+          (*r.mutable_cost_by_type())[key.second] += sum.cost;
+        }
+        for (const core::TenantUsage& t : e.Tenants()) {
+          v1::TenantShare* o = r.add_tenants();
+          o->set_tenant(t.tenant);
+          o->set_weight(t.weight);
+          o->set_ready(t.ready);
+          o->set_dispatched_total(t.dispatched_total);
+        }
+        return r;
+      });
+}
+
+void Service::ListAgents(Reply<v1::ListAgentsResponse> done) {
+  RunOn<v1::ListAgentsResponse>(runtime_, std::move(done),
+                                [](Engine& e) -> absl::StatusOr<v1::ListAgentsResponse> {
+                                  v1::ListAgentsResponse r;
+                                  for (const auto& [id, a] : e.agents()) {
+                                    v1::AgentStatus* o = r.add_agents();
+                                    o->set_id(id);
+                                    o->set_name(a.name);
+                                    for (const std::string& t : a.types) o->add_types(t);
+                                    o->set_max_concurrency(a.max_concurrency);
+                                    o->set_cost_factor(a.cost_factor);
+                                    o->set_leased(static_cast<int32_t>(a.leased.size()));
+                                    o->set_breaker(core::BreakerName(a.breaker));
+                                    o->set_connected(a.stream_open);
+                                    o->mutable_labels()->insert(a.labels.begin(), a.labels.end());
+                                    o->set_last_seen_unix_ms(absl::ToUnixMillis(a.last_seen));
+                                  }
+                                  return r;
+                                });
+}
+
 void Service::Metrics(Reply<std::string> done) {
   auto shared = std::make_shared<Reply<std::string>>(std::move(done));
   store::Store& store = store_;
@@ -664,6 +723,57 @@ void Service::Metrics(Reply<std::string> done) {
     w.Counter("drover_task_failures_blamed_on_agent_total",
               "Failed attempts not counted against their task: the agent's breaker was at fault.",
               p.failures_blamed_on_agent);
+    w.Counter("drover_tasks_preempted_total",
+              "Low or background attempts stopped for a critical task (not counted).", p.preempted);
+    w.Family("drover_tasks_held_total", "counter",
+             "Times a ready task was held back: a named resource, or no agent within its cost "
+             "budget.");
+    w.Sample({{"reason", "resource"}}, p.resource_waits);
+    w.Sample({{"reason", "cost_budget"}}, p.budget_waits);
+    w.Counter("drover_tasks_budget_exhausted_total",
+              "Tasks dead-lettered because their attempts spent their cost budget.",
+              p.budget_exhausted);
+    const std::vector<core::ResourceUsage> resources = e.Resources();
+    w.Family("drover_resource_capacity", "gauge", "Capacity of a named resource.");
+    for (const core::ResourceUsage& u : resources) {
+      w.Sample({{"resource", u.name}, {"kind", core::ResourceKindName(u.spec.kind)}},
+               static_cast<double>(u.spec.capacity));
+    }
+    w.Family("drover_resource_in_use", "gauge",
+             "Semaphore units held by running attempts (token buckets: 0).");
+    for (const core::ResourceUsage& u : resources) {
+      w.Sample({{"resource", u.name}}, static_cast<double>(u.in_use));
+    }
+    w.Family("drover_resource_available", "gauge",
+             "Free semaphore units, or tokens in a bucket now.");
+    for (const core::ResourceUsage& u : resources) w.Sample({{"resource", u.name}}, u.available);
+    w.Family("drover_resource_waiting_tasks", "gauge", "Ready tasks held back for a resource.");
+    for (const core::ResourceUsage& u : resources) {
+      w.Sample({{"resource", u.name}}, static_cast<double>(u.waiting));
+    }
+    w.Family("drover_resource_acquired_total", "counter", "Attempts that took the resource.");
+    for (const core::ResourceUsage& u : resources) {
+      w.Sample({{"resource", u.name}}, static_cast<double>(u.acquired_total));
+    }
+    w.Family("drover_task_cost_total", "counter",
+             "Actual cost of attempts (agent cost_factor x run seconds), by tenant and type.");
+    for (const auto& [key, sum] : e.costs()) {
+      w.Sample({{"tenant", key.first}, {"type", key.second}}, sum.cost);
+    }
+    w.Family("drover_task_attempt_seconds_total", "counter",
+             "Run time of attempts, by tenant and type.");
+    for (const auto& [key, sum] : e.costs()) {
+      w.Sample({{"tenant", key.first}, {"type", key.second}}, sum.run_seconds);
+    }
+    const std::vector<core::TenantUsage> tenants = e.Tenants();
+    w.Family("drover_tenant_ready_tasks", "gauge", "Ready tasks in the queues, by tenant.");
+    for (const core::TenantUsage& t : tenants) {
+      w.Sample({{"tenant", t.tenant}}, static_cast<double>(t.ready));
+    }
+    w.Family("drover_tenant_dispatched_total", "counter", "Leases handed out, by tenant.");
+    for (const core::TenantUsage& t : tenants) {
+      w.Sample({{"tenant", t.tenant}}, static_cast<double>(t.dispatched_total));
+    }
     w.Gauge("drover_agents_connected", "Agents with an open work stream.",
             static_cast<double>(streams));
     w.Gauge("drover_agent_slots", "Task slots of registered agents.", static_cast<double>(slots));

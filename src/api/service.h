@@ -65,6 +65,8 @@ class Service {
   // Prometheus text for /metrics.
   void Metrics(Reply<std::string> done);
   void SendMessage(const v1::SendMessageRequest& req, Reply<v1::SendMessageResponse> done);
+  void GetUsage(Reply<v1::UsageResponse> done);
+  void ListAgents(Reply<v1::ListAgentsResponse> done);
 
  private:
   Runtime& runtime_;

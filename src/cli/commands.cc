@@ -21,6 +21,7 @@
 #include "api/config.h"
 #include "api/server.h"
 #include "cli/common.h"
+#include "cli/fleet_commands.h"
 #include "cli/workflow_commands.h"
 #include "client/client.h"
 #include "core/engine.h"
@@ -117,6 +118,15 @@ void PrintTask(const v1::Task& t) {
   }
   if (t.state() == v1::TASK_STATE_LEASED) {
     fmt::print("  leased to agent {} (lease {})\n", t.agent_id(), t.lease_token());
+  }
+  if (!t.waiting_for().empty()) fmt::print("  waiting for {}\n", t.waiting_for());
+  for (const v1::ResourceNeed& n : t.spec().resources()) {
+    fmt::print("  needs {} x {}\n", n.amount(), n.name());
+  }
+  if (t.cost() > 0 || t.spec().cost_budget() > 0) {
+    fmt::print(
+        "  cost {:.3f}{}\n", t.cost(),
+        t.spec().cost_budget() > 0 ? fmt::format(" of budget {:g}", t.spec().cost_budget()) : "");
   }
   if (t.state() == v1::TASK_STATE_RETRY_WAIT) {
     fmt::print("  retry at {}\n", absl::FormatTime(absl::FromUnixMillis(t.not_before_unix_ms())));
@@ -292,7 +302,7 @@ int Main(int argc, char** argv) {
                                              idempotency_key, backoff_base, backoff_cap;
     int max_attempts = 0, count = 1;
     double complexity = 0, cost_budget = 0;
-    std::vector<std::string> labels;
+    std::vector<std::string> labels, resources;
     bool wait = false, quiet = false;
   } s;
   CLI::App* submit = app.add_subcommand("submit", "Submit a task");
@@ -308,6 +318,8 @@ int Main(int argc, char** argv) {
   submit->add_option("--complexity", s.complexity, "estimated complexity (>= 0)");
   submit->add_option("--cost-budget", s.cost_budget, "cost budget (>= 0)");
   submit->add_option("--label", s.labels, "key=value (repeatable)");
+  submit->add_option("--resource", s.resources,
+                     "a named resource each attempt needs, name=amount (repeatable)");
   submit->add_option("--backoff-base", s.backoff_base, "first retry delay ceiling, e.g. 1s");
   submit->add_option("--backoff-cap", s.backoff_cap, "largest retry delay, e.g. 5m");
   submit->add_option("--count", s.count, "submit this many copies in one batch");
@@ -370,6 +382,8 @@ int Main(int argc, char** argv) {
 
   WorkflowCommands workflows;
   workflows.Add(app);
+  FleetCommands fleet;
+  fleet.Add(app);
 
   struct {
     uint64_t agent = 0;
@@ -415,6 +429,7 @@ int Main(int argc, char** argv) {
 
   auto c = connect();
   if (workflows.parsed()) return workflows.Run(*c);
+  if (fleet.parsed()) return fleet.Run(*c);
   if (message->parsed()) {
     v1::SendMessageRequest req;
     req.set_agent_id(msg.agent);
@@ -460,6 +475,17 @@ int Main(int argc, char** argv) {
     spec.set_estimated_complexity(s.complexity);
     spec.set_cost_budget(s.cost_budget);
     if (auto st = ParseLabels(s.labels, spec.mutable_labels()); !st.ok()) return Fail(st);
+    for (const std::string& r : s.resources) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(r, absl::MaxSplits('=', 1));
+      int64_t amount = 0;
+      if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &amount)) {
+        return Fail(absl::InvalidArgumentError(
+            absl::StrCat("--resource: '", r, "' is not name=amount, e.g. gpu=1")));
+      }
+      v1::ResourceNeed* n = spec.add_resources();
+      n->set_name(kv.first);
+      n->set_amount(amount);
+    }
     if (s.count < 1) return Fail(absl::InvalidArgumentError("--count: must be >= 1"));
     std::vector<v1::SubmitTaskResponse> results;
     if (s.count == 1) {

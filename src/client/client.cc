@@ -322,6 +322,22 @@ absl::StatusOr<v1::SendMessageResponse> Client::SendMessage(const v1::SendMessag
   return resp;
 }
 
+absl::StatusOr<v1::UsageResponse> Client::GetUsage() {
+  v1::UsageRequest req;
+  v1::UsageResponse resp;
+  DROVER_CALL(admin_, GetUsage, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListAgentsResponse> Client::ListAgents() {
+  v1::ListAgentsRequest req;
+  v1::ListAgentsResponse resp;
+  DROVER_CALL(admin_, ListAgents, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::PurgeDeadLettersResponse> Client::Purge(const v1::PurgeDeadLettersRequest& req) {
   v1::PurgeDeadLettersResponse resp;
   DROVER_CALL(admin_, PurgeDeadLetters, req, resp, options_.timeout);

@@ -80,6 +80,8 @@ class Client {
       const v1::ReprocessDeadLettersRequest& req);
   absl::StatusOr<v1::PurgeDeadLettersResponse> Purge(const v1::PurgeDeadLettersRequest& req);
   absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);
+  absl::StatusOr<v1::UsageResponse> GetUsage();
+  absl::StatusOr<v1::ListAgentsResponse> ListAgents();
 
  private:
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/names.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace drover::core {
 namespace {
@@ -16,7 +17,6 @@ using internal::kMaxParents;
 using internal::NameError;
 using internal::ValidName;
 
-constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::max();
 constexpr size_t kMaxLabels = 64;
 constexpr size_t kMaxLabelKey = 63;
 constexpr size_t kMaxLabelValue = 256;
@@ -56,7 +56,16 @@ Engine::Engine(EngineOptions options, const Clock& clock)
       rng_(options_.seed),
       // Agent ids carry the epoch too: an agent of an earlier run that still heartbeats
       // gets NOT_FOUND (and registers again) instead of borrowing a new agent's id.
-      next_agent_id_((static_cast<uint64_t>(options_.epoch) << 32) + 1) {}
+      next_agent_id_((static_cast<uint64_t>(options_.epoch) << 32) + 1) {
+  uint64_t index = 0;
+  for (const auto& [name, spec] : options_.resources) {
+    ResourceState& r = resources_[name];
+    r.spec = spec;
+    r.index = index++;
+    r.tokens = static_cast<double>(spec.capacity);  // buckets start full
+    r.refilled_at = clock_.Now();
+  }
+}
 
 // ---------------------------------------------------------------------------------------
 // Validation and admission
@@ -125,6 +134,7 @@ absl::Status Engine::ValidateSpec(const v1::TaskSpec& s, const std::string& f) c
     return bad("depends_on", absl::StrCat(s.depends_on_size() + s.depends_on_finished_size(),
                                           " parents exceed the limit of ", kMaxParents));
   }
+  if (absl::Status r = ValidateResources(s, f); !r.ok()) return r;
   if (!s.pool().empty()) {
     return absl::UnimplementedError(absl::StrCat(f, ".pool: agent pools are not supported yet"));
   }
@@ -323,30 +333,9 @@ void Engine::MakeReady(Entry& e) {
   Enqueue(e);
 }
 
-void Engine::Enqueue(Entry& e) {
-  const v1::TaskSpec& s = e.task.spec();
-  e.key = QueueKey{
-      EffectivePriority(s.priority()), options_.critical_path_first ? -e.Lc().critical_path_ms : 0,
-      s.deadline_unix_ms() > 0 ? s.deadline_unix_ms() : kNoDeadline, next_seq_++, e.task.id()};
-  e.ready_since = now();
-  TypeQueue& q = queues_[s.type()];
-  q.ready.insert(e.key);
-  queue_depths_[{s.type(), e.key.priority}]++;
-  DispatchType(s.type());
-}
-
-void Engine::RemoveFromReady(Entry& e) {
-  if (e.task.state() != v1::TASK_STATE_READY) return;
-  auto it = queues_.find(e.task.spec().type());
-  if (it == queues_.end()) return;
-  if (it->second.ready.erase(e.key) > 0) {
-    auto d = queue_depths_.find({e.task.spec().type(), e.key.priority});
-    if (d != queue_depths_.end() && --d->second == 0) queue_depths_.erase(d);
-  }
-}
-
 void Engine::Lease(Entry& e, AgentInfo& agent) {
-  RemoveFromReady(e);
+  RemoveFromReady(e, /*dispatched=*/true);
+  AcquireResources(e);
   const absl::Time t = now();
   const int64_t t_ms = ToUnixMs(t);
   // A lease is not written to the store by itself: after a crash a leased task goes back
@@ -368,12 +357,13 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   a->set_number(task.attempts());
   a->set_agent_id(agent.id);
   a->set_started_unix_ms(t_ms);
+  a->set_cost_factor(agent.cost_factor);
   agent.leased.insert(task.id());
   Arm(TimerKind::kLease, task.id(), e.gen, expires);
   Arm(TimerKind::kExecTimeout, task.id(), e.gen,
       t + absl::Milliseconds(task.effective_execution_timeout_ms()));
   probe_.dispatched++;
-  probe_.dispatch_latency.Observe(absl::ToDoubleSeconds(t - e.ready_since));
+  probe_.dispatch_latency.Observe(static_cast<double>(t_ms - e.ready_since_ms) / 1000.0);
 
   Outbox::Push push;
   push.agent = agent.id;
@@ -423,18 +413,24 @@ void Engine::CloseAttempt(Entry& e, const std::string& outcome, const std::strin
   a->set_outcome(outcome);
   a->set_error(error.substr(0, kMaxErrorText));
   a->set_counted(counted);
-  probe_.run_time.Observe(static_cast<double>(a->ended_unix_ms() - a->started_unix_ms()) / 1000.0);
+  const double seconds = static_cast<double>(a->ended_unix_ms() - a->started_unix_ms()) / 1000.0;
+  probe_.run_time.Observe(seconds);
+  a->set_cost(a->cost_factor() * seconds);
+  ChargeAttempt(e, *a);
 }
 
 void Engine::ReleaseFromAgent(Entry& e) {
   v1::Task& task = e.task;
+  if (task.agent_id() == 0) return;
   auto it = agents_.find(task.agent_id());
   task.set_lease_token(0);
   task.set_lease_expires_unix_ms(0);
   task.set_agent_id(0);
-  if (it == agents_.end()) return;
-  it->second.leased.erase(task.id());
-  RefreshIdle(it->second);
+  if (it != agents_.end()) {
+    it->second.leased.erase(task.id());
+    RefreshIdle(it->second);
+  }
+  ReleaseResources(e);
 }
 
 void Engine::Finish(Entry& e, v1::TaskState terminal, const std::string& reason) {
@@ -506,6 +502,13 @@ void Engine::FailAttempt(Entry& e, const std::string& outcome, const std::string
   }
   if (!retryable) {
     Finish(e, v1::TASK_STATE_DEAD, absl::StrCat("non-retryable failure: ", error.substr(0, 200)));
+    return;
+  }
+  if (task.spec().cost_budget() > 0 && task.cost() >= task.spec().cost_budget()) {
+    probe_.budget_exhausted++;
+    Finish(e, v1::TASK_STATE_DEAD,
+           absl::StrCat("cost budget exhausted (spent ", task.cost(), " of ",
+                        task.spec().cost_budget(), "): ", error.substr(0, 200)));
     return;
   }
   if (task.failures() >= task.effective_max_attempts()) {
@@ -620,53 +623,6 @@ void Engine::RefreshIdle(AgentInfo& agent) {
       q.idle_agents.erase(agent.id);
     }
   }
-}
-
-AgentInfo* Engine::PickAgent(TypeQueue& q) {
-  // Least loaded: the lowest share of busy slots; ties go to the lowest id.
-  AgentInfo* best = nullptr;
-  double best_load = 2;
-  for (AgentId id : q.idle_agents) {
-    auto it = agents_.find(id);
-    if (it == agents_.end()) continue;
-    AgentInfo& a = it->second;
-    const double load = static_cast<double>(a.leased.size()) / a.max_concurrency;
-    if (load < best_load) {
-      best = &a;
-      best_load = load;
-      if (load == 0) break;
-    }
-  }
-  return best;
-}
-
-void Engine::DispatchType(const std::string& type) {
-  auto qit = queues_.find(type);
-  if (qit == queues_.end()) return;
-  TypeQueue& q = qit->second;
-  while (!q.ready.empty() && !q.idle_agents.empty()) {
-    AgentInfo* agent = PickAgent(q);
-    if (agent == nullptr) break;
-    Entry* e = Find(q.ready.begin()->id);
-    Lease(*e, *agent);
-  }
-}
-
-void Engine::FillAgent(AgentInfo& agent) {
-  while (agent.stream_open && static_cast<int>(agent.leased.size()) < agent.max_concurrency &&
-         BreakerAllows(agent)) {
-    // The best head among the agent's types: priority, deadline, then age.
-    const QueueKey* best = nullptr;
-    for (const std::string& type : agent.types) {
-      auto it = queues_.find(type);
-      if (it == queues_.end() || it->second.ready.empty()) continue;
-      const QueueKey& head = *it->second.ready.begin();
-      if (best == nullptr || head < *best) best = &head;
-    }
-    if (best == nullptr) break;
-    Lease(*Find(best->id), agent);
-  }
-  RefreshIdle(agent);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -921,6 +877,8 @@ absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token, const st
     const double ms = static_cast<double>(a.ended_unix_ms() - a.started_unix_ms()) / c;
     auto [it, fresh] = duration_ms_.try_emplace(e.task.spec().type(), ms);
     if (!fresh) it->second += 0.2 * (ms - it->second);
+    // The expected cost of tasks waiting for an agent within their budget changed with it.
+    RecheckOverBudget(e.task.spec().type());
   }
   ReleaseFromAgent(e);
   e.task.set_result(result);
@@ -1138,6 +1096,14 @@ void Engine::FireTimer(const Timer& t) {
     FillAgent(it->second);
     return;
   }
+  if (t.kind == TimerKind::kRefill) {
+    if (t.id >= resources_.size()) return;
+    auto it = std::next(resources_.begin(), static_cast<std::ptrdiff_t>(t.id));
+    if (it->second.wakeup != t.at) return;  // a newer wake-up replaced it
+    it->second.wakeup = absl::InfinitePast();
+    WakeResourceWaiters(it->first);
+    return;
+  }
   if (t.kind == TimerKind::kAgent) {
     auto it = agents_.find(t.id);
     if (it == agents_.end()) return;
@@ -1165,6 +1131,9 @@ void Engine::FireTimer(const Timer& t) {
   switch (t.kind) {
     case TimerKind::kRetry:
       if (task.state() == v1::TASK_STATE_RETRY_WAIT) MakeReady(*e);
+      break;
+    case TimerKind::kPreempt:
+      if (task.state() == v1::TASK_STATE_READY) Preempt(*e);
       break;
     case TimerKind::kLease: {
       if (task.state() != v1::TASK_STATE_LEASED) break;
@@ -1291,6 +1260,12 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
 }
 
 Outbox Engine::TakeOutbox() {
+  if (costs_dirty_) {
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(CostTotalsRecord(), &json);
+    outbox_.meta.emplace_back("costs", std::move(json));
+    costs_dirty_ = false;
+  }
   Outbox out = std::move(outbox_);
   outbox_ = Outbox{};
   dirty_set_.clear();
@@ -1324,7 +1299,24 @@ absl::Status Engine::CheckInvariants() const {
     }
     if (t.state() == v1::TASK_STATE_READY) {
       auto q = queues_.find(t.spec().type());
-      if (q == queues_.end() || !q->second.ready.contains(ptr->key)) {
+      bool found = false;
+      if (q != queues_.end()) {
+        switch (ptr->parked) {
+          case Entry::Parked::kNo: {
+            const Level& level = q->second.levels[ptr->key.priority - 1];
+            auto tq = level.tenants.find(t.spec().tenant());
+            found = tq != level.tenants.end() && tq->second.ready.contains(ptr->key);
+            break;
+          }
+          case Entry::Parked::kResource:
+            for (const auto& [name, r] : resources_) found = found || r.waiters.contains(ptr->key);
+            break;
+          case Entry::Parked::kBudget:
+            for (const auto& [f, key] : q->second.over_budget) found = found || key == ptr->key;
+            break;
+        }
+      }
+      if (!found) {
         return absl::InternalError(absl::StrCat("ready task ", id, " missing from its queue"));
       }
     }
@@ -1364,7 +1356,48 @@ absl::Status Engine::CheckInvariants() const {
     }
   }
   int64_t ready = 0;
-  for (const auto& [type, q] : queues_) ready += static_cast<int64_t>(q.ready.size());
+  for (const auto& [type, q] : queues_) {
+    int64_t in_levels = 0;
+    for (const Level& level : q.levels) {
+      size_t active = 0;
+      for (const auto& [tenant, tq] : level.tenants) {
+        in_levels += static_cast<int64_t>(tq.ready.size());
+        if (tq.ready.empty()) continue;
+        active++;
+        if (!level.order.contains({tq.vtime, tq.ordinal, const_cast<TenantQueue*>(&tq)})) {
+          return absl::InternalError(
+              absl::StrCat("tenant ", tenant, " has ready ", type, " tasks but no fair turn"));
+        }
+      }
+      if (active != level.order.size()) {
+        return absl::InternalError(absl::StrCat("type ", type, ": ", level.order.size(),
+                                                " tenants in fair order, ", active, " active"));
+      }
+    }
+    if (in_levels != q.ready) {
+      return absl::InternalError(
+          absl::StrCat("type ", type, " counts ", q.ready, " ready, queues hold ", in_levels));
+    }
+    ready += in_levels + static_cast<int64_t>(q.over_budget.size());
+  }
+  // Resources: semaphores never over-allocated; units held = needs of running attempts.
+  absl::flat_hash_map<std::string, int64_t> held;
+  for (const auto& [id, ptr] : tasks_) {
+    if (ptr->task.state() != v1::TASK_STATE_LEASED) continue;
+    for (const v1::ResourceNeed& n : ptr->task.spec().resources()) held[n.name()] += n.amount();
+  }
+  for (const auto& [name, r] : resources_) {
+    ready += static_cast<int64_t>(r.waiters.size());
+    if (r.spec.kind == ResourceSpec::Kind::kSemaphore) {
+      if (r.in_use != held[name] || r.in_use > r.spec.capacity || r.in_use < 0) {
+        return absl::InternalError(absl::StrCat("resource ", name, ": ", r.in_use, " of ",
+                                                r.spec.capacity, " in use, running attempts hold ",
+                                                held[name]));
+      }
+    } else if (r.tokens < -1e-6) {
+      return absl::InternalError(absl::StrCat("token bucket ", name, " is overdrawn: ", r.tokens));
+    }
+  }
   if (ready != counts[v1::TASK_STATE_READY]) {
     return absl::InternalError(absl::StrCat("queues hold ", ready, " tasks, ",
                                             counts[v1::TASK_STATE_READY], " are ready"));

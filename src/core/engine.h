@@ -29,12 +29,14 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -60,10 +62,35 @@ struct RetryPolicy {
   int max_attempts = 5;
 };
 
+// How an idle agent is chosen for a task of a type (scheduling.cc).
+enum class Placement : uint8_t {
+  kLeastLoaded,  // the lowest share of busy slots; ties to the lowest id
+  kRoundRobin,   // the next agent after the last one chosen, by id
+  kRandom,       // uniformly among the idle agents
+  kCost,         // the lowest cost_factor x expected duration x (1 + utilisation)
+};
+std::string PlacementName(Placement p);
+// "least_loaded", "round_robin", "random", "cost"; nullopt for anything else.
+std::optional<Placement> ParsePlacement(const std::string& name);
+
 struct TypeDefaults {
   RetryPolicy retry;
   absl::Duration execution_timeout = absl::Hours(1);
+  Placement placement = Placement::kLeastLoaded;
 };
+
+// A named resource tasks declare in TaskSpec.resources.
+struct ResourceSpec {
+  enum class Kind : uint8_t {
+    kSemaphore,    // `capacity` units, held by an attempt until it ends
+    kTokenBucket,  // `capacity` tokens, refilled continuously over `refill_period`; an
+                   // attempt takes its tokens when it starts and never gives them back
+  };
+  Kind kind = Kind::kSemaphore;
+  int64_t capacity = 1;
+  absl::Duration refill_period = absl::Minutes(1);
+};
+std::string ResourceKindName(ResourceSpec::Kind k);
 
 struct EngineOptions {
   int64_t capacity = 1'000'000;  // outstanding (non-terminal) tasks admitted at most
@@ -90,6 +117,14 @@ struct EngineOptions {
   absl::Duration breaker_open_for = absl::Seconds(60);
   // A type's duration before any of its tasks succeeded, for critical paths.
   absl::Duration default_task_duration = absl::Seconds(1);
+  // Named resources by name (TaskSpec.resources may only name these).
+  absl::btree_map<std::string, ResourceSpec> resources;
+  // Weighted fair queueing within a priority level: a tenant's share of dispatch is its
+  // weight over the weights of the tenants with ready tasks. Unlisted tenants weigh 1.
+  absl::flat_hash_map<std::string, double> tenant_weights;
+  // A critical task ready this long while no agent of its type is free preempts one low
+  // or background task of that type (zero: never).
+  absl::Duration preempt_after = absl::Seconds(30);
   uint32_t epoch = 1;  // start-up counter (24 bits used); fencing tokens differ across restarts
   uint64_t seed = 1;   // jitter randomness
 };
@@ -123,6 +158,10 @@ struct EngineProbe {
   int64_t failures_blamed_on_agent = 0;  // attempts not counted: the breaker was at fault
   int64_t messages_sent = 0;             // SendMessage calls accepted
   int64_t messages_pushed = 0;           // pushes to agents (one per agent reached)
+  int64_t preempted = 0;                 // low/background attempts stopped for a critical task
+  int64_t resource_waits = 0;            // a ready task held back for a resource
+  int64_t budget_waits = 0;              // a ready task held back: no agent within its budget
+  int64_t budget_exhausted = 0;          // dead-lettered: its cost budget was spent
   Histogram dispatch_latency{Histogram::LatencyBounds()};    // ready -> leased, seconds
   Histogram completion_latency{Histogram::LatencyBounds()};  // submitted -> succeeded
   Histogram run_time{Histogram::LatencyBounds()};            // leased -> reported
@@ -167,6 +206,31 @@ struct WorkflowFilter {
 
 enum class Breaker { kClosed, kOpen, kHalfOpen };
 std::string BreakerName(Breaker b);
+
+// Actual cost summed per tenant and type (cost units: cost_factor x run seconds).
+struct CostSum {
+  double cost = 0;
+  double run_seconds = 0;
+  int64_t attempts = 0;
+};
+
+// A named resource's state now (Engine::Resources).
+struct ResourceUsage {
+  std::string name;
+  ResourceSpec spec;
+  int64_t in_use = 0;    // semaphore
+  double available = 0;  // semaphore: free units; bucket: tokens now
+  int64_t waiting = 0;   // ready tasks held back for it
+  int64_t acquired_total = 0;
+};
+
+// A tenant's share of dispatch (Engine::Tenants).
+struct TenantUsage {
+  std::string tenant;
+  double weight = 1;
+  int64_t ready = 0;
+  int64_t dispatched_total = 0;
+};
 
 struct AgentInfo {
   AgentId id = 0;
@@ -268,6 +332,17 @@ class Engine {
   // stored). Returns them; an error names the field (no target, two targets, sizes).
   absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);
 
+  // --- usage (scheduling.cc) ----------------------------------------------------------------
+  std::vector<ResourceUsage> Resources() const;
+  std::vector<TenantUsage> Tenants() const;
+  // Actual cost per (tenant, type), since the store began (restored by RestoreCosts).
+  const absl::btree_map<std::pair<std::string, std::string>, CostSum>& costs() const {
+    return costs_;
+  }
+  // Recovery: the sums from store meta "costs" (before FinishRecovery).
+  void RestoreCosts(const v1::CostTotals& totals);
+  v1::CostTotals CostTotalsRecord() const;
+
   // --- time -----------------------------------------------------------------------------
   // Fires every timer due at clock.Now(): lease expiry, retry backoff, deadlines,
   // execution timeouts, agent expiry.
@@ -308,8 +383,12 @@ class Engine {
   struct Entry {
     v1::Task task;
     uint32_t gen = 0;  // bumps on every state change; stale timers carry an older one
-    QueueKey key{};    // valid while READY
-    absl::Time ready_since;
+    // READY but out of its queue (scheduling.cc): waiting for a named resource, or for an
+    // agent within its cost budget.
+    enum class Parked : uint8_t { kNo, kResource, kBudget };
+    Parked parked = Parked::kNo;
+    QueueKey key{};  // valid while READY
+    int64_t ready_since_ms = 0;
     // Dependencies (workflow.cc), allocated only for a task with parents, children or a
     // workflow, so a standalone task pays one pointer (the 1M-queued memory goal).
     struct Links {
@@ -339,11 +418,51 @@ class Engine {
     int active = 0;            // its tasks READY, LEASED or RETRY_WAIT
     std::deque<TaskId> held;   // ready to go but over max_parallel, in release order
   };
-  struct TypeQueue {
+  // Ready tasks of one tenant at one priority of one type, in key order.
+  struct TenantQueue {
+    std::string tenant;
+    uint32_t ordinal = 0;  // creation order: a deterministic tie-break between tenants
+    double weight = 1;
+    double vtime = 0;  // virtual start time of its next dispatch
+    int64_t dispatched = 0;
     std::set<QueueKey> ready;
-    std::set<AgentId> idle_agents;  // stream open, a free slot
   };
-  enum class TimerKind : uint8_t { kLease, kRetry, kDeadline, kExecTimeout, kAgent, kBreaker };
+  // One priority level of a type: tenants share it by weight (start-time fair queueing
+  // over dispatches). `order` holds the tenants with ready tasks by (vtime, ordinal).
+  struct Level {
+    absl::node_hash_map<std::string, TenantQueue> tenants;
+    std::set<std::tuple<double, uint32_t, TenantQueue*>> order;
+    double vclock = 0;  // vtime of the last dispatch
+  };
+  struct TypeQueue {
+    std::array<Level, 5> levels;  // by priority, critical first
+    int64_t ready = 0;
+    std::set<AgentId> idle_agents;  // stream open, a free slot
+    AgentId last_placed = 0;        // round robin
+    // READY tasks no idle agent could take within their cost budget, by the highest
+    // cost_factor they could afford (descending), released when such an agent is free.
+    std::set<std::pair<double, QueueKey>> over_budget;
+  };
+  struct ResourceState {
+    ResourceSpec spec;
+    uint64_t index = 0;  // its position in resources_ (the refill timer's id)
+    int64_t in_use = 0;  // semaphore
+    double tokens = 0;   // token bucket, as of refilled_at
+    absl::Time refilled_at;
+    std::set<QueueKey> waiters;  // READY tasks held back for it, in dispatch order
+    absl::Time wakeup;           // token bucket: when the armed refill timer fires
+    int64_t acquired_total = 0;
+  };
+  enum class TimerKind : uint8_t {
+    kLease,
+    kRetry,
+    kDeadline,
+    kExecTimeout,
+    kAgent,
+    kBreaker,
+    kPreempt,
+    kRefill
+  };
   struct Timer {
     absl::Time at;
     uint64_t seq;
@@ -369,7 +488,9 @@ class Engine {
   void MakeReady(Entry& e);
   // Puts a READY task into its type's queue and dispatches if an agent is free.
   void Enqueue(Entry& e);
-  void RemoveFromReady(Entry& e);
+  // Out of the queue (or the resource or budget wait it is parked in). `dispatched`: it
+  // is being leased, which charges its tenant's fair share.
+  void RemoveFromReady(Entry& e, bool dispatched = false);
   void Lease(Entry& e, AgentInfo& agent);
   void CloseAttempt(Entry& e, const std::string& outcome, const std::string& error, bool counted);
   void ReleaseFromAgent(Entry& e);
@@ -428,9 +549,46 @@ class Engine {
   bool RecordAgentFailure(AgentInfo& agent, TaskId task);
   void RecordAgentSuccess(AgentInfo& agent);
   void SetBreaker(AgentInfo& agent, Breaker to, const std::string& why);
+  // --- queues and placement (scheduling.cc) ---
   void DispatchType(const std::string& type);
   void FillAgent(AgentInfo& agent);
-  AgentInfo* PickAgent(TypeQueue& q);
+  // An idle agent for `e` under its type's placement policy and within its remaining
+  // cost budget; nullptr when none.
+  AgentInfo* PickAgent(TypeQueue& q, const Entry& e);
+  bool Affordable(const Entry& e, const AgentInfo& agent) const;
+  // The best ready task of a type: its most urgent level's tenant next in fair order.
+  const QueueKey* Head(const TypeQueue& q) const;
+  void InsertReady(TypeQueue& q, Entry& e);
+  // Out of its tenant's queue (false: it was not in it); `dispatched` charges the
+  // tenant's virtual time.
+  bool EraseReady(TypeQueue& q, Entry& e, bool dispatched);
+  Level& LevelOf(TypeQueue& q, const Entry& e) { return q.levels[e.key.priority - 1]; }
+  // Whether every resource `e` needs is available now; if not, parks it on the first that
+  // is not (out of its queue) and returns false.
+  bool ResourcesReadyOrPark(TypeQueue& q, Entry& e);
+  void AcquireResources(const Entry& e);
+  void ReleaseResources(const Entry& e);
+  // Token bucket: a wake-up for when `missing` more tokens will have refilled.
+  void ArmRefill(ResourceState& r, double missing);
+  // Tasks parked on `name` go back to their queues while what they need is there.
+  void WakeResourceWaiters(const std::string& name);
+  void Refill(ResourceState& r);
+  // `e` left its queue without taking its resources: waiters of each (but `except`) get a
+  // chance at them.
+  void WakeOthers(const Entry& e, const std::string& except);
+  // READY and parked (resource or budget): back into its queue (no dispatch).
+  void Unpark(Entry& e);
+  void ParkOverBudget(TypeQueue& q, Entry& e);
+  // The type's expected duration changed: tasks over budget are judged again.
+  void RecheckOverBudget(const std::string& type);
+  // Tasks over budget for agents dearer than `agent` go back to their queues.
+  // Returns whether any was.
+  bool WakeOverBudget(const AgentInfo& agent);
+  // The attempt's cost (cost_factor x run time) into the task, its workflow and the sums.
+  void ChargeAttempt(Entry& e, const v1::Attempt& a);
+  // A critical task has waited preempt_after: stop one low/background attempt of its type.
+  void Preempt(Entry& critical);
+  absl::Status ValidateResources(const v1::TaskSpec& spec, const std::string& field) const;
 
   void Arm(TimerKind kind, uint64_t id, uint32_t gen, absl::Time at);
   void FireTimer(const Timer& t);
@@ -447,7 +605,7 @@ class Engine {
   const Clock& clock_;
   std::mt19937_64 rng_;
   absl::btree_map<TaskId, std::unique_ptr<Entry>> tasks_;
-  absl::flat_hash_map<std::string, TypeQueue> queues_;
+  absl::node_hash_map<std::string, TypeQueue> queues_;  // node: references stay valid
   absl::btree_map<AgentId, AgentInfo> agents_;
   absl::btree_map<WorkflowId, WorkflowEntry> workflows_;
   absl::flat_hash_map<std::string, double> duration_ms_;  // type -> moving average
@@ -461,6 +619,11 @@ class Engine {
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::map<std::pair<std::string, int>, int64_t> queue_depths_;
   std::array<int64_t, 9> state_counts_{};
+  absl::btree_map<std::string, ResourceState> resources_;
+  absl::btree_map<std::pair<std::string, std::string>, CostSum> costs_;
+  bool costs_dirty_ = false;
+  uint32_t next_tenant_ordinal_ = 0;
+  absl::flat_hash_map<std::string, int64_t> dispatched_by_tenant_;
   TaskId next_task_id_ = 1;
   uint64_t persisted_max_task_id_ = 0;  // the store's max_task_id as last written
   AgentId next_agent_id_;

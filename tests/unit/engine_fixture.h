@@ -28,6 +28,7 @@
 #include "core/codec.h"
 #include "core/engine.h"
 #include "drover/v1/drover.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "store/store.h"
@@ -85,6 +86,7 @@ class EngineTest : public ::testing::Test {
     store_.clear();
     workflow_store_.clear();
     stored_max_task_id_ = 0;
+    stored_costs_.clear();
     NewEngine(std::move(options));
   }
   void NewEngine(EngineOptions options) {
@@ -113,6 +115,7 @@ class EngineTest : public ::testing::Test {
       if (key == "max_task_id") {
         EXPECT_TRUE(absl::SimpleAtoi(value, &stored_max_task_id_)) << value;
       }
+      if (key == "costs") stored_costs_ = value;
     }
     for (WorkflowId id : out.dirty_workflows) {
       const v1::Workflow* w = engine_->WorkflowSnapshot(id);
@@ -144,6 +147,12 @@ class EngineTest : public ::testing::Test {
     options.epoch = engine_->options().epoch + 1;
     const int64_t keep_after_ms = ToUnixMs(clock_.Now() - options.terminal_retention);
     NewEngine(std::move(options));
+    if (!stored_costs_.empty()) {
+      v1::CostTotals totals;
+      ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(stored_costs_, &totals).ok())
+          << stored_costs_;
+      engine_->RestoreCosts(totals);
+    }
     for (const auto& [id, w] : workflow_store_) {
       store::WorkflowRow row;
       WorkflowToRow(w, row);
@@ -227,10 +236,11 @@ class EngineTest : public ::testing::Test {
   // --- agents ------------------------------------------------------------------------------
 
   // A registered agent that heartbeats whenever time moves; its work stream is closed.
-  AgentId RegisterAgent(const std::vector<std::string>& types, int slots) {
+  AgentId RegisterAgent(const std::vector<std::string>& types, int slots, double cost_factor = 0) {
     v1::RegisterAgentRequest req;
     for (const std::string& t : types) req.add_types(t);
     req.set_max_concurrency(slots);
+    req.set_cost_factor(cost_factor);
     absl::StatusOr<AgentId> id = engine_->RegisterAgent(req);
     Settle();
     EXPECT_TRUE(id.ok()) << id.status();
@@ -359,6 +369,7 @@ class EngineTest : public ::testing::Test {
   std::map<WorkflowId, v1::Workflow> workflow_store_;
   std::vector<WorkflowId> terminal_workflows_;
   uint64_t stored_max_task_id_ = 0;  // the store's max_task_id meta
+  std::string stored_costs_;         // the store's costs meta
 };
 
 }  // namespace testing_internal

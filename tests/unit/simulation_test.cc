@@ -93,6 +93,10 @@ struct Coverage {
   int64_t breaker_opened = 0;  // (of the final engines; restarts reset breakers)
   int64_t breaker_closed = 0;
   int64_t breaker_blamed = 0;
+  int64_t preempted = 0;  // (these four of the final engines too)
+  int64_t resource_waits = 0;
+  int64_t budget_waits = 0;
+  int64_t budget_exhausted = 0;
 
   void Add(const EngineProbe& p) {
     submitted += p.submitted;
@@ -143,6 +147,20 @@ class Simulation {
     // Breakers that open sooner and close within a schedule, so every transition happens.
     o.breaker_open_for = absl::Seconds(Uniform(5, 60));
     if (Chance(0.3)) o.breaker_failures = Uniform(2, 4);
+    // Named resources (a small semaphore and a token bucket), tenant weights, preemption
+    // that fires within a schedule, and a placement policy per type.
+    o.resources["gpu"] = ResourceSpec{ResourceSpec::Kind::kSemaphore, Uniform(1, 3)};
+    o.resources["tok"] =
+        ResourceSpec{ResourceSpec::Kind::kTokenBucket, 10, absl::Seconds(Uniform(5, 60))};
+    if (Chance(0.5)) o.tenant_weights["t1"] = Uniform(1, 4);
+    o.preempt_after = Chance(0.2) ? absl::ZeroDuration() : absl::Seconds(Uniform(5, 60));
+    const Placement kPlacements[] = {Placement::kLeastLoaded, Placement::kRoundRobin,
+                                     Placement::kRandom, Placement::kCost};
+    o.defaults.placement = kPlacements[Uniform(0, 3)];
+    b.placement = kPlacements[Uniform(0, 3)];
+    c.placement = kPlacements[Uniform(0, 3)];
+    o.per_type["b"] = b;
+    o.per_type["c"] = c;
     o.seed = seed;
     engine_ = std::make_unique<Engine>(std::move(o), clock_);
     rewalk_ = true;
@@ -376,6 +394,21 @@ class Simulation {
       const int base = Uniform(1, 2000);
       s.set_backoff_base_ms(base);
       s.set_backoff_cap_ms(Uniform(base, 30'000));
+    }
+    if (Chance(0.15)) {
+      v1::ResourceNeed* n = s.add_resources();
+      n->set_name("gpu");
+      n->set_amount(Uniform(1, static_cast<int>(engine_->options().resources.at("gpu").capacity)));
+    }
+    if (Chance(0.1)) {
+      v1::ResourceNeed* n = s.add_resources();
+      n->set_name("tok");
+      n->set_amount(Uniform(1, 10));
+    }
+    if (Chance(0.1)) {
+      // A budget may be beyond every agent's reach: such a task waits, so it has a deadline.
+      s.set_cost_budget(Uniform(1, 400));
+      if (s.deadline_unix_ms() == 0) s.set_deadline_unix_ms(NowMs() + Uniform(500, 300'000));
     }
     return s;
   }
@@ -731,7 +764,9 @@ class Simulation {
       // leased again, or expired past its deadline).
       if (t->failures() != failures_before ||
           (t->state() != v1::TASK_STATE_READY && t->state() != v1::TASK_STATE_LEASED &&
-           t->state() != v1::TASK_STATE_EXPIRED && t->state() != v1::TASK_STATE_WAITING)) {
+           t->state() != v1::TASK_STATE_EXPIRED && t->state() != v1::TASK_STATE_WAITING &&
+           !(t->state() == v1::TASK_STATE_DEAD &&
+             absl::StartsWith(t->reason(), "cost budget exhausted")))) {
         return Violation(absl::StrCat("an agent-fault failure left task ", id, " ",
                                       StateName(t->state()), " with ", t->failures(),
                                       " failures (had ", failures_before, ")"));
@@ -747,7 +782,8 @@ class Simulation {
         return Violation(absl::StrCat("a failure report took task ", id, " from ", failures_before,
                                       " to ", t->failures(), " failures"));
       }
-      const bool exhausted = t->failures() >= m.expected_max_attempts;
+      const bool exhausted = t->failures() >= m.expected_max_attempts ||
+                             (t->spec().cost_budget() > 0 && t->cost() >= t->spec().cost_budget());
       const v1::TaskState want =
           what == 2 || exhausted ? v1::TASK_STATE_DEAD : v1::TASK_STATE_RETRY_WAIT;
       if (t->state() != want) {
@@ -899,6 +935,8 @@ class Simulation {
     v1::RegisterAgentRequest req;
     for (const std::string& t : types) req.add_types(t);
     req.set_max_concurrency(slots);
+    const double kFactors[] = {0, 0.5, 2, 5};
+    req.set_cost_factor(kFactors[Uniform(0, 3)]);
     absl::StatusOr<AgentId> id = engine_->RegisterAgent(req);
     if (!id.ok()) return Violation(absl::StrCat("registration refused: ", id.status().ToString()));
     if (agent_index_.contains(*id)) return Violation(absl::StrCat("agent id ", *id, " reused"));
@@ -1002,7 +1040,10 @@ class Simulation {
                             (task->state() == v1::TASK_STATE_EXPIRED && past) ||
                             (task->state() == v1::TASK_STATE_CANCELED &&
                              absl::StartsWith(task->reason(), "fail_fast: ")) ||
-                            (task->state() == v1::TASK_STATE_WAITING && tasks_[t].workflow != 0);
+                            (task->state() == v1::TASK_STATE_WAITING && tasks_[t].workflow != 0) ||
+                            // (or dead: the attempt spent what was left of its cost budget)
+                            (task->state() == v1::TASK_STATE_DEAD &&
+                             absl::StartsWith(task->reason(), "cost budget exhausted"));
       if (!requeued || task->failures() != f) {
         return Violation(absl::StrCat("task ", t, " of the leaving agent is ",
                                       StateName(task->state()), " with ", task->failures(),
@@ -1398,7 +1439,13 @@ class Simulation {
         const std::string& o = a.outcome();
         const bool fault = o == "failed" || o == "lease_expired" || o == "timed_out";
         const bool no_fault = o == "succeeded" || o == "canceled" || o == "agent_deregistered" ||
-                              o == "interrupted" || o == "undelivered" || o == "agent_fault";
+                              o == "interrupted" || o == "undelivered" || o == "agent_fault" ||
+                              o == "preempted";
+        if (o == "preempted" && t->spec().priority() != v1::PRIORITY_LOW &&
+            t->spec().priority() != v1::PRIORITY_BACKGROUND) {
+          return Violation(absl::StrCat("task ", id, " of priority ",
+                                        PriorityName(t->spec().priority()), " was preempted"));
+        }
         if ((!fault && !no_fault) || a.counted() != fault) {
           return Violation(absl::StrCat("task ", id, " attempt ", a.number(), " ended '", o,
                                         "' counted=", a.counted()));
@@ -1510,6 +1557,18 @@ class Simulation {
     }
 
     // No work waits while an agent of its type has a free slot and an open stream.
+    // (Ready tasks held back for a resource, or for an agent within their cost budget, say
+    // so in waiting_for; one an agent could take within its budget must not wait.)
+    std::vector<const v1::Task*> ready;
+    if (engine_->CountInState(v1::TASK_STATE_READY) > 0) {
+      for (TaskId id = 1; id < tasks_.size(); ++id) {
+        const v1::Task* t = Snap(id);
+        if (t != nullptr && t->state() == v1::TASK_STATE_READY &&
+            (t->waiting_for().empty() || absl::StartsWith(t->waiting_for(), "an agent within"))) {
+          ready.push_back(t);
+        }
+      }
+    }
     for (const auto& [aid, info] : engine_->agents()) {
       if (after_tick_ && info.last_seen + kTtl <= clock_.Now()) {
         return Violation(absl::StrCat("agent ", aid, " silent for a TTL is still registered"));
@@ -1522,12 +1581,19 @@ class Simulation {
           (info.breaker == Breaker::kHalfOpen && !info.leased.empty())) {
         continue;
       }
-      for (const auto& [key, depth] : engine_->queue_depths()) {
-        if (depth > 0 &&
-            std::find(info.types.begin(), info.types.end(), key.first) != info.types.end()) {
-          return Violation(absl::StrCat(depth, " tasks of type ", key.first, " wait while agent ",
-                                        aid, " has a free slot"));
+      for (const v1::Task* t : ready) {
+        if (std::find(info.types.begin(), info.types.end(), t->spec().type()) == info.types.end()) {
+          continue;
         }
+        const bool over_budget = !t->waiting_for().empty();
+        const double expected_s =
+            static_cast<double>(engine_->ExpectedDurationMs(t->spec())) / 1000.0;
+        if (over_budget &&
+            info.cost_factor * expected_s > t->spec().cost_budget() - t->cost() + 1e-9) {
+          continue;
+        }
+        return Violation(absl::StrCat("task ", t->id(), " of type ", t->spec().type(), " waits (",
+                                      t->waiting_for(), ") while agent ", aid, " has a free slot"));
       }
     }
     return true;
@@ -1583,7 +1649,15 @@ class Simulation {
     for (TaskId id : task_ids_) {
       if (!InMemory(tasks_[id])) continue;
       const v1::Task* t = Snap(id);
-      if (!IsTerminal(t->state())) left.push_back(absl::StrCat(id, ":", StateName(t->state())));
+      if (!IsTerminal(t->state())) {
+        left.push_back(absl::StrCat(id, ":", StateName(t->state()),
+                                    t->waiting_for().empty() ? "" : " waiting for ",
+                                    t->waiting_for()));
+      }
+    }
+    for (const ResourceUsage& u : engine_->Resources()) {
+      left.push_back(absl::StrCat("[resource ", u.name, ": ", u.in_use, " in use, ", u.available,
+                                  " available, ", u.waiting, " waiting]"));
     }
     return Violation(absl::StrCat("tasks not terminal after ", kMaxDrainRounds,
                                   " drain rounds: ", absl::StrJoin(left, " ")));
@@ -1688,7 +1762,9 @@ class Simulation {
       if (s == v1::TASK_STATE_EXPIRED && m.deadline_ms == 0) {
         return Violation(absl::StrCat("task ", id, " expired without a deadline"));
       }
-      if (s == v1::TASK_STATE_DEAD && (t->failures() == 0 || t->last_error().empty())) {
+      const bool budget_spent = absl::StartsWith(t->reason(), "cost budget exhausted");
+      if (s == v1::TASK_STATE_DEAD &&
+          ((t->failures() == 0 && !budget_spent) || t->last_error().empty())) {
         return Violation(absl::StrCat("dead letter ", id, " without a counted failure"));
       }
       // Waiters are woken once per terminal state reached.
@@ -1777,6 +1853,10 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     cov.breaker_opened += sim.probe().breaker_opened;
     cov.breaker_closed += sim.probe().breaker_closed;
     cov.fail_fast += sim.fail_fast();
+    cov.preempted += sim.probe().preempted;
+    cov.resource_waits += sim.probe().resource_waits;
+    cov.budget_waits += sim.probe().budget_waits;
+    cov.budget_exhausted += sim.probe().budget_exhausted;
     if (!failure.empty()) {
       ADD_FAILURE() << failure;
       if (++failed >= 5) {
@@ -1802,7 +1882,9 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
             << " tasks canceled by a parent's failure (" << cov.fail_fast
             << " by fail_fast); circuit breakers opened " << cov.breaker_opened << ", closed "
             << cov.breaker_closed << " times, " << cov.breaker_blamed
-            << " failures blamed on the agent\n";
+            << " failures blamed on the agent; " << cov.preempted << " preempted, "
+            << cov.resource_waits << " waits for a resource, " << cov.budget_waits
+            << " for an agent within budget, " << cov.budget_exhausted << " budgets spent\n";
 
   // A simulation that never reaches a behaviour cannot find its bugs: over a full run
   // every behaviour must occur.
@@ -1832,6 +1914,10 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     EXPECT_GT(cov.breaker_opened, 0);
     EXPECT_GT(cov.breaker_closed, 0);
     EXPECT_GT(cov.breaker_blamed, 0);
+    EXPECT_GT(cov.preempted, 0);
+    EXPECT_GT(cov.resource_waits, 0);
+    EXPECT_GT(cov.budget_waits, 0);
+    EXPECT_GT(cov.budget_exhausted, 0);
   }
 }
 

@@ -1,0 +1,27 @@
+// `drover usage` (named resources, actual cost, tenants' shares) and `drover agents` (the
+// registered agents): what the fleet is doing and what it costs.
+#pragma once
+
+#include "CLI/CLI.hpp"
+#include "client/client.h"
+
+namespace drover::cli {
+
+class FleetCommands {
+ public:
+  void Add(CLI::App& app);
+  bool parsed() const {
+    return (usage_ != nullptr && usage_->parsed()) || (agents_ != nullptr && agents_->parsed());
+  }
+  int Run(client::Client& c);
+
+ private:
+  int Usage(client::Client& c);
+  int Agents(client::Client& c);
+
+  CLI::App* usage_ = nullptr;
+  CLI::App* agents_ = nullptr;
+  bool json_ = false;
+};
+
+}  // namespace drover::cli
