@@ -334,6 +334,7 @@ void Engine::MakeReady(Entry& e) {
 }
 
 void Engine::Lease(Entry& e, AgentInfo& agent) {
+  const int64_t ready_since_ms = e.task.updated_unix_ms();
   RemoveFromReady(e, /*dispatched=*/true);
   AcquireResources(e);
   const absl::Time t = now();
@@ -363,7 +364,7 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   Arm(TimerKind::kExecTimeout, task.id(), e.gen,
       t + absl::Milliseconds(task.effective_execution_timeout_ms()));
   probe_.dispatched++;
-  probe_.dispatch_latency.Observe(static_cast<double>(t_ms - e.ready_since_ms) / 1000.0);
+  probe_.dispatch_latency.Observe(static_cast<double>(t_ms - ready_since_ms) / 1000.0);
 
   Outbox::Push push;
   push.agent = agent.id;
@@ -1303,7 +1304,7 @@ absl::Status Engine::CheckInvariants() const {
       if (q != queues_.end()) {
         switch (ptr->parked) {
           case Entry::Parked::kNo: {
-            const Level& level = q->second.levels[ptr->key.priority - 1];
+            const Level& level = q->second.levels[ptr->key.priority() - 1];
             auto tq = level.tenants.find(t.spec().tenant());
             found = tq != level.tenants.end() && tq->second.ready.contains(ptr->key);
             break;

@@ -19,6 +19,7 @@
 // fencing token and a completion with a stale token is refused.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <deque>
@@ -372,12 +373,24 @@ class Engine {
   absl::Status CheckInvariants() const;
 
  private:
+  // Dispatch order within a type: priority, then the longer remaining critical path
+  // (workflow tasks), then the earlier deadline, then the task id (submission order; a task
+  // queued again keeps its place). 24 bytes, so a queued task's set node and its Entry fit
+  // jemalloc's 64- and 256-byte classes (the 1M-queued memory goal).
   struct QueueKey {
-    int priority;
-    int64_t neg_critical_path_ms;  // longer remaining path first (0 outside workflows)
-    int64_t deadline_ms;           // INT64_MAX when none
-    uint64_t seq;
+    // priority in the top 6 bits; below, kMaxPath - critical path in ms (so a longer path
+    // sorts first; paths are capped at ~9,000 years).
+    uint64_t rank;
+    int64_t deadline_ms;  // INT64_MAX when none
     TaskId id;
+    static constexpr int kPriorityShift = 58;
+    static constexpr uint64_t kMaxPath = (uint64_t{1} << kPriorityShift) - 1;
+    static uint64_t Rank(int priority, int64_t critical_path_ms) {
+      const uint64_t path = static_cast<uint64_t>(
+          std::clamp<int64_t>(critical_path_ms, 0, static_cast<int64_t>(kMaxPath)));
+      return (static_cast<uint64_t>(priority) << kPriorityShift) | (kMaxPath - path);
+    }
+    int priority() const { return static_cast<int>(rank >> kPriorityShift); }
     auto operator<=>(const QueueKey&) const = default;
   };
   struct Entry {
@@ -387,8 +400,7 @@ class Engine {
     // agent within its cost budget.
     enum class Parked : uint8_t { kNo, kResource, kBudget };
     Parked parked = Parked::kNo;
-    QueueKey key{};  // valid while READY
-    int64_t ready_since_ms = 0;
+    QueueKey key{};  // valid while READY (task.updated_unix_ms says since when)
     // Dependencies (workflow.cc), allocated only for a task with parents, children or a
     // workflow, so a standalone task pays one pointer (the 1M-queued memory goal).
     struct Links {
@@ -562,7 +574,7 @@ class Engine {
   // Out of its tenant's queue (false: it was not in it); `dispatched` charges the
   // tenant's virtual time.
   bool EraseReady(TypeQueue& q, Entry& e, bool dispatched);
-  Level& LevelOf(TypeQueue& q, const Entry& e) { return q.levels[e.key.priority - 1]; }
+  Level& LevelOf(TypeQueue& q, const Entry& e) { return q.levels[e.key.priority() - 1]; }
   // Whether every resource `e` needs is available now; if not, parks it on the first that
   // is not (out of its queue) and returns false.
   bool ResourcesReadyOrPark(TypeQueue& q, Entry& e);
@@ -627,7 +639,6 @@ class Engine {
   TaskId next_task_id_ = 1;
   uint64_t persisted_max_task_id_ = 0;  // the store's max_task_id as last written
   AgentId next_agent_id_;
-  uint64_t next_seq_ = 1;
   uint64_t next_timer_seq_ = 1;
   uint64_t token_counter_ = 0;
   uint64_t next_message_id_ = 1;

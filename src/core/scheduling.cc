@@ -85,7 +85,7 @@ void Engine::InsertReady(TypeQueue& q, Entry& e) {
 
 bool Engine::EraseReady(TypeQueue& q, Entry& e, bool dispatched) {
   // (A task restored as READY is not queued until recovery reaches it.)
-  if (e.key.id != e.task.id() || e.key.priority < 1 || e.key.priority > 5) return false;
+  if (e.key.id != e.task.id() || e.key.priority() < 1 || e.key.priority() > 5) return false;
   Level& level = LevelOf(q, e);
   auto it = level.tenants.find(e.task.spec().tenant());
   if (it == level.tenants.end()) return false;
@@ -121,19 +121,18 @@ const Engine::QueueKey* Engine::Head(const TypeQueue& q) const {
 
 void Engine::Enqueue(Entry& e) {
   const v1::TaskSpec& s = e.task.spec();
+  const int priority = static_cast<int>(
+      s.priority() == v1::PRIORITY_UNSPECIFIED ? v1::PRIORITY_NORMAL : s.priority());
   e.key = QueueKey{
-      static_cast<int>(s.priority() == v1::PRIORITY_UNSPECIFIED ? v1::PRIORITY_NORMAL
-                                                                : s.priority()),
-      options_.critical_path_first ? -e.Lc().critical_path_ms : 0,
+      QueueKey::Rank(priority, options_.critical_path_first ? e.Lc().critical_path_ms : 0),
       s.deadline_unix_ms() > 0 ? s.deadline_unix_ms() : std::numeric_limits<int64_t>::max(),
-      next_seq_++, e.task.id()};
-  e.ready_since_ms = now_ms();
+      e.task.id()};
   e.parked = Entry::Parked::kNo;
   TypeQueue& q = queues_[s.type()];
   InsertReady(q, e);
-  queue_depths_[{s.type(), e.key.priority}]++;
+  queue_depths_[{s.type(), e.key.priority()}]++;
   DispatchType(s.type());
-  if (e.key.priority == v1::PRIORITY_CRITICAL && options_.preempt_after > absl::ZeroDuration() &&
+  if (e.key.priority() == v1::PRIORITY_CRITICAL && options_.preempt_after > absl::ZeroDuration() &&
       e.task.state() == v1::TASK_STATE_READY && e.parked == Entry::Parked::kNo) {
     Arm(TimerKind::kPreempt, e.task.id(), e.gen, now() + options_.preempt_after);
   }
@@ -165,7 +164,7 @@ void Engine::RemoveFromReady(Entry& e, bool dispatched) {
   }
   e.parked = Entry::Parked::kNo;
   if (!e.task.waiting_for().empty()) e.task.clear_waiting_for();
-  auto d = queue_depths_.find({e.task.spec().type(), e.key.priority});
+  auto d = queue_depths_.find({e.task.spec().type(), e.key.priority()});
   if (d != queue_depths_.end() && --d->second == 0) queue_depths_.erase(d);
   if (!dispatched) WakeOthers(e, "");
 }
@@ -680,7 +679,7 @@ void Engine::Preempt(Entry& critical) {
   }
   probe_.preempted++;
   const std::string why = absl::StrCat("preempted by critical task ", critical.task.id(),
-                                       " (ready for ", now_ms() - critical.ready_since_ms,
+                                       " (ready for ", now_ms() - critical.task.updated_unix_ms(),
                                        " ms with every agent of type ", type, " busy)");
   outbox_.events.push_back(absl::StrCat("task ", victim->task.id(), " (",
                                         PriorityName(victim->task.spec().priority()), ") on agent ",
