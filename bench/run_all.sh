@@ -28,3 +28,8 @@ echo "== end to end over loopback gRPC (server, load and agents in separate proc
 bash "$HERE/run_e2e.sh" "$BIN" throughput "$(big 300000 5000)"
 echo "== latency at a steady 1,000 tasks/s, submission to the agent receiving the task"
 bash "$HERE/run_e2e.sh" "$BIN" latency "$(big 30000 1000)"
+echo "== drover simulate: the 27-day NASA trace (1.9M arrivals) per policy (goal: < 60 s each)"
+NASA="$HERE/../traces/nasa_http_jul95.csv"
+if [ "$SMOKE" = 1 ]; then head -2001 "$NASA" >"$TMP/nasa.csv"; NASA="$TMP/nasa.csv"; fi
+"$BIN/drover" simulate --trace "$NASA" --service-time exp:1s --startup 30s \
+  --policy static-peak --policy static-mean --policy hpa

@@ -22,6 +22,7 @@
 #include "api/server.h"
 #include "cli/common.h"
 #include "cli/fleet_commands.h"
+#include "cli/simulate_command.h"
 #include "cli/workflow_commands.h"
 #include "client/client.h"
 #include "core/engine.h"
@@ -384,6 +385,8 @@ int Main(int argc, char** argv) {
   workflows.Add(app);
   FleetCommands fleet;
   fleet.Add(app);
+  SimulateCommand simulate;
+  simulate.Add(app);
 
   struct {
     uint64_t agent = 0;
@@ -418,6 +421,7 @@ int Main(int argc, char** argv) {
   }
 
   if (serve->parsed()) return Serve(sf);
+  if (simulate.parsed()) return simulate.Run();
 
   if (agent->parsed()) {
     ao.server = server;

@@ -1261,7 +1261,7 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
 }
 
 Outbox Engine::TakeOutbox() {
-  if (costs_dirty_) {
+  if (costs_dirty_ && options_.persist_costs) {
     std::string json;
     (void)google::protobuf::util::MessageToJsonString(CostTotalsRecord(), &json);
     outbox_.meta.emplace_back("costs", std::move(json));

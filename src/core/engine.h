@@ -126,6 +126,9 @@ struct EngineOptions {
   // A critical task ready this long while no agent of its type is free preempts one low
   // or background task of that type (zero: never).
   absl::Duration preempt_after = absl::Seconds(30);
+  // Write the cost sums to the store's meta ("costs") with every outbox that changed them
+  // (off in the simulator, which has no store).
+  bool persist_costs = true;
   uint32_t epoch = 1;  // start-up counter (24 bits used); fencing tokens differ across restarts
   uint64_t seed = 1;   // jitter randomness
 };

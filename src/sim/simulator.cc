@@ -1,0 +1,636 @@
+#include "sim/simulator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <fstream>
+#include <limits>
+#include <queue>
+#include <random>
+#include <sstream>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "core/engine.h"
+#include "fmt/core.h"
+#include "util/clock.h"
+
+namespace drover::sim {
+namespace {
+
+namespace v1 = ::drover::v1;
+using core::AgentId;
+using core::TaskId;
+
+constexpr char kType[] = "sim";
+constexpr int64_t kUs = 1'000'000;
+
+int64_t Us(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+
+// Nearest-rank quantile of an unsorted sample (the sample is reordered).
+double Quantile(std::vector<float>& v, double q) {
+  if (v.empty()) return 0;
+  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+  rank = std::clamp<size_t>(rank, 1, v.size());
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(rank - 1), v.end());
+  return v[rank - 1];
+}
+
+enum class Ev : uint8_t { kBucket, kArrival, kDone, kAgentReady, kScale, kMinute, kTick };
+
+struct Event {
+  int64_t t;  // microseconds since the trace's start
+  uint64_t seq;
+  Ev kind;
+  uint64_t a = 0, b = 0, c = 0;  // arguments: task, token, agent, ...
+  bool fail = false;
+  bool operator>(const Event& o) const { return t != o.t ? t > o.t : seq > o.seq; }
+};
+
+struct SimAgent {
+  enum class State : uint8_t { kStarting, kActive, kDraining, kGone };
+  State state = State::kStarting;
+  AgentId id = 0;  // engine id once active
+  int leased = 0;
+};
+
+class Run1 {
+ public:
+  Run1(const Trace& trace, const SimConfig& config, const Policy& policy)
+      : trace_(trace),
+        config_(config),
+        policy_(policy),
+        clock_(kStart),
+        rng_(config.seed),
+        engine_(EngineOptions(config), clock_),
+        scaler_(policy.scaler) {}
+
+  absl::StatusOr<SimReport> Go();
+
+ private:
+  static constexpr absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
+
+  static core::EngineOptions EngineOptions(const SimConfig& c) {
+    core::EngineOptions o;
+    o.capacity = c.capacity;
+    o.lease_ttl = absl::Hours(24);  // simulated agents never go silent
+    o.defaults.execution_timeout = absl::Hours(24);
+    o.defaults.retry = {absl::Seconds(1), absl::Minutes(1), 10};
+    o.terminal_retention = absl::Hours(24 * 365);  // leave by count only
+    o.max_terminal_in_memory = 20'000;
+    o.breaker_failures = 0;  // simulated failures are the task's, at random
+    o.preempt_after = absl::ZeroDuration();
+    o.persist_costs = false;
+    o.seed = c.seed;
+    return o;
+  }
+
+  void Push(int64_t t, Ev kind, uint64_t a = 0, uint64_t b = 0, uint64_t c = 0, bool fail = false) {
+    events_.push(Event{t, seq_++, kind, a, b, c, fail});
+  }
+  // Integrates paid agent time and busy slot time up to `t`.
+  void AdvanceTo(int64_t t) {
+    if (t > now_) {
+      const double dt = static_cast<double>(t - now_) / kUs;
+      agent_seconds_ += dt * paid_;
+      minute_agent_seconds_ += dt * paid_;
+      busy_slot_seconds_ += dt * busy_;
+      now_ = t;
+    }
+    clock_.Set(kStart + absl::Microseconds(now_));
+  }
+  int64_t ServiceUs() {
+    const double mean = absl::ToDoubleSeconds(config_.service.mean);
+    double s = mean;
+    switch (config_.service.kind) {
+      case ServiceTime::Kind::kFixed:
+        break;
+      case ServiceTime::Kind::kExponential:
+        s = std::exponential_distribution<double>(1.0 / mean)(rng_);
+        break;
+      case ServiceTime::Kind::kLogNormal: {
+        const double sigma = config_.service.sigma;
+        s = std::lognormal_distribution<double>(std::log(mean) - sigma * sigma / 2, sigma)(rng_);
+        break;
+      }
+    }
+    return std::max<int64_t>(1, static_cast<int64_t>(s * kUs));
+  }
+  void AddAgent(bool warm) {
+    agents_.emplace_back();
+    paid_++;
+    if (warm) {
+      Activate(agents_.size() - 1);
+    } else {
+      Push(now_ + Us(config_.startup), Ev::kAgentReady, agents_.size() - 1);
+    }
+  }
+  void Activate(size_t index) {
+    SimAgent& a = agents_[index];
+    if (a.state != SimAgent::State::kStarting) return;  // canceled while starting
+    v1::RegisterAgentRequest req;
+    req.add_types(kType);
+    req.set_max_concurrency(config_.slots);
+    absl::StatusOr<AgentId> id = engine_.RegisterAgent(req);
+    a.id = *id;
+    a.state = SimAgent::State::kActive;
+    by_engine_id_[a.id] = index;
+    (void)engine_.OpenStream(a.id);
+    Drain();
+  }
+  int Current() const {
+    int n = 0;
+    for (const SimAgent& a : agents_) {
+      n += a.state == SimAgent::State::kStarting || a.state == SimAgent::State::kActive;
+    }
+    return n;
+  }
+  void ScaleTo(int desired) {
+    int current = Current();
+    if (desired == current) return;
+    const int direction = desired > current ? 1 : -1;
+    actions_++;
+    if (last_direction_ != 0 && direction != last_direction_ &&
+        now_ - last_action_ <= 10 * 60 * kUs) {
+      flaps_++;
+    }
+    last_direction_ = direction;
+    last_action_ = now_;
+    while (current < desired) {
+      AddAgent(false);
+      current++;
+    }
+    // Scale-in: starting agents first (no work lost), then the least busy; a busy agent
+    // drains: it takes no new task and leaves when its last one ends.
+    for (SimAgent& a : agents_) {
+      if (current <= desired) break;
+      if (a.state == SimAgent::State::kStarting) {
+        a.state = SimAgent::State::kGone;
+        paid_--;
+        current--;
+      }
+    }
+    while (current > desired) {
+      SimAgent* pick = nullptr;
+      for (SimAgent& a : agents_) {
+        if (a.state == SimAgent::State::kActive && (pick == nullptr || a.leased < pick->leased)) {
+          pick = &a;
+        }
+      }
+      if (pick == nullptr) break;
+      pick->state = SimAgent::State::kDraining;
+      engine_.CloseStream(pick->id);
+      current--;
+      MaybeLeave(*pick);
+    }
+    Drain();
+  }
+  void MaybeLeave(SimAgent& a) {
+    if (a.state != SimAgent::State::kDraining || a.leased > 0) return;
+    (void)engine_.Deregister(a.id);
+    a.state = SimAgent::State::kGone;
+    paid_--;
+  }
+  // Takes the engine's outbox: leases become completions in the future.
+  void Drain() {
+    core::Outbox out = engine_.TakeOutbox();
+    for (core::Outbox::Push& p : out.pushes) {
+      if (!p.item.has_lease()) continue;
+      const v1::TaskLease& l = p.item.lease();
+      auto it = by_engine_id_.find(p.agent);
+      if (it == by_engine_id_.end()) continue;
+      agents_[it->second].leased++;
+      busy_++;
+      const TaskId id = l.task_id();
+      if (l.attempt() == 1 && id < arrival_us_.size()) {
+        const float wait = static_cast<float>(static_cast<double>(now_ - arrival_us_[id]) / kUs);
+        waits_.push_back(wait);
+        minute_waits_.push_back(wait);
+        dispatched_once_[id] = true;
+        minute_dispatched_++;
+      }
+      const bool fail = config_.failure_rate > 0 &&
+                        std::uniform_real_distribution<double>(0, 1)(rng_) < config_.failure_rate;
+      Push(now_ + ServiceUs(), Ev::kDone, id, l.lease_token(), it->second, fail);
+    }
+    completed_ += static_cast<int64_t>(out.terminal.size());
+    ScheduleTick();
+  }
+  void ScheduleTick() {
+    std::optional<absl::Time> w = engine_.NextWakeup();
+    if (!w) return;
+    const int64_t t = std::max(now_ + 1, Us(*w - kStart));
+    if (t < next_tick_) {
+      next_tick_ = t;
+      Push(t, Ev::kTick);
+    }
+  }
+  void Submit() {
+    v1::TaskSpec spec;
+    spec.set_type(kType);
+    absl::StatusOr<std::vector<core::Engine::SubmitResult>> r = engine_.Submit({spec}, "task");
+    if (!r.ok()) {
+      dropped_++;
+      return;
+    }
+    const TaskId id = r->front().id;
+    if (arrival_us_.size() <= id) {
+      arrival_us_.resize(id + 1, 0);
+      dispatched_once_.resize(id + 1, false);
+    }
+    arrival_us_[id] = now_;
+    waiting_.push_back(id);
+    Drain();
+  }
+  void CloseMinute(int64_t minute) {
+    MinuteRow row;
+    row.minute = minute;
+    row.arrivals = minute_arrivals_;
+    row.agents = minute_agent_seconds_ / 60.0;
+    row.queue_depth = engine_.CountInState(v1::TASK_STATE_READY);
+    row.dispatched = minute_dispatched_;
+    row.p95_wait_s = Quantile(minute_waits_, 0.95);
+    // The oldest task not yet started also counts: a stuck queue violates the objective.
+    while (!waiting_.empty() && dispatched_once_[waiting_.front()]) waiting_.pop_front();
+    double oldest = 0;
+    if (!waiting_.empty()) {
+      oldest = static_cast<double>(now_ - arrival_us_[waiting_.front()]) / kUs;
+      // (a task refused later or canceled never waits: dropped ones are never queued)
+    }
+    const double objective = absl::ToDoubleSeconds(config_.wait_objective);
+    row.violated = row.p95_wait_s > objective || oldest > objective;
+    rows_.push_back(row);
+    minute_arrivals_ = 0;
+    minute_agent_seconds_ = 0;
+    minute_dispatched_ = 0;
+    minute_waits_.clear();
+  }
+
+  const Trace& trace_;
+  const SimConfig& config_;
+  const Policy& policy_;
+  ManualClock clock_;
+  std::mt19937_64 rng_;
+  core::Engine engine_;
+  core::Autoscaler scaler_;
+  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
+  uint64_t seq_ = 0;
+  int64_t now_ = 0;
+  int64_t next_tick_ = std::numeric_limits<int64_t>::max();
+  std::vector<SimAgent> agents_;
+  absl::flat_hash_map<AgentId, size_t> by_engine_id_;
+  int paid_ = 0;  // agents paid for now: starting, active, draining
+  int busy_ = 0;  // slots running a task now
+  double agent_seconds_ = 0, busy_slot_seconds_ = 0, minute_agent_seconds_ = 0;
+  std::vector<int64_t> arrival_us_;
+  std::vector<bool> dispatched_once_;
+  std::deque<TaskId> waiting_;
+  std::vector<float> waits_, minute_waits_;
+  int64_t minute_arrivals_ = 0, minute_dispatched_ = 0;
+  int64_t completed_ = 0, dropped_ = 0, arrivals_ = 0;
+  int64_t actions_ = 0, flaps_ = 0, last_action_ = 0;
+  int last_direction_ = 0;
+  int peak_ = 0;
+  std::vector<MinuteRow> rows_;
+};
+
+absl::StatusOr<SimReport> Run1::Go() {
+  const auto wall = std::chrono::steady_clock::now();
+  const int64_t span = Us(trace_.span());
+  const double mean_s = absl::ToDoubleSeconds(config_.service.mean);
+  const double bucket_s = absl::ToDoubleSeconds(trace_.bucket);
+  int initial = 0;
+  switch (policy_.kind) {
+    case Policy::Kind::kStatic:
+      initial = policy_.agents;
+      break;
+    case Policy::Kind::kStaticPeak:
+      // Enough slots for the peak bucket's rate of work.
+      initial = static_cast<int>(
+          std::ceil(static_cast<double>(trace_.peak()) / bucket_s * mean_s / config_.slots));
+      break;
+    case Policy::Kind::kStaticMean:
+      initial = static_cast<int>(std::ceil(static_cast<double>(trace_.total()) /
+                                           absl::ToDoubleSeconds(trace_.span()) * mean_s /
+                                           config_.slots));
+      break;
+    case Policy::Kind::kReactive:
+      initial = std::max(policy_.scaler.min, 1);
+      break;
+  }
+  initial = std::max(initial, 1);
+  for (int i = 0; i < initial; ++i) AddAgent(true);
+  peak_ = initial;
+  Push(0, Ev::kBucket, 0);
+  for (int64_t m = 1; m * 60 * kUs <= span; ++m) Push(m * 60 * kUs, Ev::kMinute, m - 1);
+  if (policy_.kind == Policy::Kind::kReactive) Push(Us(policy_.scaler.sync_period), Ev::kScale);
+  while (!events_.empty()) {
+    const Event e = events_.top();
+    events_.pop();
+    // After the trace, run until every accepted task has ended.
+    if (e.t >= span && engine_.outstanding() == 0 && e.kind != Ev::kMinute) {
+      if (e.kind == Ev::kScale || e.kind == Ev::kTick) continue;
+    }
+    AdvanceTo(e.t);
+    switch (e.kind) {
+      case Ev::kBucket: {
+        const size_t b = e.a;
+        if (b >= trace_.arrivals.size()) break;
+        const int64_t n = trace_.arrivals[b];
+        const int64_t start = static_cast<int64_t>(b) * Us(trace_.bucket);
+        std::vector<int64_t> times(static_cast<size_t>(n));
+        std::uniform_int_distribution<int64_t> within(0, Us(trace_.bucket) - 1);
+        for (int64_t i = 0; i < n; ++i) {
+          times[static_cast<size_t>(i)] =
+              start + (config_.even_arrivals ? i * Us(trace_.bucket) / n : within(rng_));
+        }
+        std::sort(times.begin(), times.end());
+        for (int64_t t : times) Push(t, Ev::kArrival);
+        Push(start + Us(trace_.bucket), Ev::kBucket, b + 1);
+        break;
+      }
+      case Ev::kArrival:
+        arrivals_++;
+        minute_arrivals_++;
+        Submit();
+        break;
+      case Ev::kDone: {
+        SimAgent& a = agents_[e.c];
+        const AgentId agent = a.id;
+        absl::Status st = e.fail ? engine_.Fail(agent, e.a, e.b, "simulated failure", true)
+                                 : engine_.Complete(agent, e.a, e.b, "");
+        (void)st;
+        a.leased--;
+        busy_--;
+        MaybeLeave(a);
+        Drain();
+        break;
+      }
+      case Ev::kAgentReady:
+        Activate(e.a);
+        break;
+      case Ev::kScale: {
+        engine_.Tick();
+        core::ScalingInputs in;
+        in.current = Current();
+        in.pending = engine_.CountInState(v1::TASK_STATE_READY);
+        for (const SimAgent& a : agents_) {
+          if (a.state != SimAgent::State::kActive) continue;
+          in.busy_slots += a.leased;
+          in.total_slots += config_.slots;
+        }
+        const core::ScalingDecision d = scaler_.Evaluate(clock_.Now(), in);
+        ScaleTo(d.desired);
+        peak_ = std::max(peak_, Current());
+        Push(now_ + Us(policy_.scaler.sync_period), Ev::kScale);
+        break;
+      }
+      case Ev::kMinute:
+        CloseMinute(static_cast<int64_t>(e.a));
+        break;
+      case Ev::kTick:
+        if (e.t == next_tick_) next_tick_ = std::numeric_limits<int64_t>::max();
+        engine_.Tick();
+        Drain();
+        break;
+    }
+    if (events_.empty() && engine_.outstanding() > 0 && policy_.kind != Policy::Kind::kReactive) {
+      return absl::InternalError("simulation stalled with tasks outstanding");
+    }
+  }
+  AdvanceTo(std::max(now_, span));
+
+  SimReport r;
+  r.policy = policy_.name;
+  r.arrivals = arrivals_;
+  r.completed = completed_;
+  r.dropped = dropped_;
+  r.agent_hours = agent_seconds_ / 3600.0;
+  r.cost = r.agent_hours * config_.price_per_agent_hour;
+  const double slot_seconds = agent_seconds_ * config_.slots;
+  r.slack = slot_seconds > 0 ? 1.0 - busy_slot_seconds_ / slot_seconds : 0;
+  r.wait_p50_s = Quantile(waits_, 0.50);
+  r.wait_p95_s = Quantile(waits_, 0.95);
+  r.wait_p99_s = Quantile(waits_, 0.99);
+  r.wait_max_s = waits_.empty() ? 0 : *std::max_element(waits_.begin(), waits_.end());
+  r.rows = std::move(rows_);
+  r.minutes = static_cast<int64_t>(r.rows.size());
+  for (const MinuteRow& row : r.rows) r.minutes_violated += row.violated;
+  r.scale_actions = actions_;
+  r.flaps = flaps_;
+  r.peak_agents = peak_;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall).count();
+  return r;
+}
+
+}  // namespace
+
+int64_t Trace::total() const {
+  int64_t n = 0;
+  for (int64_t a : arrivals) n += a;
+  return n;
+}
+
+int64_t Trace::peak() const {
+  int64_t p = 0;
+  for (int64_t a : arrivals) p = std::max(p, a);
+  return p;
+}
+
+absl::StatusOr<Trace> ParseTrace(const std::string& text, const std::string& source) {
+  Trace t;
+  std::istringstream in(text);
+  std::string line;
+  int line_no = 0;
+  while (std::getline(in, line)) {
+    line_no++;
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l.empty()) continue;
+    std::vector<absl::string_view> cols = absl::StrSplit(l, ',');
+    auto bad = [&](const std::string& msg) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ":", line_no, ": ", msg));
+    };
+    if (line_no == 1) {
+      if (cols.size() != 2 || cols[1] != "arrivals" ||
+          (cols[0] != "minute" && cols[0] != "second")) {
+        return bad("the header must be minute,arrivals or second,arrivals");
+      }
+      t.bucket = cols[0] == "minute" ? absl::Minutes(1) : absl::Seconds(1);
+      continue;
+    }
+    int64_t index = 0, n = 0;
+    if (cols.size() != 2) return bad("expected two columns");
+    if (!absl::SimpleAtoi(cols[0], &index)) return bad("the first column is not a number");
+    if (index != static_cast<int64_t>(t.arrivals.size())) {
+      return bad(absl::StrCat("expected ", t.arrivals.size(),
+                              " in the first column (no gaps), got ", index));
+    }
+    if (!absl::SimpleAtoi(cols[1], &n) || n < 0 || n > 100'000'000) {
+      return bad("arrivals: not a count from 0 to 100000000");
+    }
+    t.arrivals.push_back(n);
+  }
+  if (line_no == 0) return absl::InvalidArgumentError(absl::StrCat(source, ": empty trace"));
+  if (t.arrivals.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": no rows"));
+  return t;
+}
+
+absl::StatusOr<Trace> LoadTrace(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--trace: cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseTrace(ss.str(), path);
+}
+
+absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text) {
+  std::vector<std::string> parts = absl::StrSplit(text, ':');
+  auto bad = [&]() {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--service-time: '", text,
+        "' is not fixed:DURATION, exp:DURATION or lognormal:DURATION[:SIGMA] (e.g. exp:2s)"));
+  };
+  if (parts.size() < 2 || parts.size() > 3) return bad();
+  ServiceTime s;
+  if (parts[0] == "fixed") {
+    s.kind = ServiceTime::Kind::kFixed;
+  } else if (parts[0] == "exp") {
+    s.kind = ServiceTime::Kind::kExponential;
+  } else if (parts[0] == "lognormal") {
+    s.kind = ServiceTime::Kind::kLogNormal;
+  } else {
+    return bad();
+  }
+  if (!absl::ParseDuration(parts[1], &s.mean) || s.mean <= absl::ZeroDuration() ||
+      s.mean > absl::Hours(24)) {
+    return bad();
+  }
+  if (parts.size() == 3) {
+    if (s.kind != ServiceTime::Kind::kLogNormal || !absl::SimpleAtod(parts[2], &s.sigma) ||
+        !(s.sigma > 0 && s.sigma <= 5)) {
+      return bad();
+    }
+  }
+  return s;
+}
+
+absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents) {
+  Policy p;
+  p.name = text;
+  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(':', 1));
+  auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("--policy: '", text, "': ", why));
+  };
+  const std::string& kind = parts[0];
+  if (kind == "static") {
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &p.agents) || p.agents < 1 ||
+        p.agents > 100'000) {
+      return bad("static:N needs N agents, 1 to 100000");
+    }
+    p.kind = Policy::Kind::kStatic;
+  } else if (kind == "static-peak" || kind == "static-mean") {
+    if (parts.size() != 1) return bad("takes no argument");
+    p.kind = kind == "static-peak" ? Policy::Kind::kStaticPeak : Policy::Kind::kStaticMean;
+  } else if (kind == "hpa" || kind == "hpa-util") {
+    p.kind = Policy::Kind::kReactive;
+    p.scaler.min = 1;
+    p.scaler.max = max_agents;
+    if (kind == "hpa-util") {
+      p.scaler.metric = core::AutoscalerSpec::Metric::kUtilization;
+      p.scaler.target = 0.7;
+    } else {
+      p.scaler.target = 1;
+    }
+    if (parts.size() == 2 && !absl::SimpleAtod(parts[1], &p.scaler.target)) {
+      return bad("the target is not a number");
+    }
+    if (absl::Status st = core::ValidateAutoscalerSpec(p.scaler); !st.ok()) {
+      return bad(std::string(st.message()));
+    }
+  } else {
+    return bad("use static:N, static-peak, static-mean, hpa[:TARGET] or hpa-util[:TARGET]");
+  }
+  return p;
+}
+
+absl::StatusOr<SimReport> Run(const Trace& trace, const SimConfig& config, const Policy& policy) {
+  if (config.slots < 1 || config.slots > 1024) {
+    return absl::InvalidArgumentError("--slots: must be 1 to 1024");
+  }
+  if (!(config.failure_rate >= 0 && config.failure_rate < 1)) {
+    return absl::InvalidArgumentError("--failure-rate: must be in [0, 1)");
+  }
+  Run1 run(trace, config, policy);
+  return run.Go();
+}
+
+std::string MinuteCsv(const SimReport& r) {
+  std::string out = "minute,arrivals,agents,queue_depth,dispatched,p95_wait_s,violated\n";
+  for (const MinuteRow& row : r.rows) {
+    out += fmt::format("{},{},{:.3f},{},{},{:.3f},{}\n", row.minute, row.arrivals, row.agents,
+                       row.queue_depth, row.dispatched, row.p95_wait_s, row.violated ? 1 : 0);
+  }
+  return out;
+}
+
+std::string ChartSvg(const SimReport& r, const Trace& trace) {
+  (void)trace;
+  constexpr int kW = 1200, kH = 420, kPad = 50;
+  const size_t n = r.rows.size();
+  // At most ~1,200 points per series: maxima of equal slices of minutes.
+  const size_t per = std::max<size_t>(1, (n + kW - 1) / kW);
+  struct Series {
+    const char* name;
+    const char* color;
+    std::vector<double> v;
+  };
+  Series arrivals{"arrivals / min", "#4477aa", {}}, agents{"agents", "#cc6677", {}},
+      depth{"queue depth", "#228833", {}};
+  for (size_t i = 0; i < n; i += per) {
+    double a = 0, g = 0, d = 0;
+    for (size_t j = i; j < std::min(n, i + per); ++j) {
+      a = std::max(a, static_cast<double>(r.rows[j].arrivals));
+      g = std::max(g, r.rows[j].agents);
+      d = std::max(d, static_cast<double>(r.rows[j].queue_depth));
+    }
+    arrivals.v.push_back(a);
+    agents.v.push_back(g);
+    depth.v.push_back(d);
+  }
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" "
+      "fill=\"white\"/>\n<text x=\"{}\" y=\"20\" font-size=\"14\">{}: {} minutes, {:.1f} "
+      "agent-hours, wait p95 {:.1f} s, {} minutes over the objective</text>\n",
+      kW + 2 * kPad, kH + 2 * kPad, kPad, r.policy, n, r.agent_hours, r.wait_p95_s,
+      r.minutes_violated);
+  int legend = 0;
+  for (const Series* s : {&arrivals, &agents, &depth}) {
+    double top = 1;
+    for (double x : s->v) top = std::max(top, x);
+    std::string points;
+    for (size_t i = 0; i < s->v.size(); ++i) {
+      const double x =
+          kPad + (s->v.size() > 1 ? static_cast<double>(i) * kW / (s->v.size() - 1) : 0);
+      const double y = kPad + kH - s->v[i] / top * kH;
+      points += fmt::format("{:.1f},{:.1f} ", x, y);
+    }
+    svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1\" points=\"{}\"/>\n",
+                       s->color, points);
+    svg += fmt::format(
+        "<text x=\"{}\" y=\"{}\" fill=\"{}\">{} (max {:g}, each series scaled to its max)</text>\n",
+        kPad + 300 * legend, kH + kPad + 30, s->color, s->name, top);
+    legend++;
+  }
+  svg +=
+      fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#999\"/>\n</svg>\n",
+                  kPad, kPad + kH, kPad + kW);
+  return svg;
+}
+
+}  // namespace drover::sim
