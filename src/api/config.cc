@@ -222,6 +222,18 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     }
     o.engine.tenant_weights[tenant] = tc.weight();
   }
+  for (int i = 0; i < c.pools_size(); ++i) {
+    absl::StatusOr<pool::PoolSpec> p = pool::ToPoolSpec(c.pools(i), absl::StrCat("pools[", i, "]"));
+    if (!p.ok())
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", p.status().message()));
+    for (const pool::PoolSpec& other : o.pools) {
+      if (other.name == p->name) {
+        return Bad(source, absl::StrCat("pools[", i, "].name"),
+                   absl::StrCat("\"", p->name, "\" is used twice"));
+      }
+    }
+    o.pools.push_back(std::move(*p));
+  }
   if (c.preempt_after_ms() == -1) {
     o.engine.preempt_after = absl::ZeroDuration();
   } else if (c.preempt_after_ms() != 0) {

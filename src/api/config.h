@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "core/engine.h"
 #include "drover/v1/config.pb.h"
+#include "pool/pool_manager.h"
 #include "store/store.h"
 
 namespace drover::api {
@@ -25,6 +26,7 @@ struct ServeOptions {
   // finish; infinite keeps them. Never shorter than engine.terminal_retention.
   absl::Duration store_retention = absl::Hours(24 * 7);
   core::EngineOptions engine;
+  std::vector<pool::PoolSpec> pools;  // agent pools drover runs (docs/pools.md)
 };
 
 // Reads `path` (may be empty: defaults only), applies `flags` over it (fields set in

@@ -383,6 +383,19 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
     s_.GetUsage(Finisher(ctx, r, resp));
     return r;
   }
+  ServerUnaryReactor* ListPools(CallbackServerContext* ctx, const v1::ListPoolsRequest*,
+                                v1::ListPoolsResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.ListPools(Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* ListScalingDecisions(CallbackServerContext* ctx,
+                                           const v1::ListScalingDecisionsRequest* req,
+                                           v1::ListScalingDecisionsResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.ListScalingDecisions(*req, Finisher(ctx, r, resp));
+    return r;
+  }
   ServerUnaryReactor* ListAgents(CallbackServerContext* ctx, const v1::ListAgentsRequest*,
                                  v1::ListAgentsResponse* resp) override {
     auto* r = ctx->DefaultReactor();

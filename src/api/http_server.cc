@@ -292,6 +292,24 @@ void HttpServer::Routes() {
     Answer(res, Await<v1::ListAgentsResponse>(
                     [&](Reply<v1::ListAgentsResponse> done) { svc->ListAgents(std::move(done)); }));
   });
+  s.Get("/v1/pools", [svc](const httplib::Request&, httplib::Response& res) {
+    Answer(res, Await<v1::ListPoolsResponse>(
+                    [&](Reply<v1::ListPoolsResponse> done) { svc->ListPools(std::move(done)); }));
+  });
+  s.Get(R"(/v1/pools/([A-Za-z0-9_.-]+)/decisions)",
+        [svc](const httplib::Request& req, httplib::Response& res) {
+          v1::ListScalingDecisionsRequest r;
+          r.set_pool(req.matches[1].str());
+          int64_t limit = 0;
+          if (req.has_param("limit") && !absl::SimpleAtoi(req.get_param_value("limit"), &limit)) {
+            return WriteError(res, absl::InvalidArgumentError("limit: not a number"));
+          }
+          r.set_limit(static_cast<int32_t>(std::clamp<int64_t>(limit, 0, 1000)));
+          Answer(res, Await<v1::ListScalingDecisionsResponse>(
+                          [&](Reply<v1::ListScalingDecisionsResponse> done) {
+                            svc->ListScalingDecisions(r, std::move(done));
+                          }));
+        });
   s.Get("/healthz", [svc](const httplib::Request&, httplib::Response& res) {
     Answer(res, Await<v1::HealthResponse>(
                     [&](Reply<v1::HealthResponse> done) { svc->Health(std::move(done)); }));

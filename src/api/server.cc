@@ -30,6 +30,7 @@ struct Server::Impl {
   std::unique_ptr<Service> service;
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<pool::PoolManager> pools;
   RecoveryReport recovery;
   int lock_fd = -1;  // flock on data_dir/drover.lock: one server per data directory
   bool stopped = false;
@@ -210,12 +211,34 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
       return st;
     }
   }
+  if (!options.pools.empty()) {
+    // Agents of the pools connect back over loopback gRPC, as any agent does.
+    char self[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) return absl::InternalError("pools: cannot find the drover binary (/proc/self/exe)");
+    const std::string log_dir =
+        (options.store == "memory" ? std::string("/tmp/drover-pools-") + std::to_string(::getpid())
+                                   : options.data_dir + "/pools");
+    impl->pools = std::make_unique<pool::PoolManager>(
+        options.pools, *impl->runtime, std::string(self, static_cast<size_t>(n)),
+        absl::StrCat("127.0.0.1:", impl->grpc->port()), log_dir);
+    if (absl::Status st = impl->pools->Start(); !st.ok()) {
+      if (impl->http) impl->http->Stop();
+      impl->grpc->Stop();
+      impl->runtime->Stop();
+      return st;
+    }
+    impl->service->SetPools(impl->pools.get());
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
 void Server::Stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  // Pool agents first, while the server still answers them: they hand back their tasks
+  // and deregister.
+  if (impl_->pools) impl_->pools->Stop();
   // Pending WaitTask calls are answered first; the transports wait for every call.
   impl_->runtime->ReleaseWaiters();
   if (impl_->http) impl_->http->Stop();

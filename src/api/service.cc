@@ -591,6 +591,20 @@ void Service::GetUsage(Reply<v1::UsageResponse> done) {
       });
 }
 
+void Service::ListPools(Reply<v1::ListPoolsResponse> done) {
+  done(pools_ == nullptr ? v1::ListPoolsResponse() : pools_->ListPools());
+}
+
+void Service::ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
+                                   Reply<v1::ListScalingDecisionsResponse> done) {
+  if (pools_ == nullptr) {
+    done(absl::NotFoundError(absl::StrCat("pool: no pool named \"", req.pool().substr(0, 80),
+                                          "\" (no pools are configured)")));
+    return;
+  }
+  done(pools_->Decisions(req.pool(), req.limit()));
+}
+
 void Service::ListAgents(Reply<v1::ListAgentsResponse> done) {
   RunOn<v1::ListAgentsResponse>(runtime_, std::move(done),
                                 [](Engine& e) -> absl::StatusOr<v1::ListAgentsResponse> {
@@ -616,7 +630,8 @@ void Service::Metrics(Reply<std::string> done) {
   auto shared = std::make_shared<Reply<std::string>>(std::move(done));
   store::Store& store = store_;
   Runtime& runtime = runtime_;
-  const bool queued = runtime_.Post([shared, &store, &runtime](Engine& e, Batch& batch) {
+  pool::PoolManager* pools = pools_;
+  const bool queued = runtime_.Post([shared, &store, &runtime, pools](Engine& e, Batch& batch) {
     obs::PromWriter w;
     w.Family("drover_tasks", "gauge", "Tasks known to the engine, by state.");
     for (int s = v1::TASK_STATE_WAITING; s <= v1::TASK_STATE_EXPIRED; ++s) {
@@ -773,6 +788,51 @@ void Service::Metrics(Reply<std::string> done) {
     w.Family("drover_tenant_dispatched_total", "counter", "Leases handed out, by tenant.");
     for (const core::TenantUsage& t : tenants) {
       w.Sample({{"tenant", t.tenant}}, static_cast<double>(t.dispatched_total));
+    }
+    // For an external HPA or KEDA: the same inputs drover's autoscaler uses.
+    w.Family("task_queue_depth", "gauge", "Ready tasks by priority (all types).");
+    {
+      std::array<int64_t, 6> by_priority{};
+      for (const auto& [key, depth] : e.queue_depths()) by_priority[key.second] += depth;
+      for (int p = v1::PRIORITY_CRITICAL; p <= v1::PRIORITY_BACKGROUND; ++p) {
+        w.Sample({{"priority", core::PriorityName(static_cast<v1::Priority>(p))}},
+                 static_cast<double>(by_priority[p]));
+      }
+    }
+    if (pools != nullptr) {
+      const v1::ListPoolsResponse ps = pools->ListPools();
+      w.Family("drover_pool_agents", "gauge", "Agents of a pool by state.");
+      for (const v1::PoolStatus& p : ps.pools()) {
+        w.Sample({{"pool", p.name()}, {"state", "starting"}}, p.starting());
+        w.Sample({{"pool", p.name()}, {"state", "idle"}}, p.idle());
+        w.Sample({{"pool", p.name()}, {"state", "busy"}}, p.busy());
+        w.Sample({{"pool", p.name()}, {"state", "draining"}}, p.draining());
+      }
+      w.Family("drover_pool_desired_agents", "gauge", "The autoscaler's last decision per pool.");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.desired());
+      w.Family("pending_tasks_per_agent", "gauge",
+               "Ready tasks of a pool's types per agent of the pool (the HPA metric).");
+      for (const v1::PoolStatus& p : ps.pools()) {
+        const int agents = p.starting() + p.idle() + p.busy();
+        w.Sample({{"pool", p.name()}}, agents > 0 ? static_cast<double>(p.pending()) / agents
+                                                  : static_cast<double>(p.pending()));
+      }
+      w.Family("agent_utilization_ratio", "gauge", "Busy slots over slots of a pool's agents.");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.utilization());
+      w.Family("drover_pool_agents_started_total", "counter", "Agents a pool started.");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.started_total());
+      w.Family("drover_pool_agents_crashed_total", "counter", "Pool agents that exited unasked.");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.crashed_total());
+      w.Family("drover_pool_agents_retired_total", "counter",
+               "Pool agents replaced after max_uses attempts.");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.retired_total());
+      w.Family("drover_pool_agent_hours_total", "counter", "Agent-hours a pool has run.");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.agent_hours());
+      w.Family("drover_pool_cold_start_seconds", "gauge",
+               "Mean time from starting a pool agent to its registration.");
+      for (const v1::PoolStatus& p : ps.pools()) {
+        w.Sample({{"pool", p.name()}}, p.cold_start_ms_avg() / 1000.0);
+      }
     }
     w.Gauge("drover_agents_connected", "Agents with an open work stream.",
             static_cast<double>(streams));

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "api/runtime.h"
 #include "drover/v1/drover.pb.h"
+#include "pool/pool_manager.h"
 #include "store/store.h"
 
 namespace drover::api {
@@ -66,12 +67,18 @@ class Service {
   void Metrics(Reply<std::string> done);
   void SendMessage(const v1::SendMessageRequest& req, Reply<v1::SendMessageResponse> done);
   void GetUsage(Reply<v1::UsageResponse> done);
+  // Pools (none unless the config has some). Not through the engine thread.
+  void SetPools(pool::PoolManager* pools) { pools_ = pools; }
+  void ListPools(Reply<v1::ListPoolsResponse> done);
+  void ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
+                            Reply<v1::ListScalingDecisionsResponse> done);
   void ListAgents(Reply<v1::ListAgentsResponse> done);
 
  private:
   Runtime& runtime_;
   store::Store& store_;
   absl::Time started_;
+  pool::PoolManager* pools_ = nullptr;
 };
 
 }  // namespace drover::api

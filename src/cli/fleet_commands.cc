@@ -18,10 +18,18 @@ void FleetCommands::Add(CLI::App& app) {
   usage_->add_flag("--json", json_, "print JSON");
   agents_ = app.add_subcommand("agents", "List registered agents");
   agents_->add_flag("--json", json_, "print JSON");
+  pools_ = app.add_subcommand("pools", "Agent pools drover runs: agents by state, desired size");
+  pools_->add_flag("--json", json_, "print JSON");
+  decisions_ = pools_->add_subcommand("decisions", "The autoscaler's decisions for a pool");
+  decisions_->add_option("pool", pool_, "pool name")->required();
+  decisions_->add_option("--limit", limit_, "newest first (default 20, at most 1000)");
+  decisions_->add_flag("--json", json_, "print JSON");
 }
 
 int FleetCommands::Run(client::Client& c) {
   if (usage_->parsed()) return Usage(c);
+  if (decisions_->parsed()) return Decisions(c);
+  if (pools_->parsed()) return Pools(c);
   return Agents(c);
 }
 
@@ -61,6 +69,59 @@ int FleetCommands::Usage(client::Client& c) {
   for (const v1::TenantShare& t : r->tenants()) {
     fmt::print("  {:<20} weight {:<6g} ready {:<8} dispatched {}\n", t.tenant(), t.weight(),
                t.ready(), t.dispatched_total());
+  }
+  return 0;
+}
+
+int FleetCommands::Pools(client::Client& c) {
+  auto r = c.ListPools();
+  if (!r.ok()) return Fail(r.status());
+  if (json_) {
+    fmt::print("{}", Json(*r));
+    return 0;
+  }
+  if (r->pools().empty()) {
+    fmt::print("no pools configured (see docs/pools.md)\n");
+    return 0;
+  }
+  for (const v1::PoolStatus& p : r->pools()) {
+    std::vector<std::string> types(p.types().begin(), p.types().end());
+    fmt::print(
+        "pool {} ({}; types {}): desired {} [min {}, max {}]  starting {}  idle {}  busy {}  "
+        "draining {}\n",
+        p.name(), p.runtime(), absl::StrJoin(types, ","), p.desired(), p.min(), p.max(),
+        p.starting(), p.idle(), p.busy(), p.draining());
+    fmt::print(
+        "  pending {}  utilisation {:.0f}%  started {}  crashed {}  retired {}  idle-stopped {}  "
+        "cold start {:.0f} ms  agent-hours {:.3f}\n",
+        p.pending(), p.utilization() * 100, p.started_total(), p.crashed_total(), p.retired_total(),
+        p.idle_stopped_total(), p.cold_start_ms_avg(), p.agent_hours());
+    for (const v1::PoolMember& m : p.members()) {
+      fmt::print("  {:<16} pid {:<8} {:<9} agent {:<12} leased {:<3} attempts {}\n", m.id(),
+                 m.pid(), m.state(), m.agent_id(), m.leased(), m.attempts());
+    }
+  }
+  return 0;
+}
+
+int FleetCommands::Decisions(client::Client& c) {
+  v1::ListScalingDecisionsRequest req;
+  req.set_pool(pool_);
+  req.set_limit(limit_);
+  auto r = c.ListScalingDecisions(req);
+  if (!r.ok()) return Fail(r.status());
+  if (json_) {
+    fmt::print("{}", Json(*r));
+    return 0;
+  }
+  fmt::print("{:<24} {:>7} {:>8} {:>7} {:>8} {:>10} {:>7}  {}\n", "AT", "CURRENT", "METRIC",
+             "TARGET", "PROPOSED", "STABILIZED", "DESIRED", "RULE");
+  for (const v1::ScalingDecisionRecord& d : r->decisions()) {
+    fmt::print("{:<24} {:>7} {:>8.2f} {:>7g} {:>8} {:>10} {:>7}  {}\n",
+               absl::FormatTime("%Y-%m-%d %H:%M:%E3S", absl::FromUnixMillis(d.at_unix_ms()),
+                                absl::UTCTimeZone()),
+               d.current(), d.metric(), d.target(), d.proposed(), d.stabilized(), d.desired(),
+               d.rule());
   }
   return 0;
 }

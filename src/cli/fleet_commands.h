@@ -11,16 +11,23 @@ class FleetCommands {
  public:
   void Add(CLI::App& app);
   bool parsed() const {
-    return (usage_ != nullptr && usage_->parsed()) || (agents_ != nullptr && agents_->parsed());
+    return (usage_ != nullptr && usage_->parsed()) || (agents_ != nullptr && agents_->parsed()) ||
+           (pools_ != nullptr && pools_->parsed());
   }
   int Run(client::Client& c);
 
  private:
   int Usage(client::Client& c);
   int Agents(client::Client& c);
+  int Pools(client::Client& c);
+  int Decisions(client::Client& c);
 
   CLI::App* usage_ = nullptr;
   CLI::App* agents_ = nullptr;
+  CLI::App* pools_ = nullptr;
+  CLI::App* decisions_ = nullptr;
+  std::string pool_;
+  int limit_ = 20;
   bool json_ = false;
 };
 

@@ -338,6 +338,22 @@ absl::StatusOr<v1::ListAgentsResponse> Client::ListAgents() {
   return resp;
 }
 
+absl::StatusOr<v1::ListPoolsResponse> Client::ListPools() {
+  v1::ListPoolsRequest req;
+  v1::ListPoolsResponse resp;
+  DROVER_CALL(admin_, ListPools, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListScalingDecisionsResponse> Client::ListScalingDecisions(
+    const v1::ListScalingDecisionsRequest& req) {
+  v1::ListScalingDecisionsResponse resp;
+  DROVER_CALL(admin_, ListScalingDecisions, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::PurgeDeadLettersResponse> Client::Purge(const v1::PurgeDeadLettersRequest& req) {
   v1::PurgeDeadLettersResponse resp;
   DROVER_CALL(admin_, PurgeDeadLetters, req, resp, options_.timeout);

@@ -82,6 +82,9 @@ class Client {
   absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);
   absl::StatusOr<v1::UsageResponse> GetUsage();
   absl::StatusOr<v1::ListAgentsResponse> ListAgents();
+  absl::StatusOr<v1::ListPoolsResponse> ListPools();
+  absl::StatusOr<v1::ListScalingDecisionsResponse> ListScalingDecisions(
+      const v1::ListScalingDecisionsRequest& req);
 
  private:
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);

@@ -429,6 +429,8 @@ void Engine::ReleaseFromAgent(Entry& e) {
   task.set_agent_id(0);
   if (it != agents_.end()) {
     it->second.leased.erase(task.id());
+    it->second.attempts_ended++;
+    if (it->second.leased.empty()) it->second.idle_since = now();
     RefreshIdle(it->second);
   }
   ReleaseResources(e);
@@ -613,7 +615,7 @@ void Engine::RecordAgentSuccess(AgentInfo& agent) {
 }
 
 void Engine::RefreshIdle(AgentInfo& agent) {
-  const bool idle = agent.stream_open &&
+  const bool idle = agent.stream_open && !agent.draining &&
                     static_cast<int>(agent.leased.size()) < agent.max_concurrency &&
                     BreakerAllows(agent);
   for (const std::string& type : agent.types) {
@@ -805,6 +807,7 @@ absl::StatusOr<AgentId> Engine::RegisterAgent(const v1::RegisterAgentRequest& re
   a.name = req.name().substr(0, 128);
   a.labels.insert(req.labels().begin(), req.labels().end());
   a.last_seen = now();
+  a.idle_since = a.last_seen;
   Arm(TimerKind::kAgent, id, 0, a.last_seen + options_.lease_ttl);
   return id;
 }
@@ -1011,6 +1014,16 @@ void Engine::ReturnUndelivered(AgentId agent, TaskId id, uint64_t token) {
     return;  // the lease ended some other way meanwhile
   }
   FailAttempt(*e, "undelivered", "the lease could not be delivered to the agent", true, false);
+}
+
+absl::Status Engine::DrainAgent(AgentId id) {
+  auto it = agents_.find(id);
+  if (it == agents_.end()) {
+    return absl::NotFoundError(absl::StrCat("agent_id: agent ", id, " not registered"));
+  }
+  it->second.draining = true;
+  RefreshIdle(it->second);
+  return absl::OkStatus();
 }
 
 absl::Status Engine::Deregister(AgentId id) {

@@ -245,6 +245,9 @@ struct AgentInfo {
   std::map<std::string, std::string> labels;
   bool stream_open = false;
   bool leaving = false;  // being removed (deregistered or expired)
+  bool draining = false;  // takes no new task (DrainAgent); its leases run to their end
+  int64_t attempts_ended = 0;  // attempts it held that ended (any outcome)
+  absl::Time idle_since;       // when it last had no lease
   Breaker breaker = Breaker::kClosed;
   int consecutive_failures = 0;
   std::deque<uint64_t> failed_tasks;  // the tasks of the current run of failures (last N)
@@ -332,6 +335,9 @@ class Engine {
   void ReturnUndelivered(AgentId agent, TaskId task, uint64_t token);
   // The agent leaves; its leased tasks return to the queue at once, uncounted.
   absl::Status Deregister(AgentId agent);
+  // The agent takes no new task; what it holds runs to its end (pools drain an agent
+  // before stopping it).
+  absl::Status DrainAgent(AgentId agent);
   // Pushes a message to the targeted agents with an open work stream (best-effort; not
   // stored). Returns them; an error names the field (no target, two targets, sizes).
   absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);

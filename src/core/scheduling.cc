@@ -214,8 +214,8 @@ void Engine::DispatchType(const std::string& type) {
 
 void Engine::FillAgent(AgentInfo& agent) {
   const bool woke = WakeOverBudget(agent);
-  while (agent.stream_open && static_cast<int>(agent.leased.size()) < agent.max_concurrency &&
-         BreakerAllows(agent)) {
+  while (agent.stream_open && !agent.draining &&
+         static_cast<int>(agent.leased.size()) < agent.max_concurrency && BreakerAllows(agent)) {
     // The best head among the agent's types: priority, then the type's own order.
     const QueueKey* best = nullptr;
     TypeQueue* best_q = nullptr;

@@ -1,0 +1,558 @@
+#include "pool/pool_manager.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "core/engine.h"
+#include "fmt/core.h"
+
+namespace drover::pool {
+namespace {
+
+constexpr absl::Duration kTick = absl::Milliseconds(250);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(60);
+constexpr absl::Duration kKillAfter = absl::Seconds(10);
+constexpr size_t kMaxDecisions = 1000;
+constexpr char kPoolLabel[] = "drover.pool";
+constexpr char kMemberLabel[] = "drover.member";
+
+bool ValidName(const std::string& s) {
+  return !s.empty() && s.size() <= 64 &&
+         s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+             std::string::npos;
+}
+
+}  // namespace
+
+absl::StatusOr<PoolSpec> ToPoolSpec(const v1::PoolConfig& c, const std::string& f) {
+  auto bad = [&](const std::string& field, const std::string& msg) {
+    return absl::InvalidArgumentError(absl::StrCat(f, ".", field, ": ", msg));
+  };
+  PoolSpec s;
+  if (!ValidName(c.name())) return bad("name", "1 to 64 characters of [A-Za-z0-9_.-]");
+  s.name = c.name();
+  if (c.types_size() == 0) return bad("types", "at least one agent type");
+  for (int i = 0; i < c.types_size(); ++i) {
+    if (!ValidName(c.types(i))) {
+      return bad(absl::StrCat("types[", i, "]"), "1 to 64 characters of [A-Za-z0-9_.-]");
+    }
+    s.types.push_back(c.types(i));
+  }
+  if (!c.runtime().empty() && c.runtime() != "process") {
+    return bad("runtime", absl::StrCat("'", c.runtime(),
+                                       "' is not supported (process; container and external "
+                                       "runtimes are not built yet)"));
+  }
+  if (c.command_size() == 0 || c.command(0).empty()) return bad("command", "the agent command");
+  s.command.assign(c.command().begin(), c.command().end());
+  if (c.concurrency() < 0 || c.concurrency() > 1024) return bad("concurrency", "must be 1 to 1024");
+  if (c.concurrency() > 0) s.concurrency = c.concurrency();
+  s.scaler.min = c.min();
+  s.scaler.max = c.max() == 0 ? std::max(10, c.min()) : c.max();
+  if (c.min() < 0 || c.min() > 10'000) return bad("min", "must be 0 to 10000");
+  if (s.scaler.max < s.scaler.min || s.scaler.max > 10'000) {
+    return bad("max", absl::StrCat("must be >= min (", s.scaler.min, ") and <= 10000"));
+  }
+  constexpr int64_t kDay = 24LL * 3600 * 1000;
+  for (const auto& [name, v] :
+       {std::pair<const char*, int64_t>{"idle_timeout_ms", c.idle_timeout_ms()},
+        {"start_timeout_ms", c.start_timeout_ms()},
+        {"restart_backoff_ms", c.restart_backoff_ms()},
+        {"sync_period_ms", c.sync_period_ms()},
+        {"scale_down_stabilization_ms", c.scale_down_stabilization_ms()}}) {
+    if (v < 0 || v > kDay) return bad(name, "must be 0 to 86400000 (1 day)");
+  }
+  if (c.idle_timeout_ms() > 0) s.idle_timeout = absl::Milliseconds(c.idle_timeout_ms());
+  if (c.start_timeout_ms() > 0) s.start_timeout = absl::Milliseconds(c.start_timeout_ms());
+  if (c.restart_backoff_ms() > 0) s.restart_backoff = absl::Milliseconds(c.restart_backoff_ms());
+  if (c.max_uses() < 0) return bad("max_uses", "must be >= 0");
+  s.max_uses = c.max_uses();
+  if (!(c.price_per_agent_hour() >= 0)) return bad("price_per_agent_hour", "must be >= 0");
+  s.price_per_agent_hour = c.price_per_agent_hour();
+  if (!(c.hourly_budget() >= 0)) return bad("hourly_budget", "must be >= 0");
+  if (c.hourly_budget() > 0 && s.price_per_agent_hour == 0) {
+    return bad("hourly_budget", "needs price_per_agent_hour");
+  }
+  s.hourly_budget = c.hourly_budget();
+  if (c.metric().empty() || c.metric() == "pending_per_agent") {
+    s.scaler.metric = core::AutoscalerSpec::Metric::kPendingPerAgent;
+    s.scaler.target = c.target() > 0 ? c.target() : 1.0;
+  } else if (c.metric() == "utilization") {
+    s.scaler.metric = core::AutoscalerSpec::Metric::kUtilization;
+    s.scaler.target = c.target() > 0 ? c.target() : 0.7;
+  } else {
+    return bad("metric",
+               absl::StrCat("'", c.metric(), "' is not pending_per_agent or utilization"));
+  }
+  if (c.sync_period_ms() > 0) s.scaler.sync_period = absl::Milliseconds(c.sync_period_ms());
+  if (c.scale_down_stabilization_ms() > 0) {
+    s.scaler.down.stabilization = absl::Milliseconds(c.scale_down_stabilization_ms());
+  }
+  if (c.rlimit_nofile() < 0 || c.rlimit_as_bytes() < 0) return bad("rlimit", "must be >= 0");
+  s.rlimit_nofile = c.rlimit_nofile();
+  s.rlimit_as_bytes = c.rlimit_as_bytes();
+  if (absl::Status st = core::ValidateAutoscalerSpec(s.scaler); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(f, ".", st.message()));
+  }
+  return s;
+}
+
+PoolManager::PoolManager(std::vector<PoolSpec> pools, api::Runtime& runtime, std::string self,
+                         std::string server, std::string log_dir)
+    : runtime_(runtime),
+      self_(std::move(self)),
+      server_(std::move(server)),
+      log_dir_(std::move(log_dir)) {
+  for (PoolSpec& s : pools) {
+    Pool p;
+    p.scaler = std::make_unique<core::Autoscaler>(s.scaler);
+    p.desired = s.scaler.min;  // warm-up
+    p.backoff = s.restart_backoff;
+    p.spec = std::move(s);
+    pools_.push_back(std::move(p));
+  }
+}
+
+PoolManager::~PoolManager() { Stop(); }
+
+absl::Status PoolManager::Start() {
+  for (const Pool& p : pools_) {
+    std::error_code ec;
+    std::filesystem::create_directories(absl::StrCat(log_dir_, "/", p.spec.name), ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("pools: cannot create ", log_dir_, "/", p.spec.name, ": ", ec.message()));
+    }
+  }
+  last_tick_ = absl::Now();
+  thread_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
+}
+
+void PoolManager::Stop() {
+  if (!thread_.joinable()) return;
+  stop_ = true;
+  wake_.notify_all();
+  thread_.join();
+  // SIGTERM every agent; `drover agent` returns its tasks and deregisters.
+  std::lock_guard<std::mutex> lk(mu_);
+  const absl::Time start = absl::Now();
+  for (Pool& p : pools_) {
+    for (Member& m : p.members) Signal(m, SIGTERM);
+  }
+  for (Pool& p : pools_) {
+    for (Member& m : p.members) {
+      while (m.pid > 0) {
+        int status = 0;
+        const pid_t r = waitpid(m.pid, &status, WNOHANG);
+        if (r == m.pid || (r < 0 && errno == ECHILD)) {
+          m.pid = -1;
+          break;
+        }
+        if (absl::Now() - start > kKillAfter) {
+          Signal(m, SIGKILL);
+          waitpid(m.pid, &status, 0);
+          m.pid = -1;
+          break;
+        }
+        absl::SleepFor(absl::Milliseconds(20));
+      }
+    }
+    p.members.clear();
+  }
+}
+
+void PoolManager::Signal(Member& m, int sig) {
+  if (m.pid > 0) ::kill(-m.pid, sig);  // the process group (setsid)
+}
+
+std::string PoolManager::StateName(Member::State s) {
+  switch (s) {
+    case Member::State::kStarting:
+      return "starting";
+    case Member::State::kIdle:
+      return "idle";
+    case Member::State::kBusy:
+      return "busy";
+    case Member::State::kDraining:
+      return "draining";
+    case Member::State::kStopping:
+      return "stopping";
+  }
+  return "?";
+}
+
+void PoolManager::Loop() {
+  while (!stop_) {
+    Tick(absl::Now());
+    std::unique_lock<std::mutex> lk(wake_mu_);
+    wake_.wait_for(lk, absl::ToChronoNanoseconds(kTick), [this] { return stop_.load(); });
+  }
+}
+
+bool PoolManager::Observe(const std::vector<uint64_t>& drain,
+                          std::map<std::string, AgentView>* agents,
+                          std::map<std::string, int64_t>* pending) {
+  // (Shared with the command: if the runtime stops before running it, nothing dangles.)
+  struct Result {
+    std::promise<void> done;
+    std::map<std::string, AgentView> agents;
+    std::map<std::string, int64_t> pending;
+  };
+  auto result = std::make_shared<Result>();
+  std::future<void> ready = result->done.get_future();
+  const bool posted = runtime_.Post(
+      [result, drain](core::Engine& e, api::Batch&) {
+        for (uint64_t id : drain) (void)e.DrainAgent(id);
+        for (const auto& [id, a] : e.agents()) {
+          auto member = a.labels.find(kMemberLabel);
+          if (member == a.labels.end() || !a.labels.contains(kPoolLabel)) continue;
+          AgentView v;
+          v.agent = id;
+          v.leased = static_cast<int>(a.leased.size());
+          v.attempts = a.attempts_ended;
+          v.draining = a.draining;
+          v.idle_since = a.idle_since;
+          result->agents[member->second] = v;
+        }
+        for (const auto& [key, depth] : e.queue_depths()) result->pending[key.first] += depth;
+        result->done.set_value();
+      },
+      api::Runtime::kControl);
+  if (!posted) return false;
+  if (ready.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return false;
+  *agents = std::move(result->agents);
+  *pending = std::move(result->pending);
+  return true;
+}
+
+void PoolManager::Tick(absl::Time now) {
+  std::map<std::string, AgentView> agents;
+  std::map<std::string, int64_t> pending;
+  std::vector<uint64_t> drain;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    drain.swap(pending_drains_);
+  }
+  if (!Observe(drain, &agents, &pending)) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  const double dt = absl::ToDoubleSeconds(now - last_tick_);
+  last_tick_ = now;
+  for (Pool& p : pools_) {
+    Reap(p, now);
+    p.agent_seconds += dt * static_cast<double>(p.members.size());
+    p.pending = 0;
+    for (const std::string& t : p.spec.types) p.pending += pending[t];
+    // Members as the engine sees them.
+    for (Member& m : p.members) {
+      auto it = agents.find(absl::StrCat(p.spec.name, "/", m.n));
+      if (it == agents.end()) {
+        if (m.state != Member::State::kStarting && m.state != Member::State::kStopping) {
+          // Registered once, gone now (deregistered or expired): it is stopping.
+          m.state = Member::State::kStopping;
+          Signal(m, SIGTERM);
+          m.stop_sent = now;
+        }
+        continue;
+      }
+      const AgentView& v = it->second;
+      if (m.state == Member::State::kStarting) {
+        m.registered = now;
+        p.cold_start_ms_sum += absl::ToDoubleMilliseconds(now - m.spawned);
+        p.cold_starts++;
+        p.backoff = p.spec.restart_backoff;  // a start that worked resets the backoff
+      }
+      m.agent = v.agent;
+      m.engine_draining = v.draining;
+      m.leased = v.leased;
+      m.attempts = v.attempts;
+      m.idle_since = v.idle_since;
+      if (m.state == Member::State::kDraining || m.state == Member::State::kStopping) continue;
+      m.state = v.leased > 0 ? Member::State::kBusy : Member::State::kIdle;
+    }
+    // The autoscaler, every sync period.
+    if (now >= p.next_sync) {
+      p.next_sync = now + p.spec.scaler.sync_period;
+      // As the HPA does, the current size is the size last decided (the pool keeps that
+      // many agents, replacing crashed ones); the metric comes from the running agents.
+      core::ScalingInputs in;
+      in.current = p.desired;
+      for (const Member& m : p.members) {
+        if (m.state == Member::State::kIdle || m.state == Member::State::kBusy) {
+          in.busy_slots += m.leased;
+          in.total_slots += p.spec.concurrency;
+        }
+      }
+      in.pending = p.pending;
+      if (p.spec.hourly_budget > 0 && p.spec.price_per_agent_hour > 0) {
+        in.budget_cap =
+            static_cast<int>(std::floor(p.spec.hourly_budget / p.spec.price_per_agent_hour));
+      }
+      core::ScalingDecision d = p.scaler->Evaluate(now, in);
+      p.desired = d.desired;
+      p.decisions.push_back(std::move(d));
+      if (p.decisions.size() > kMaxDecisions) p.decisions.pop_front();
+    }
+    Reconcile(p, now, &pending_drains_);
+  }
+}
+
+void PoolManager::Reap(Pool& p, absl::Time now) {
+  for (auto it = p.members.begin(); it != p.members.end();) {
+    Member& m = *it;
+    int status = 0;
+    const pid_t r = m.pid > 0 ? waitpid(m.pid, &status, WNOHANG) : m.pid;
+    if (r == 0) {
+      // Still running. A stop not obeyed within kKillAfter becomes SIGKILL.
+      if (m.state == Member::State::kStopping && now - m.stop_sent > kKillAfter) {
+        Signal(m, SIGKILL);
+      }
+      ++it;
+      continue;
+    }
+    if (m.state != Member::State::kStopping) {
+      // Exited unasked: a crash. Replaced after a backoff that doubles while starts fail.
+      p.crashed++;
+      p.next_start = now + p.backoff;
+      p.backoff = std::min(p.backoff * 2, kMaxBackoff);
+      fmt::print(stderr,
+                 "drover: pool {}: agent {}/{} (pid {}) exited unasked ({}); restart in {}\n",
+                 p.spec.name, p.spec.name, m.n, m.pid,
+                 WIFEXITED(status) ? absl::StrCat("status ", WEXITSTATUS(status))
+                                   : absl::StrCat("signal ", WTERMSIG(status)),
+                 absl::FormatDuration(p.next_start - now));
+    }
+    it = p.members.erase(it);
+  }
+}
+
+void PoolManager::Reconcile(Pool& p, absl::Time now, std::vector<uint64_t>* drain) {
+  // Retire: max uses reached, or idle too long (never below min).
+  int active = 0;
+  for (const Member& m : p.members) {
+    active += m.state != Member::State::kDraining && m.state != Member::State::kStopping;
+  }
+  for (Member& m : p.members) {
+    if (m.state != Member::State::kIdle && m.state != Member::State::kBusy) continue;
+    if (p.spec.max_uses > 0 && m.attempts >= p.spec.max_uses) {
+      m.retiring = true;
+      m.state = Member::State::kDraining;
+      drain->push_back(m.agent);
+      p.retired++;
+      active--;
+    } else if (p.spec.idle_timeout > absl::ZeroDuration() && m.state == Member::State::kIdle &&
+               now - m.idle_since >= p.spec.idle_timeout && active > p.spec.scaler.min) {
+      m.idle_stop = true;
+      m.state = Member::State::kDraining;
+      drain->push_back(m.agent);
+      p.idle_stopped++;
+      active--;
+      p.desired = std::max(p.spec.scaler.min, std::min(p.desired, active));
+    }
+  }
+  // Grow: start agents up to the desired size (after a crash, not before the backoff).
+  while (active < p.desired && now >= p.next_start) {
+    if (absl::Status st = Spawn(p, now); !st.ok()) {
+      fmt::print(stderr, "drover: pool {}: {}\n", p.spec.name, std::string(st.message()));
+      p.next_start = now + p.backoff;
+      p.backoff = std::min(p.backoff * 2, kMaxBackoff);
+      break;
+    }
+    active++;
+  }
+  // Shrink: starting agents first, then idle, then busy ones (which drain).
+  auto take = [&](Member::State s) {
+    for (Member& m : p.members) {
+      if (active <= p.desired) return;
+      if (m.state != s) continue;
+      if (s == Member::State::kStarting) {
+        m.state = Member::State::kStopping;
+        m.stop_sent = now;
+        Signal(m, SIGTERM);
+      } else {
+        m.state = Member::State::kDraining;
+        drain->push_back(m.agent);
+      }
+      active--;
+    }
+  };
+  take(Member::State::kStarting);
+  take(Member::State::kIdle);
+  take(Member::State::kBusy);
+  // A draining agent whose last task ended is stopped; a start that took too long is killed.
+  for (Member& m : p.members) {
+    if (m.state == Member::State::kDraining && m.engine_draining && m.leased == 0) {
+      m.state = Member::State::kStopping;
+      m.stop_sent = now;
+      Signal(m, SIGTERM);
+    } else if (m.state == Member::State::kStarting && now - m.spawned > p.spec.start_timeout) {
+      fmt::print(stderr, "drover: pool {}: agent {}/{} did not register within {}; killed\n",
+                 p.spec.name, p.spec.name, m.n, absl::FormatDuration(p.spec.start_timeout));
+      Signal(m, SIGKILL);
+      // Reap counts it as a crash (state is still starting), so the restart backs off.
+    }
+  }
+}
+
+absl::Status PoolManager::Spawn(Pool& p, absl::Time now) {
+  Member m;
+  m.n = p.next_n++;
+  m.spawned = now;
+  m.idle_since = now;
+  const std::string id = absl::StrCat(p.spec.name, "/", m.n);
+  // (--server is the global option: before the subcommand.)
+  std::vector<std::string> args = {
+      self_,           "--server",
+      server_,         "agent",
+      "--name",        absl::StrCat("pool-", p.spec.name, "-", m.n),
+      "--concurrency", absl::StrCat(p.spec.concurrency),
+      "--label",       absl::StrCat(kPoolLabel, "=", p.spec.name),
+      "--label",       absl::StrCat(kMemberLabel, "=", id),
+      "--work-dir",    absl::StrCat(log_dir_, "/", p.spec.name, "/", m.n, ".work")};
+  // The types go before the last single-valued flag: CLI11 (2.1) takes a `--` right
+  // after a repeatable option as the end of that option, not of the flags.
+  std::vector<std::string> types;
+  for (const std::string& t : p.spec.types) {
+    types.push_back("--type");
+    types.push_back(t);
+  }
+  args.insert(args.begin() + 4, types.begin(), types.end());
+  args.push_back("--");
+  args.insert(args.end(), p.spec.command.begin(), p.spec.command.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log = absl::StrCat(log_dir_, "/", p.spec.name, "/", m.n, ".log");
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", log, ": ", strerror(errno)));
+  const rlim_t nofile = static_cast<rlim_t>(p.spec.rlimit_nofile);
+  const rlim_t as = static_cast<rlim_t>(p.spec.rlimit_as_bytes);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
+  }
+  if (pid == 0) {
+    // The child: only async-signal-safe calls until exec.
+    setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);  // drover serve blocks SIGTERM/SIGINT
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    const int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    if (nofile > 0) {
+      struct rlimit r = {nofile, nofile};
+      setrlimit(RLIMIT_NOFILE, &r);
+    }
+    if (as > 0) {
+      struct rlimit r = {as, as};
+      setrlimit(RLIMIT_AS, &r);
+    }
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  ::close(fd);
+  m.pid = pid;
+  p.members.push_back(m);
+  p.started++;
+  return absl::OkStatus();
+}
+
+v1::ListPoolsResponse PoolManager::ListPools() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  v1::ListPoolsResponse out;
+  for (const Pool& p : pools_) {
+    v1::PoolStatus* s = out.add_pools();
+    s->set_name(p.spec.name);
+    for (const std::string& t : p.spec.types) s->add_types(t);
+    s->set_runtime("process");
+    s->set_min(p.spec.scaler.min);
+    s->set_max(p.spec.scaler.max);
+    s->set_desired(p.desired);
+    int64_t busy_slots = 0, slots = 0;
+    for (const Member& m : p.members) {
+      switch (m.state) {
+        case Member::State::kStarting:
+          s->set_starting(s->starting() + 1);
+          break;
+        case Member::State::kIdle:
+          s->set_idle(s->idle() + 1);
+          break;
+        case Member::State::kBusy:
+          s->set_busy(s->busy() + 1);
+          break;
+        case Member::State::kDraining:
+        case Member::State::kStopping:
+          s->set_draining(s->draining() + 1);
+          break;
+      }
+      if (m.state != Member::State::kStarting) {
+        busy_slots += m.leased;
+        slots += p.spec.concurrency;
+      }
+      v1::PoolMember* pm = s->add_members();
+      pm->set_id(absl::StrCat(p.spec.name, "/", m.n));
+      pm->set_pid(m.pid);
+      pm->set_state(StateName(m.state));
+      pm->set_agent_id(m.agent);
+      pm->set_leased(m.leased);
+      pm->set_attempts(m.attempts);
+      pm->set_started_unix_ms(absl::ToUnixMillis(m.spawned));
+      if (m.registered != absl::Time()) {
+        pm->set_start_ms(absl::ToInt64Milliseconds(m.registered - m.spawned));
+      }
+    }
+    s->set_utilization(slots > 0 ? static_cast<double>(busy_slots) / static_cast<double>(slots)
+                                 : 0);
+    s->set_pending(p.pending);
+    s->set_started_total(p.started);
+    s->set_crashed_total(p.crashed);
+    s->set_retired_total(p.retired);
+    s->set_idle_stopped_total(p.idle_stopped);
+    s->set_cold_start_ms_avg(
+        p.cold_starts > 0 ? p.cold_start_ms_sum / static_cast<double>(p.cold_starts) : 0);
+    s->set_price_per_agent_hour(p.spec.price_per_agent_hour);
+    s->set_agent_hours(p.agent_seconds / 3600.0);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::ListScalingDecisionsResponse> PoolManager::Decisions(const std::string& pool,
+                                                                        int limit) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const Pool& p : pools_) {
+    if (p.spec.name != pool) continue;
+    v1::ListScalingDecisionsResponse out;
+    const int n = std::clamp(limit <= 0 ? 50 : limit, 1, 1000);
+    for (auto it = p.decisions.rbegin(); it != p.decisions.rend() && out.decisions_size() < n;
+         ++it) {
+      v1::ScalingDecisionRecord* r = out.add_decisions();
+      r->set_at_unix_ms(absl::ToUnixMillis(it->at));
+      r->set_current(it->current);
+      r->set_metric(it->metric);
+      r->set_target(it->target);
+      r->set_proposed(it->proposed);
+      r->set_stabilized(it->stabilized);
+      r->set_desired(it->desired);
+      r->set_rule(it->rule);
+    }
+    return out;
+  }
+  return absl::NotFoundError(absl::StrCat("pool: no pool named \"", pool.substr(0, 80), "\""));
+}
+
+}  // namespace drover::pool
