@@ -826,8 +826,11 @@ void Service::Metrics(Reply<std::string> done) {
       w.Family("drover_pool_agents_retired_total", "counter",
                "Pool agents replaced after max_uses attempts.");
       for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.retired_total());
-      w.Family("drover_pool_agent_hours_total", "counter", "Agent-hours a pool has run.");
-      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.agent_hours());
+      w.Family("drover_pool_agent_seconds_total", "counter",
+               "Agent time a pool has run (paid), in seconds.");
+      for (const v1::PoolStatus& p : ps.pools()) {
+        w.Sample({{"pool", p.name()}}, p.agent_hours() * 3600);
+      }
       w.Family("drover_pool_cold_start_seconds", "gauge",
                "Mean time from starting a pool agent to its registration.");
       for (const v1::PoolStatus& p : ps.pools()) {

@@ -409,6 +409,7 @@ int Main(int argc, char** argv) {
   agent->add_option("--concurrency,-c", ao.concurrency, "tasks at once (default 1)");
   agent->add_option("--name", ao.name, "name shown in listings");
   agent->add_option("--cost-factor", ao.cost_factor, "relative cost of this agent (default 1)");
+  agent->add_option("--max-uses", ao.max_uses, "take at most this many tasks in all (0: no limit)");
   agent->add_option("--label", agent_labels, "key=value (repeatable)");
   agent->add_option("--work-dir", ao.work_dir, "directory for checkpoint files");
   agent->add_flag("--verbose,-v", ao.verbose, "copy the command's stderr to ours");

@@ -360,6 +360,7 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   a->set_started_unix_ms(t_ms);
   a->set_cost_factor(agent.cost_factor);
   agent.leased.insert(task.id());
+  agent.attempts_started++;
   Arm(TimerKind::kLease, task.id(), e.gen, expires);
   Arm(TimerKind::kExecTimeout, task.id(), e.gen,
       t + absl::Milliseconds(task.effective_execution_timeout_ms()));
@@ -616,6 +617,7 @@ void Engine::RecordAgentSuccess(AgentInfo& agent) {
 
 void Engine::RefreshIdle(AgentInfo& agent) {
   const bool idle = agent.stream_open && !agent.draining &&
+                    (agent.max_uses == 0 || agent.attempts_started < agent.max_uses) &&
                     static_cast<int>(agent.leased.size()) < agent.max_concurrency &&
                     BreakerAllows(agent);
   for (const std::string& type : agent.types) {
@@ -796,6 +798,9 @@ absl::StatusOr<AgentId> Engine::RegisterAgent(const v1::RegisterAgentRequest& re
   if (!std::isfinite(req.cost_factor()) || req.cost_factor() < 0) {
     return absl::InvalidArgumentError("cost_factor: must be a finite number >= 0");
   }
+  if (req.max_uses() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_uses: must be >= 0, got ", req.max_uses()));
+  }
   const AgentId id = next_agent_id_++;
   AgentInfo& a = agents_[id];
   a.id = id;
@@ -803,6 +808,7 @@ absl::StatusOr<AgentId> Engine::RegisterAgent(const v1::RegisterAgentRequest& re
     if (std::find(a.types.begin(), a.types.end(), t) == a.types.end()) a.types.push_back(t);
   }
   a.max_concurrency = req.max_concurrency();
+  a.max_uses = req.max_uses();
   a.cost_factor = req.cost_factor() == 0 ? 1.0 : req.cost_factor();
   a.name = req.name().substr(0, 128);
   a.labels.insert(req.labels().begin(), req.labels().end());

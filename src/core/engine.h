@@ -244,10 +244,12 @@ struct AgentInfo {
   std::string name;
   std::map<std::string, std::string> labels;
   bool stream_open = false;
-  bool leaving = false;  // being removed (deregistered or expired)
-  bool draining = false;  // takes no new task (DrainAgent); its leases run to their end
+  bool leaving = false;        // being removed (deregistered or expired)
+  bool draining = false;       // takes no new task (DrainAgent); its leases run to their end
   int64_t attempts_ended = 0;  // attempts it held that ended (any outcome)
-  absl::Time idle_since;       // when it last had no lease
+  int64_t attempts_started = 0;
+  int64_t max_uses = 0;   // no new task once attempts_started reaches it (0: no limit)
+  absl::Time idle_since;  // when it last had no lease
   Breaker breaker = Breaker::kClosed;
   int consecutive_failures = 0;
   std::deque<uint64_t> failed_tasks;  // the tasks of the current run of failures (last N)

@@ -215,6 +215,7 @@ void Engine::DispatchType(const std::string& type) {
 void Engine::FillAgent(AgentInfo& agent) {
   const bool woke = WakeOverBudget(agent);
   while (agent.stream_open && !agent.draining &&
+         (agent.max_uses == 0 || agent.attempts_started < agent.max_uses) &&
          static_cast<int>(agent.leased.size()) < agent.max_concurrency && BreakerAllows(agent)) {
     // The best head among the agent's types: priority, then the type's own order.
     const QueueKey* best = nullptr;

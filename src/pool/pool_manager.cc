@@ -429,6 +429,10 @@ absl::Status PoolManager::Spawn(Pool& p, absl::Time now) {
     types.push_back(t);
   }
   args.insert(args.begin() + 4, types.begin(), types.end());
+  if (p.spec.max_uses > 0) {
+    // The engine then gives it no more than max_uses tasks; the pool retires it after.
+    args.insert(args.begin() + 4, {"--max-uses", absl::StrCat(p.spec.max_uses)});
+  }
   args.push_back("--");
   args.insert(args.end(), p.spec.command.begin(), p.spec.command.end());
   std::vector<char*> argv;

@@ -97,6 +97,7 @@ Agent::Registration Agent::Register() {
   for (const auto& t : o_.types) req.add_types(t);
   req.set_max_concurrency(o_.concurrency);
   req.set_cost_factor(o_.cost_factor);
+  req.set_max_uses(o_.max_uses);
   req.set_name(name_);
   for (const auto& [k, v] : o_.labels) (*req.mutable_labels())[k] = v;
   auto r = client_->Register(req);

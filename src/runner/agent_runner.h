@@ -25,6 +25,7 @@ struct AgentOptions {
   std::vector<std::string> types;
   int concurrency = 1;
   double cost_factor = 1;
+  int64_t max_uses = 0;  // take at most this many tasks, then none (pools retire the agent)
   std::string name;
   std::map<std::string, std::string> labels;
   std::vector<std::string> command;  // argv; command[0] is looked up in PATH

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Agent pools with the real process runtime: warm-up, scale-up under load, scale-in that
+# drains busy agents with no task interrupted, retirement after max_uses, restart after a
+# crash, the idle timeout, decisions and metrics, bad pool configs, and no agent left
+# behind when the server stops.
+source "$(dirname "$0")/lib.sh"
+cat >"$WORK/config.json" <<'EOF'
+{"pools": [
+  {"name": "w", "types": ["work"], "command": ["sh", "-c", "cat >/dev/null; sleep ${SLEEP:-1.5}; echo done"],
+   "min": 1, "max": 4, "sync_period_ms": 500, "scale_down_stabilization_ms": 1500},
+  {"name": "mu", "types": ["short"], "command": ["sh", "-c", "cat"],
+   "min": 1, "max": 1, "max_uses": 3, "sync_period_ms": 500},
+  {"name": "idle", "types": ["rare"], "command": ["sh", "-c", "cat >/dev/null; sleep 0.4"],
+   "min": 1, "max": 3, "idle_timeout_ms": 1500, "sync_period_ms": 500,
+   "scale_down_stabilization_ms": 600000}
+]}
+EOF
+start_server --config "$WORK/config.json"
+pools_json() { "$DROVER" pools --json; }
+field() {  # field POOL KEY: a number from drover pools --json
+  pools_json | python3 -c "import json,sys; p=[p for p in json.load(sys.stdin)['pools'] if p['name']=='$1'][0]; print(p.get('$2', 0))"
+}
+wait_for() {  # wait_for SECONDS 'EXPRESSION': until the expression (evaluated anew) holds
+  local n=$(($1 * 10))
+  for _ in $(seq 1 "$n"); do eval "$2" && return 0; sleep 0.1; done
+  return 1
+}
+
+check "warm-up: min agents start at once and register" wait_for 10 'test "$(field w idle)" = 1'
+# 8 tasks of 1.5 s on a pool of max 4: it grows to 4, then shrinks while the last four run.
+ids=$("$DROVER" submit -q --type work --count 8 --payload job)
+check "under load the pool grows to its max" wait_for 10 'test "$(field w desired)" = 4'
+check "four agents run at once" wait_for 10 'test "$(field w busy)" = 4'
+saw_draining=0
+for _ in $(seq 1 100); do
+  [ "$(field w draining)" -ge 1 ] && { saw_draining=1; break; }
+  sleep 0.1
+done
+check "when the queue empties, busy agents drain instead of being killed" test "$saw_draining" = 1
+check "the pool returns to min" wait_for 20 'test "$(field w desired)" = 1 -a "$(field w draining)" = 0'
+ok=1
+for id in $ids; do
+  got=$("$DROVER" get "$id")
+  contains "$got" "SUCCEEDED" && contains "$got" "attempts 1 " || ok=0
+done
+check "no task was interrupted: all 8 succeeded on their first attempt" test "$ok" = 1
+decisions=$("$DROVER" pools decisions w --limit 200)
+check "decisions name their rule (max bounds)" contains "$decisions" "max bounds"
+check "and the stabilization window" contains "$decisions" "stabilization window"
+
+# max_uses 3: 9 tasks on a one-agent pool retire two agents and start fresh ones.
+"$DROVER" submit -q --type short --count 9 --payload x >/dev/null
+check "an agent is retired after max_uses attempts and replaced" wait_for 20 'test "$(field mu retired_total)" -ge 2'
+check "the replacements started" test "$(field mu started_total)" -ge 3
+short_done() { "$DROVER" ls --type short --state succeeded --json | grep -c '"id"'; }
+check "all 9 tasks succeeded" wait_for 10 'test "$(short_done)" = 9'
+
+# A crash: kill -9 the idle pool's agent; the pool starts another.
+pid=$(pools_json | python3 -c "import json,sys; p=[p for p in json.load(sys.stdin)['pools'] if p['name']=='idle'][0]; print(p['members'][0]['pid'])")
+kill -9 -- "-$pid"
+check "a crashed agent is counted" wait_for 10 'test "$(field idle crashed_total)" = 1'
+check "and replaced" wait_for 10 'test "$(field idle idle)" = 1'
+check "the crash is logged" grep -q "pool idle: agent idle/1 .* exited unasked" "$WORK/serve.log"
+
+# Idle timeout: grow the pool with a burst, then idle agents stop (never below min) even
+# though the autoscaler's 10-minute stabilization window would keep them.
+"$DROVER" submit -q --type rare --count 12 --payload y >/dev/null
+check "the idle pool grows under a burst" wait_for 10 'test "$(field idle started_total)" -ge 3'
+check "idle agents are stopped after idle_timeout_ms" wait_for 20 'test "$(field idle idle_stopped_total)" -ge 1'
+check "down to min" wait_for 20 'test "$(( $(field idle idle) + $(field idle busy) + $(field idle starting) ))" = 1'
+
+curl -s "$HTTP/metrics" >"$WORK/m.txt"
+check "metrics: pool agents by state" grep -q '^drover_pool_agents{pool="w",state="idle"}' "$WORK/m.txt"
+check "metrics for an external HPA or KEDA" grep -q '^pending_tasks_per_agent{pool="w"}' "$WORK/m.txt"
+check "utilisation per pool" grep -q '^agent_utilization_ratio{pool="w"}' "$WORK/m.txt"
+check "queue depth by priority" grep -q '^task_queue_depth{priority="normal"}' "$WORK/m.txt"
+check "promtool accepts the metrics" bash -c "promtool check metrics <'$WORK/m.txt'"
+check "GET /v1/pools answers" bash -c "curl -s '$HTTP/v1/pools' | grep -q '\"name\": *\"w\"'"
+check "an unknown pool's decisions are a 404 naming it" bash -c \
+  "curl -s '$HTTP/v1/pools/nope/decisions' | grep -q 'no pool named'"
+
+echo '{"pools": [{"name": "p", "types": ["t"], "command": ["true"], "min": 3, "max": 2}]}' >"$WORK/bad.json"
+check "a pool with max < min is refused, naming the field" sh -c \
+  "'$DROVER' serve --config '$WORK/bad.json' --data-dir '$WORK/bad' 2>&1 | grep -q 'pools\[0\].max: must be >= min (3)'"
+echo '{"pools": [{"name": "p", "types": ["t"], "command": ["true"], "runtime": "vm"}]}' >"$WORK/bad2.json"
+check "an unknown runtime is refused, naming it" sh -c \
+  "'$DROVER' serve --config '$WORK/bad2.json' --data-dir '$WORK/bad' 2>&1 | grep -q \"pools\[0\].runtime: 'vm' is not supported\""
+
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+check "stopping the server stops every pool agent" wait_for 15 "! pgrep -f -- '$WORK/data/pools' >/dev/null"
+finish
