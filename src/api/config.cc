@@ -234,6 +234,8 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     }
     o.pools.push_back(std::move(*p));
   }
+  if (!(c.fleet_hourly_budget() >= 0)) return Bad(source, "fleet_hourly_budget", "must be >= 0");
+  o.fleet_hourly_budget = c.fleet_hourly_budget();
   if (c.preempt_after_ms() == -1) {
     o.engine.preempt_after = absl::ZeroDuration();
   } else if (c.preempt_after_ms() != 0) {

@@ -27,6 +27,7 @@ struct ServeOptions {
   absl::Duration store_retention = absl::Hours(24 * 7);
   core::EngineOptions engine;
   std::vector<pool::PoolSpec> pools;  // agent pools drover runs (docs/pools.md)
+  double fleet_hourly_budget = 0;     // over every pool; 0: none
 };
 
 // Reads `path` (may be empty: defaults only), applies `flags` over it (fields set in

@@ -221,7 +221,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
                                    : options.data_dir + "/pools");
     impl->pools = std::make_unique<pool::PoolManager>(
         options.pools, *impl->runtime, std::string(self, static_cast<size_t>(n)),
-        absl::StrCat("127.0.0.1:", impl->grpc->port()), log_dir);
+        absl::StrCat("127.0.0.1:", impl->grpc->port()), log_dir, options.fleet_hourly_budget);
     if (absl::Status st = impl->pools->Start(); !st.ok()) {
       if (impl->http) impl->http->Stop();
       impl->grpc->Stop();

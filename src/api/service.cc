@@ -831,6 +831,13 @@ void Service::Metrics(Reply<std::string> done) {
       for (const v1::PoolStatus& p : ps.pools()) {
         w.Sample({{"pool", p.name()}}, p.agent_hours() * 3600);
       }
+      w.Family("drover_pool_spend_total", "counter",
+               "What a pool's agents have cost so far (agent-hours x price per agent-hour).");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.spend());
+      w.Family("drover_pool_burn_rate", "gauge", "What a pool's agents cost per hour now.");
+      for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.burn_rate());
+      w.Gauge("drover_fleet_burn_rate", "What every pool's agents cost per hour now.",
+              ps.fleet_burn_rate());
       w.Family("drover_pool_cold_start_seconds", "gauge",
                "Mean time from starting a pool agent to its registration.");
       for (const v1::PoolStatus& p : ps.pools()) {

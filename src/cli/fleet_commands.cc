@@ -93,9 +93,10 @@ int FleetCommands::Pools(client::Client& c) {
         p.starting(), p.idle(), p.busy(), p.draining());
     fmt::print(
         "  pending {}  utilisation {:.0f}%  started {}  crashed {}  retired {}  idle-stopped {}  "
-        "cold start {:.0f} ms  agent-hours {:.3f}\n",
+        "cold start {:.0f} ms  agent-hours {:.3f}  spend {:.4f}  burn {:.2f}/h{}\n",
         p.pending(), p.utilization() * 100, p.started_total(), p.crashed_total(), p.retired_total(),
-        p.idle_stopped_total(), p.cold_start_ms_avg(), p.agent_hours());
+        p.idle_stopped_total(), p.cold_start_ms_avg(), p.agent_hours(), p.spend(), p.burn_rate(),
+        p.hourly_budget() > 0 ? fmt::format(" (budget {:g}/h)", p.hourly_budget()) : "");
     for (const v1::PoolMember& m : p.members()) {
       fmt::print("  {:<16} pid {:<8} {:<9} agent {:<12} leased {:<3} attempts {}\n", m.id(),
                  m.pid(), m.state(), m.agent_id(), m.leased(), m.attempts());

@@ -110,11 +110,12 @@ absl::StatusOr<PoolSpec> ToPoolSpec(const v1::PoolConfig& c, const std::string& 
 }
 
 PoolManager::PoolManager(std::vector<PoolSpec> pools, api::Runtime& runtime, std::string self,
-                         std::string server, std::string log_dir)
+                         std::string server, std::string log_dir, double fleet_hourly_budget)
     : runtime_(runtime),
       self_(std::move(self)),
       server_(std::move(server)),
-      log_dir_(std::move(log_dir)) {
+      log_dir_(std::move(log_dir)),
+      fleet_budget_(fleet_hourly_budget) {
   for (PoolSpec& s : pools) {
     Pool p;
     p.scaler = std::make_unique<core::Autoscaler>(s.scaler);
@@ -296,9 +297,21 @@ void PoolManager::Tick(absl::Time now) {
         }
       }
       in.pending = p.pending;
-      if (p.spec.hourly_budget > 0 && p.spec.price_per_agent_hour > 0) {
-        in.budget_cap =
-            static_cast<int>(std::floor(p.spec.hourly_budget / p.spec.price_per_agent_hour));
+      // The budgets: the pool's own, and what the fleet's leaves after the other pools'
+      // agents (every agent is paid from its start until it has stopped).
+      const double price = p.spec.price_per_agent_hour;
+      if (price > 0 && p.spec.hourly_budget > 0) {
+        in.budget_cap = static_cast<int>(std::floor(p.spec.hourly_budget / price + 1e-9));
+      }
+      if (price > 0 && fleet_budget_ > 0) {
+        double others = 0;
+        for (const Pool& q : pools_) {
+          if (&q != &p)
+            others += static_cast<double>(q.members.size()) * q.spec.price_per_agent_hour;
+        }
+        const int fleet_cap =
+            static_cast<int>(std::floor(std::max(0.0, fleet_budget_ - others) / price + 1e-9));
+        in.budget_cap = std::min(in.budget_cap, fleet_cap);
       }
       core::ScalingDecision d = p.scaler->Evaluate(now, in);
       p.desired = d.desired;
@@ -479,6 +492,7 @@ absl::Status PoolManager::Spawn(Pool& p, absl::Time now) {
 v1::ListPoolsResponse PoolManager::ListPools() const {
   std::lock_guard<std::mutex> lk(mu_);
   v1::ListPoolsResponse out;
+  out.set_fleet_hourly_budget(fleet_budget_);
   for (const Pool& p : pools_) {
     v1::PoolStatus* s = out.add_pools();
     s->set_name(p.spec.name);
@@ -531,6 +545,10 @@ v1::ListPoolsResponse PoolManager::ListPools() const {
         p.cold_starts > 0 ? p.cold_start_ms_sum / static_cast<double>(p.cold_starts) : 0);
     s->set_price_per_agent_hour(p.spec.price_per_agent_hour);
     s->set_agent_hours(p.agent_seconds / 3600.0);
+    s->set_spend(s->agent_hours() * p.spec.price_per_agent_hour);
+    s->set_burn_rate(static_cast<double>(p.members.size()) * p.spec.price_per_agent_hour);
+    s->set_hourly_budget(p.spec.hourly_budget);
+    out.set_fleet_burn_rate(out.fleet_burn_rate() + s->burn_rate());
   }
   return out;
 }

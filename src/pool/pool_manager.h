@@ -65,7 +65,7 @@ class PoolManager {
   // `self` is the drover binary (for `drover agent`), `server` the gRPC address agents
   // connect to.
   PoolManager(std::vector<PoolSpec> pools, api::Runtime& runtime, std::string self,
-              std::string server, std::string log_dir);
+              std::string server, std::string log_dir, double fleet_hourly_budget = 0);
   ~PoolManager();
 
   absl::Status Start();
@@ -139,6 +139,7 @@ class PoolManager {
   std::condition_variable wake_;
   std::atomic<bool> stop_{false};
   absl::Time last_tick_;
+  double fleet_budget_ = 0;
 };
 
 // A pool's config (from ServerConfig.pools) checked and turned into a spec; errors name

@@ -12,7 +12,9 @@ cat >"$WORK/config.json" <<'EOF'
    "min": 1, "max": 1, "max_uses": 3, "sync_period_ms": 500},
   {"name": "idle", "types": ["rare"], "command": ["sh", "-c", "cat >/dev/null; sleep 0.4"],
    "min": 1, "max": 3, "idle_timeout_ms": 1500, "sync_period_ms": 500,
-   "scale_down_stabilization_ms": 600000}
+   "scale_down_stabilization_ms": 600000},
+  {"name": "b", "types": ["costly"], "command": ["sh", "-c", "cat >/dev/null; sleep 1"],
+   "min": 1, "max": 6, "sync_period_ms": 500, "price_per_agent_hour": 2, "hourly_budget": 5}
 ]}
 EOF
 start_server --config "$WORK/config.json"
@@ -69,7 +71,15 @@ check "the idle pool grows under a burst" wait_for 10 'test "$(field idle starte
 check "idle agents are stopped after idle_timeout_ms" wait_for 20 'test "$(field idle idle_stopped_total)" -ge 1'
 check "down to min" wait_for 20 'test "$(( $(field idle idle) + $(field idle busy) + $(field idle starting) ))" = 1'
 
+# A budget of 5 per hour at 2 per agent-hour pays for 2 agents, whatever the queue says.
+"$DROVER" submit -q --type costly --count 10 --payload c >/dev/null
+check "the hourly budget caps the pool (2 agents at 2/h within 5/h)" \
+  wait_for 10 '"$DROVER" pools decisions b | grep -q "budget cap"'
+check "and it never exceeds it" test "$(field b desired)" -le 2
+check "drover pools shows spend and burn rate" contains "$("$DROVER" pools)" "burn 4.00/h (budget 5/h)"
+
 curl -s "$HTTP/metrics" >"$WORK/m.txt"
+check "metrics: the burn rate" grep -q '^drover_pool_burn_rate{pool="b"} 4' "$WORK/m.txt"
 check "metrics: pool agents by state" grep -q '^drover_pool_agents{pool="w",state="idle"}' "$WORK/m.txt"
 check "metrics for an external HPA or KEDA" grep -q '^pending_tasks_per_agent{pool="w"}' "$WORK/m.txt"
 check "utilisation per pool" grep -q '^agent_utilization_ratio{pool="w"}' "$WORK/m.txt"
