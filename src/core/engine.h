@@ -369,7 +369,13 @@ class Engine {
   int64_t CountInState(v1::TaskState s) const { return state_counts_[s]; }
   int64_t outstanding() const;
   const EngineOptions& options() const { return options_; }
-  // Ready depth per (type, priority).
+  // READY tasks of `type` that could go to an agent now (not held back for a named
+  // resource or an agent within their budget): what an autoscaler should count.
+  int64_t RunnableReady(const std::string& type) const {
+    auto it = queues_.find(type);
+    return it == queues_.end() ? 0 : it->second.ready;
+  }
+  // Ready depth per (type, priority), held-back tasks included.
   const std::map<std::pair<std::string, int>, int64_t>& queue_depths() const {
     return queue_depths_;
   }

@@ -214,8 +214,13 @@ bool PoolManager::Observe(const std::vector<uint64_t>& drain,
   };
   auto result = std::make_shared<Result>();
   std::future<void> ready = result->done.get_future();
+  std::vector<std::string> types;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (const Pool& p : pools_) types.insert(types.end(), p.spec.types.begin(), p.spec.types.end());
+  }
   const bool posted = runtime_.Post(
-      [result, drain](core::Engine& e, api::Batch&) {
+      [result, drain, types](core::Engine& e, api::Batch&) {
         for (uint64_t id : drain) (void)e.DrainAgent(id);
         for (const auto& [id, a] : e.agents()) {
           auto member = a.labels.find(kMemberLabel);
@@ -228,7 +233,8 @@ bool PoolManager::Observe(const std::vector<uint64_t>& drain,
           v.idle_since = a.idle_since;
           result->agents[member->second] = v;
         }
-        for (const auto& [key, depth] : e.queue_depths()) result->pending[key.first] += depth;
+        // Pending: tasks an agent could take now (held-back ones would not use more agents).
+        for (const std::string& t : types) result->pending[t] = e.RunnableReady(t);
         result->done.set_value();
       },
       api::Runtime::kControl);
