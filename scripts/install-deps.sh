@@ -9,6 +9,7 @@ PACKAGES=(
   libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev
   libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format
   prometheus sqlite3 curl procps python3
+  podman runc busybox-static
 )
 
 missing=()

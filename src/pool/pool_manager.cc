@@ -50,10 +50,29 @@ absl::StatusOr<PoolSpec> ToPoolSpec(const v1::PoolConfig& c, const std::string& 
     }
     s.types.push_back(c.types(i));
   }
-  if (!c.runtime().empty() && c.runtime() != "process") {
+  if (c.runtime() == "container") {
+    s.runtime = PoolSpec::Runtime::kContainer;
+    if (c.image().empty() == c.rootfs().empty()) {
+      return bad("image", "a container pool needs exactly one of image and rootfs");
+    }
+    s.image = c.image();
+    s.rootfs = c.rootfs();
+    if (c.container_engine_size() > 0) {
+      s.container_engine.assign(c.container_engine().begin(), c.container_engine().end());
+    }
+    s.container_run_args.assign(c.container_run_args().begin(), c.container_run_args().end());
+    if (c.memory_bytes() < 0) return bad("memory_bytes", "must be >= 0");
+    if (!(c.cpus() >= 0)) return bad("cpus", "must be >= 0");
+    if (c.pids_limit() < 0) return bad("pids_limit", "must be >= 0");
+    s.memory_bytes = c.memory_bytes();
+    s.cpus = c.cpus();
+    s.pids_limit = c.pids_limit();
+  } else if (!c.runtime().empty() && c.runtime() != "process") {
     return bad("runtime", absl::StrCat("'", c.runtime(),
-                                       "' is not supported (process; container and external "
-                                       "runtimes are not built yet)"));
+                                       "' is not supported (process or container; the external "
+                                       "runtime is not built yet)"));
+  } else if (!c.image().empty() || !c.rootfs().empty()) {
+    return bad("image", "image and rootfs need runtime \"container\"");
   }
   if (c.command_size() == 0 || c.command(0).empty()) return bad("command", "the agent command");
   s.command.assign(c.command().begin(), c.command().end());
@@ -130,6 +149,7 @@ PoolManager::~PoolManager() { Stop(); }
 
 absl::Status PoolManager::Start() {
   for (const Pool& p : pools_) {
+    if (p.spec.runtime == PoolSpec::Runtime::kContainer) RemoveStaleContainers(p);
     std::error_code ec;
     std::filesystem::create_directories(absl::StrCat(log_dir_, "/", p.spec.name), ec);
     if (ec) {
@@ -170,9 +190,84 @@ void PoolManager::Stop() {
         }
         absl::SleepFor(absl::Milliseconds(20));
       }
+      if (p.spec.runtime == PoolSpec::Runtime::kContainer) RemoveContainer(p, m, /*wait=*/true);
     }
     p.members.clear();
   }
+  for (pid_t c : cleanups_) waitpid(c, nullptr, 0);
+  cleanups_.clear();
+}
+
+namespace {
+
+// One argument for `sh -c`: single-quoted, with ' written as '\''.
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+// Runs argv (no shell) and returns its pid; stdout/stderr to /dev/null.
+pid_t Run(const std::vector<std::string>& args) {
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      dup2(devnull, STDIN_FILENO);
+      dup2(devnull, STDOUT_FILENO);
+      dup2(devnull, STDERR_FILENO);
+    }
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+std::string PoolManager::ContainerName(const Pool& p, const Member& m) const {
+  // Unique per data directory (one server per data directory), so two servers on one
+  // machine never touch each other's containers.
+  return fmt::format("drover-{}-{}-{:08x}", p.spec.name, m.n,
+                     static_cast<uint32_t>(std::hash<std::string>{}(log_dir_)));
+}
+
+void PoolManager::RemoveContainer(const Pool& p, const Member& m, bool wait) {
+  std::vector<std::string> args = p.spec.container_engine;
+  args.insert(args.end(), {"rm", "-f", "-t", "0", ContainerName(p, m)});
+  const pid_t pid = Run(args);
+  if (pid <= 0) return;
+  if (wait) {
+    waitpid(pid, nullptr, 0);
+  } else {
+    cleanups_.push_back(pid);
+  }
+}
+
+void PoolManager::RemoveStaleContainers(const Pool& p) {
+  // Left behind by a server of this data directory that was killed: remove them before
+  // starting new ones.
+  const std::string prefix = fmt::format("drover-{}-", p.spec.name);
+  std::vector<std::string> args = p.spec.container_engine;
+  args.insert(args.end(), {"ps", "-a", "-q", "--filter",
+                           absl::StrCat("label=drover.pool_dir=", log_dir_, "/", p.spec.name)});
+  std::string cmd;
+  for (const std::string& a : args) cmd += ShellQuote(a) + " ";
+  cmd += "| xargs -r ";
+  for (const std::string& a : p.spec.container_engine) cmd += ShellQuote(a) + " ";
+  cmd += "rm -f -t 0";
+  const pid_t pid = Run({"/bin/sh", "-c", cmd});
+  if (pid > 0) waitpid(pid, nullptr, 0);
 }
 
 void PoolManager::Signal(Member& m, int sig) {
@@ -217,7 +312,8 @@ bool PoolManager::Observe(const std::vector<uint64_t>& drain,
   std::vector<std::string> types;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    for (const Pool& p : pools_) types.insert(types.end(), p.spec.types.begin(), p.spec.types.end());
+    for (const Pool& p : pools_)
+      types.insert(types.end(), p.spec.types.begin(), p.spec.types.end());
   }
   const bool posted = runtime_.Post(
       [result, drain, types](core::Engine& e, api::Batch&) {
@@ -255,6 +351,9 @@ void PoolManager::Tick(absl::Time now) {
   }
   if (!Observe(drain, &agents, &pending)) return;
   std::lock_guard<std::mutex> lk(mu_);
+  for (auto it = cleanups_.begin(); it != cleanups_.end();) {
+    it = waitpid(*it, nullptr, WNOHANG) != 0 ? cleanups_.erase(it) : it + 1;
+  }
   const double dt = absl::ToDoubleSeconds(now - last_tick_);
   last_tick_ = now;
   for (Pool& p : pools_) {
@@ -353,6 +452,7 @@ void PoolManager::Reap(Pool& p, absl::Time now) {
                                    : absl::StrCat("signal ", WTERMSIG(status)),
                  absl::FormatDuration(p.next_start - now));
     }
+    if (p.spec.runtime == PoolSpec::Runtime::kContainer) RemoveContainer(p, m, /*wait=*/false);
     it = p.members.erase(it);
   }
 }
@@ -453,7 +553,46 @@ absl::Status PoolManager::Spawn(Pool& p, absl::Time now) {
     args.insert(args.begin() + 4, {"--max-uses", absl::StrCat(p.spec.max_uses)});
   }
   args.push_back("--");
-  args.insert(args.end(), p.spec.command.begin(), p.spec.command.end());
+  const std::string work_dir = absl::StrCat(log_dir_, "/", p.spec.name, "/", m.n, ".work");
+  if (p.spec.runtime == PoolSpec::Runtime::kContainer) {
+    // The member is a long-running container plus the agent on the host, which runs each
+    // task's command in it with `exec` (the task's variables passed through; the work
+    // directory — checkpoint, parents', messages files — mounted at the same path). The
+    // container starts in the member's own process, then that process becomes the agent.
+    const std::string name = ContainerName(p, m);
+    std::vector<std::string> run = p.spec.container_engine;
+    run.insert(run.end(), {"run", "-d", "--name", name, "--network", "none", "--label",
+                           absl::StrCat("drover.pool_dir=", log_dir_, "/", p.spec.name), "-v",
+                           absl::StrCat(work_dir, ":", work_dir)});
+    if (p.spec.memory_bytes > 0)
+      run.insert(run.end(), {"--memory", absl::StrCat(p.spec.memory_bytes)});
+    if (p.spec.cpus > 0) run.insert(run.end(), {"--cpus", absl::StrCat(p.spec.cpus)});
+    if (p.spec.pids_limit > 0)
+      run.insert(run.end(), {"--pids-limit", absl::StrCat(p.spec.pids_limit)});
+    run.insert(run.end(), p.spec.container_run_args.begin(), p.spec.container_run_args.end());
+    if (!p.spec.rootfs.empty()) {
+      run.insert(run.end(), {"--rootfs", p.spec.rootfs});
+    } else {
+      run.push_back(p.spec.image);
+    }
+    run.insert(run.end(), {"sleep", "2147483647"});
+    args.insert(args.end(), p.spec.container_engine.begin(), p.spec.container_engine.end());
+    args.insert(args.end(), {"exec", "-i"});
+    for (const char* v :
+         {"DROVER_TASK_ID", "DROVER_ATTEMPT", "DROVER_DEADLINE_UNIX_MS", "DROVER_TASK_TYPE",
+          "DROVER_TENANT", "DROVER_PRIORITY", "DROVER_CHECKPOINT_FILE", "DROVER_MESSAGES_FILE",
+          "DROVER_WORKFLOW_ID", "DROVER_STEP", "DROVER_PARENTS_DIR", "DROVER_PARENTS"}) {
+      args.insert(args.end(), {"-e", v});
+    }
+    args.push_back(name);
+    args.insert(args.end(), p.spec.command.begin(), p.spec.command.end());
+    std::string script = "mkdir -p " + ShellQuote(work_dir) + " && ";
+    for (const std::string& a : run) script += ShellQuote(a) + " ";
+    script += ">/dev/null && exec \"$@\"";
+    args.insert(args.begin(), {"/bin/sh", "-c", script, "sh"});
+  } else {
+    args.insert(args.end(), p.spec.command.begin(), p.spec.command.end());
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -503,7 +642,7 @@ v1::ListPoolsResponse PoolManager::ListPools() const {
     v1::PoolStatus* s = out.add_pools();
     s->set_name(p.spec.name);
     for (const std::string& t : p.spec.types) s->add_types(t);
-    s->set_runtime("process");
+    s->set_runtime(p.spec.runtime == PoolSpec::Runtime::kContainer ? "container" : "process");
     s->set_min(p.spec.scaler.min);
     s->set_max(p.spec.scaler.max);
     s->set_desired(p.desired);

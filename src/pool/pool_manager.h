@@ -57,6 +57,15 @@ struct PoolSpec {
   double hourly_budget = 0;  // 0: none
   int64_t rlimit_nofile = 0;
   int64_t rlimit_as_bytes = 0;
+  // The container runtime (runtime "container"); empty image and rootfs: the process runtime.
+  enum class Runtime : uint8_t { kProcess, kContainer };
+  Runtime runtime = Runtime::kProcess;
+  std::string image, rootfs;
+  std::vector<std::string> container_engine = {"podman"};
+  std::vector<std::string> container_run_args;
+  int64_t memory_bytes = 0;
+  double cpus = 0;
+  int64_t pids_limit = 0;
   core::AutoscalerSpec scaler;  // min, max, metric, target, behaviour
 };
 
@@ -127,6 +136,11 @@ class PoolManager {
   absl::Status Spawn(Pool& p, absl::Time now);
   void Signal(Member& m, int sig);
   void Reap(Pool& p, absl::Time now);
+  // Container runtime: the member's container name, and its removal (in the background,
+  // or waited for at shutdown).
+  std::string ContainerName(const Pool& p, const Member& m) const;
+  void RemoveContainer(const Pool& p, const Member& m, bool wait);
+  void RemoveStaleContainers(const Pool& p);
   static std::string StateName(Member::State s);
 
   api::Runtime& runtime_;
@@ -134,6 +148,7 @@ class PoolManager {
   mutable std::mutex mu_;  // guards pools_ (the loop holds it while it changes them)
   std::vector<Pool> pools_;
   std::vector<uint64_t> pending_drains_;
+  std::vector<pid_t> cleanups_;  // background `rm -f` of containers, reaped each tick
   std::thread thread_;
   std::mutex wake_mu_;
   std::condition_variable wake_;
