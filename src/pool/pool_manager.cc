@@ -67,14 +67,18 @@ absl::StatusOr<PoolSpec> ToPoolSpec(const v1::PoolConfig& c, const std::string& 
     s.memory_bytes = c.memory_bytes();
     s.cpus = c.cpus();
     s.pids_limit = c.pids_limit();
+  } else if (c.runtime() == "external") {
+    s.runtime = PoolSpec::Runtime::kExternal;
   } else if (!c.runtime().empty() && c.runtime() != "process") {
-    return bad("runtime", absl::StrCat("'", c.runtime(),
-                                       "' is not supported (process or container; the external "
-                                       "runtime is not built yet)"));
+    return bad("runtime",
+               absl::StrCat("'", c.runtime(), "' is not process, container or external"));
   } else if (!c.image().empty() || !c.rootfs().empty()) {
     return bad("image", "image and rootfs need runtime \"container\"");
   }
-  if (c.command_size() == 0 || c.command(0).empty()) return bad("command", "the agent command");
+  if (s.runtime != PoolSpec::Runtime::kExternal &&
+      (c.command_size() == 0 || c.command(0).empty())) {
+    return bad("command", "the agent command");
+  }
   s.command.assign(c.command().begin(), c.command().end());
   if (c.concurrency() < 0 || c.concurrency() > 1024) return bad("concurrency", "must be 1 to 1024");
   if (c.concurrency() > 0) s.concurrency = c.concurrency();
@@ -319,15 +323,19 @@ bool PoolManager::Observe(const std::vector<uint64_t>& drain,
       [result, drain, types](core::Engine& e, api::Batch&) {
         for (uint64_t id : drain) (void)e.DrainAgent(id);
         for (const auto& [id, a] : e.agents()) {
+          auto pool = a.labels.find(kPoolLabel);
+          if (pool == a.labels.end()) continue;
           auto member = a.labels.find(kMemberLabel);
-          if (member == a.labels.end() || !a.labels.contains(kPoolLabel)) continue;
           AgentView v;
           v.agent = id;
           v.leased = static_cast<int>(a.leased.size());
           v.attempts = a.attempts_ended;
           v.draining = a.draining;
           v.idle_since = a.idle_since;
-          result->agents[member->second] = v;
+          // An agent started by someone else (external pools) has no member label.
+          result->agents[member != a.labels.end() ? member->second
+                                                  : absl::StrCat(pool->second, "/external-", id)] =
+              v;
         }
         // Pending: tasks an agent could take now (held-back ones would not use more agents).
         for (const std::string& t : types) result->pending[t] = e.RunnableReady(t);
@@ -357,12 +365,29 @@ void PoolManager::Tick(absl::Time now) {
   const double dt = absl::ToDoubleSeconds(now - last_tick_);
   last_tick_ = now;
   for (Pool& p : pools_) {
-    Reap(p, now);
+    if (p.spec.runtime == PoolSpec::Runtime::kExternal) {
+      // Members are whatever agents carry the pool's label now.
+      p.members.clear();
+      const std::string prefix = absl::StrCat(p.spec.name, "/external-");
+      for (const auto& [key, v] : agents) {
+        if (key.rfind(prefix, 0) != 0) continue;
+        Member m;
+        m.n = static_cast<int>(p.members.size()) + 1;
+        m.agent = v.agent;
+        m.leased = v.leased;
+        m.attempts = v.attempts;
+        m.state = v.leased > 0 ? Member::State::kBusy : Member::State::kIdle;
+        p.members.push_back(m);
+      }
+    } else {
+      Reap(p, now);
+    }
     p.agent_seconds += dt * static_cast<double>(p.members.size());
     p.pending = 0;
     for (const std::string& t : p.spec.types) p.pending += pending[t];
     // Members as the engine sees them.
     for (Member& m : p.members) {
+      if (p.spec.runtime == PoolSpec::Runtime::kExternal) break;
       auto it = agents.find(absl::StrCat(p.spec.name, "/", m.n));
       if (it == agents.end()) {
         if (m.state != Member::State::kStarting && m.state != Member::State::kStopping) {
@@ -423,7 +448,7 @@ void PoolManager::Tick(absl::Time now) {
       p.decisions.push_back(std::move(d));
       if (p.decisions.size() > kMaxDecisions) p.decisions.pop_front();
     }
-    Reconcile(p, now, &pending_drains_);
+    if (p.spec.runtime != PoolSpec::Runtime::kExternal) Reconcile(p, now, &pending_drains_);
   }
 }
 
@@ -642,7 +667,9 @@ v1::ListPoolsResponse PoolManager::ListPools() const {
     v1::PoolStatus* s = out.add_pools();
     s->set_name(p.spec.name);
     for (const std::string& t : p.spec.types) s->add_types(t);
-    s->set_runtime(p.spec.runtime == PoolSpec::Runtime::kContainer ? "container" : "process");
+    s->set_runtime(p.spec.runtime == PoolSpec::Runtime::kContainer  ? "container"
+                   : p.spec.runtime == PoolSpec::Runtime::kExternal ? "external"
+                                                                    : "process");
     s->set_min(p.spec.scaler.min);
     s->set_max(p.spec.scaler.max);
     s->set_desired(p.desired);
@@ -668,7 +695,9 @@ v1::ListPoolsResponse PoolManager::ListPools() const {
         slots += p.spec.concurrency;
       }
       v1::PoolMember* pm = s->add_members();
-      pm->set_id(absl::StrCat(p.spec.name, "/", m.n));
+      pm->set_id(p.spec.runtime == PoolSpec::Runtime::kExternal
+                     ? absl::StrCat(p.spec.name, "/external-", m.agent)
+                     : absl::StrCat(p.spec.name, "/", m.n));
       pm->set_pid(m.pid);
       pm->set_state(StateName(m.state));
       pm->set_agent_id(m.agent);

@@ -58,7 +58,9 @@ struct PoolSpec {
   int64_t rlimit_nofile = 0;
   int64_t rlimit_as_bytes = 0;
   // The container runtime (runtime "container"); empty image and rootfs: the process runtime.
-  enum class Runtime : uint8_t { kProcess, kContainer };
+  // kExternal: agents are started by something else (Kubernetes, a person) with the label
+  // drover.pool=<name>; drover only decides and publishes the size it wants.
+  enum class Runtime : uint8_t { kProcess, kContainer, kExternal };
   Runtime runtime = Runtime::kProcess;
   std::string image, rootfs;
   std::vector<std::string> container_engine = {"podman"};

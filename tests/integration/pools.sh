@@ -14,7 +14,9 @@ cat >"$WORK/config.json" <<'EOF'
    "min": 1, "max": 3, "idle_timeout_ms": 1500, "sync_period_ms": 500,
    "scale_down_stabilization_ms": 600000},
   {"name": "b", "types": ["costly"], "command": ["sh", "-c", "cat >/dev/null; sleep 1"],
-   "min": 1, "max": 6, "sync_period_ms": 500, "price_per_agent_hour": 2, "hourly_budget": 5}
+   "min": 1, "max": 6, "sync_period_ms": 500, "price_per_agent_hour": 2, "hourly_budget": 5},
+  {"name": "ext", "types": ["outside"], "runtime": "external", "min": 0, "max": 5, "target": 2,
+   "sync_period_ms": 500}
 ]}
 EOF
 start_server --config "$WORK/config.json"
@@ -78,7 +80,18 @@ check "the hourly budget caps the pool (2 agents at 2/h within 5/h)" \
 check "and it never exceeds it" test "$(field b desired)" -le 2
 check "drover pools shows spend and burn rate" contains "$("$DROVER" pools)" "burn 4.00/h (budget 5/h)"
 
+# External: drover starts nothing; it counts the agents labelled drover.pool=ext and
+# publishes the size it wants (8 pending, target 2 per agent: 4).
+"$DROVER" agent --type outside --label drover.pool=ext --name by-hand --work-dir "$WORK/byhand" \
+  -- sh -c 'cat >/dev/null; sleep 1' >>"$WORK/agent-byhand.log" 2>&1 &
+PIDS+=("$!")
+check "an external pool counts the agents started for it" wait_for 10 'test "$(field ext idle)" = 1'
+"$DROVER" submit -q --type outside --count 8 --payload e >/dev/null
+check "and publishes the size it wants (ceil(8 / 2) = 4)" wait_for 10 'test "$(field ext desired)" = 4'
+check "without starting any agent itself" test "$(field ext started_total)" = 0
+
 curl -s "$HTTP/metrics" >"$WORK/m.txt"
+check "metrics: the desired size of the external pool" grep -q '^drover_pool_desired_agents{pool="ext"} 4' "$WORK/m.txt"
 check "metrics: the burn rate" grep -q '^drover_pool_burn_rate{pool="b"} 4' "$WORK/m.txt"
 check "metrics: pool agents by state" grep -q '^drover_pool_agents{pool="w",state="idle"}' "$WORK/m.txt"
 check "metrics for an external HPA or KEDA" grep -q '^pending_tasks_per_agent{pool="w"}' "$WORK/m.txt"
@@ -94,7 +107,7 @@ check "a pool with max < min is refused, naming the field" sh -c \
   "'$DROVER' serve --config '$WORK/bad.json' --data-dir '$WORK/bad' 2>&1 | grep -q 'pools\[0\].max: must be >= min (3)'"
 echo '{"pools": [{"name": "p", "types": ["t"], "command": ["true"], "runtime": "vm"}]}' >"$WORK/bad2.json"
 check "an unknown runtime is refused, naming it" sh -c \
-  "'$DROVER' serve --config '$WORK/bad2.json' --data-dir '$WORK/bad' 2>&1 | grep -q \"pools\[0\].runtime: 'vm' is not supported\""
+  "'$DROVER' serve --config '$WORK/bad2.json' --data-dir '$WORK/bad' 2>&1 | grep -q \"pools\[0\].runtime: 'vm' is not process, container or external\""
 
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
