@@ -389,6 +389,18 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
     s_.ListPools(Finisher(ctx, r, resp));
     return r;
   }
+  ServerUnaryReactor* ApplyPool(CallbackServerContext* ctx, const v1::ApplyPoolRequest* req,
+                                v1::Ack* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.ApplyPool(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* DeletePool(CallbackServerContext* ctx, const v1::DeletePoolRequest* req,
+                                 v1::Ack* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.DeletePool(*req, Finisher(ctx, r, resp));
+    return r;
+  }
   ServerUnaryReactor* ListScalingDecisions(CallbackServerContext* ctx,
                                            const v1::ListScalingDecisionsRequest* req,
                                            v1::ListScalingDecisionsResponse* resp) override {

@@ -16,6 +16,7 @@
 #include "api/runtime.h"
 #include "api/service.h"
 #include "core/codec.h"
+#include "fmt/core.h"
 #include "google/protobuf/util/json_util.h"
 #include "util/clock.h"
 
@@ -211,7 +212,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
       return st;
     }
   }
-  if (!options.pools.empty()) {
+  {
     // Agents of the pools connect back over loopback gRPC, as any agent does.
     char self[4096];
     const ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -222,6 +223,33 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     impl->pools = std::make_unique<pool::PoolManager>(
         options.pools, *impl->runtime, std::string(self, static_cast<size_t>(n)),
         absl::StrCat("127.0.0.1:", impl->grpc->port()), log_dir, options.fleet_hourly_budget);
+    // Pools created through the API (store meta "pools"); a config-file pool of the same
+    // name wins.
+    auto fail = [&](absl::Status st) {
+      if (impl->http) impl->http->Stop();
+      impl->grpc->Stop();
+      impl->runtime->Stop();
+      return st;
+    };
+    auto stored = impl->store->GetMeta("pools");
+    if (stored.ok() && stored->has_value()) {
+      v1::ServerConfig c;
+      if (!google::protobuf::util::JsonStringToMessage(**stored, &c).ok()) {
+        return fail(absl::DataLossError("store: meta pools is unreadable"));
+      }
+      for (int i = 0; i < c.pools_size(); ++i) {
+        absl::StatusOr<pool::PoolSpec> spec =
+            pool::ToPoolSpec(c.pools(i), absl::StrCat("stored pools[", i, "]"));
+        if (!spec.ok()) return fail(spec.status());
+        if (impl->pools->FromConfig(spec->name)) {
+          fmt::print(stderr,
+                     "drover serve: pool {} is in the config file; the stored one is ignored\n",
+                     spec->name);
+          continue;
+        }
+        if (absl::Status st = impl->pools->Apply(*spec, c.pools(i)); !st.ok()) return fail(st);
+      }
+    }
     if (absl::Status st = impl->pools->Start(); !st.ok()) {
       if (impl->http) impl->http->Stop();
       impl->grpc->Stop();

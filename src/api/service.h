@@ -70,6 +70,8 @@ class Service {
   // Pools (none unless the config has some). Not through the engine thread.
   void SetPools(pool::PoolManager* pools) { pools_ = pools; }
   void ListPools(Reply<v1::ListPoolsResponse> done);
+  void ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done);
+  void DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done);
   void ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
                             Reply<v1::ListScalingDecisionsResponse> done);
   void ListAgents(Reply<v1::ListAgentsResponse> done);

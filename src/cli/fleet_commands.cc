@@ -1,5 +1,8 @@
 #include "cli/fleet_commands.h"
 
+#include <fstream>
+#include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -7,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "cli/common.h"
 #include "fmt/core.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace drover::cli {
 
@@ -24,11 +28,21 @@ void FleetCommands::Add(CLI::App& app) {
   decisions_->add_option("pool", pool_, "pool name")->required();
   decisions_->add_option("--limit", limit_, "newest first (default 20, at most 1000)");
   decisions_->add_flag("--json", json_, "print JSON");
+  apply_ = pools_->add_subcommand("apply", "Create a pool, or change one created this way");
+  apply_->add_option("--file,-f", file_, "the pool as JSON (PoolConfig; '-' reads stdin)")
+      ->required();
+  delete_ = pools_->add_subcommand("delete", "Remove a pool created through the API");
+  delete_->add_option("pool", pool_, "pool name")->required();
+  delete_->add_flag("--force", force_,
+                    "stop its agents at once (their tasks go back to the queue) instead of "
+                    "draining them");
 }
 
 int FleetCommands::Run(client::Client& c) {
   if (usage_->parsed()) return Usage(c);
   if (decisions_->parsed()) return Decisions(c);
+  if (apply_->parsed()) return Apply(c);
+  if (delete_->parsed()) return Delete(c);
   if (pools_->parsed()) return Pools(c);
   return Agents(c);
 }
@@ -102,6 +116,42 @@ int FleetCommands::Pools(client::Client& c) {
                  m.pid(), m.state(), m.agent_id(), m.leased(), m.attempts());
     }
   }
+  return 0;
+}
+
+int FleetCommands::Apply(client::Client& c) {
+  std::string text;
+  if (file_ == "-") {
+    std::stringstream ss;
+    ss << std::cin.rdbuf();
+    text = ss.str();
+  } else {
+    std::ifstream in(file_);
+    if (!in) return Fail(absl::NotFoundError(absl::StrCat("--file: cannot read ", file_)));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  v1::ApplyPoolRequest req;
+  google::protobuf::util::JsonParseOptions o;
+  o.ignore_unknown_fields = false;
+  if (auto st = google::protobuf::util::JsonStringToMessage(text, req.mutable_pool(), o);
+      !st.ok()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--file: ", file_, ": ", st.message().as_string())));
+  }
+  if (absl::Status st = c.ApplyPool(req); !st.ok()) return Fail(st);
+  fmt::print("pool {} applied\n", req.pool().name());
+  return 0;
+}
+
+int FleetCommands::Delete(client::Client& c) {
+  v1::DeletePoolRequest req;
+  req.set_name(pool_);
+  req.set_force(force_);
+  if (absl::Status st = c.DeletePool(req); !st.ok()) return Fail(st);
+  fmt::print("pool {} removed: its agents {}\n", pool_,
+             force_ ? "are being stopped" : "drain and stop");
   return 0;
 }
 

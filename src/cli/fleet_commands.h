@@ -21,11 +21,17 @@ class FleetCommands {
   int Agents(client::Client& c);
   int Pools(client::Client& c);
   int Decisions(client::Client& c);
+  int Apply(client::Client& c);
+  int Delete(client::Client& c);
 
   CLI::App* usage_ = nullptr;
   CLI::App* agents_ = nullptr;
   CLI::App* pools_ = nullptr;
   CLI::App* decisions_ = nullptr;
+  CLI::App* apply_ = nullptr;
+  CLI::App* delete_ = nullptr;
+  std::string file_;
+  bool force_ = false;
   std::string pool_;
   int limit_ = 20;
   bool json_ = false;

@@ -346,6 +346,18 @@ absl::StatusOr<v1::ListPoolsResponse> Client::ListPools() {
   return resp;
 }
 
+absl::Status Client::ApplyPool(const v1::ApplyPoolRequest& req) {
+  v1::Ack resp;
+  DROVER_CALL(admin_, ApplyPool, req, resp, options_.timeout);
+  return st;
+}
+
+absl::Status Client::DeletePool(const v1::DeletePoolRequest& req) {
+  v1::Ack resp;
+  DROVER_CALL(admin_, DeletePool, req, resp, options_.timeout);
+  return st;
+}
+
 absl::StatusOr<v1::ListScalingDecisionsResponse> Client::ListScalingDecisions(
     const v1::ListScalingDecisionsRequest& req) {
   v1::ListScalingDecisionsResponse resp;

@@ -83,6 +83,8 @@ class Client {
   absl::StatusOr<v1::UsageResponse> GetUsage();
   absl::StatusOr<v1::ListAgentsResponse> ListAgents();
   absl::StatusOr<v1::ListPoolsResponse> ListPools();
+  absl::Status ApplyPool(const v1::ApplyPoolRequest& req);
+  absl::Status DeletePool(const v1::DeletePoolRequest& req);
   absl::StatusOr<v1::ListScalingDecisionsResponse> ListScalingDecisions(
       const v1::ListScalingDecisionsRequest& req);
 

@@ -364,6 +364,10 @@ class Engine {
 
   // --- reading --------------------------------------------------------------------------
   Outbox TakeOutbox();
+  // A store meta value written with the next batch (pools defined through the API).
+  void SetMeta(const std::string& key, const std::string& value) {
+    outbox_.meta.emplace_back(key, value);
+  }
   const v1::Task* Snapshot(TaskId id) const;
   const EngineProbe& probe() const { return probe_; }
   int64_t CountInState(v1::TaskState s) const { return state_counts_[s]; }

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/engine.h"
 #include "fmt/core.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace drover::pool {
 namespace {
@@ -145,8 +146,98 @@ PoolManager::PoolManager(std::vector<PoolSpec> pools, api::Runtime& runtime, std
     p.desired = s.scaler.min;  // warm-up
     p.backoff = s.restart_backoff;
     p.spec = std::move(s);
+    p.from_config = true;
     pools_.push_back(std::move(p));
   }
+}
+
+bool PoolManager::FromConfig(const std::string& name) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const Pool& p : pools_) {
+    if (p.spec.name == name) return p.from_config;
+  }
+  return false;
+}
+
+bool PoolManager::Exists(const std::string& name) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const Pool& p : pools_) {
+    if (p.spec.name == name && !p.removing) return true;
+  }
+  return false;
+}
+
+std::string PoolManager::ApiPoolsJson() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  v1::ServerConfig c;
+  for (const Pool& p : pools_) {
+    if (!p.from_config && !p.removing) *c.add_pools() = p.config;
+  }
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(c, &json);
+  return json;
+}
+
+absl::Status PoolManager::Apply(const PoolSpec& spec, const v1::PoolConfig& config) {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (Pool& p : pools_) {
+    if (p.spec.name != spec.name) continue;
+    if (p.from_config) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool.name: pool \"", spec.name, "\" comes from the config file; change it there"));
+    }
+    if (p.removing) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pool.name: pool \"", spec.name, "\" is being removed; try again soon"));
+    }
+    if (p.spec.runtime != spec.runtime) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pool.runtime: pool \"", spec.name,
+                       "\" cannot change its runtime; remove it and create it again"));
+    }
+    p.spec = spec;
+    p.config = config;
+    p.scaler = std::make_unique<core::Autoscaler>(spec.scaler);
+    p.desired = std::clamp(p.desired, spec.scaler.min, spec.scaler.max);
+    p.next_sync = absl::Time();
+    return absl::OkStatus();
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(absl::StrCat(log_dir_, "/", spec.name), ec);
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("pools: cannot create the log directory: ", ec.message()));
+  Pool p;
+  p.scaler = std::make_unique<core::Autoscaler>(spec.scaler);
+  p.desired = spec.scaler.min;
+  p.backoff = spec.restart_backoff;
+  p.spec = spec;
+  p.config = config;
+  if (p.spec.runtime == PoolSpec::Runtime::kContainer) RemoveStaleContainers(p);
+  pools_.push_back(std::move(p));
+  return absl::OkStatus();
+}
+
+absl::Status PoolManager::Remove(const std::string& name, bool force) {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (Pool& p : pools_) {
+    if (p.spec.name != name) continue;
+    if (p.from_config) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("name: pool \"", name, "\" comes from the config file; remove it there"));
+    }
+    p.removing = true;
+    p.desired = 0;
+    if (force) {
+      for (Member& m : p.members) {
+        m.state = Member::State::kStopping;
+        m.stop_sent = absl::Now();
+        Signal(m, SIGTERM);
+      }
+    }
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("name: no pool named \"", name.substr(0, 80), "\""));
 }
 
 PoolManager::~PoolManager() { Stop(); }
@@ -350,6 +441,13 @@ bool PoolManager::Observe(const std::vector<uint64_t>& drain,
 }
 
 void PoolManager::Tick(absl::Time now) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (pools_.empty()) {
+      last_tick_ = now;
+      return;  // nothing to watch: no engine command
+    }
+  }
   std::map<std::string, AgentView> agents;
   std::map<std::string, int64_t> pending;
   std::vector<uint64_t> drain;
@@ -413,8 +511,8 @@ void PoolManager::Tick(absl::Time now) {
       if (m.state == Member::State::kDraining || m.state == Member::State::kStopping) continue;
       m.state = v.leased > 0 ? Member::State::kBusy : Member::State::kIdle;
     }
-    // The autoscaler, every sync period.
-    if (now >= p.next_sync) {
+    // The autoscaler, every sync period (not for a pool being removed: it goes to 0).
+    if (!p.removing && now >= p.next_sync) {
       p.next_sync = now + p.spec.scaler.sync_period;
       // As the HPA does, the current size is the size last decided (the pool keeps that
       // many agents, replacing crashed ones); the metric comes from the running agents.
@@ -450,6 +548,10 @@ void PoolManager::Tick(absl::Time now) {
     }
     if (p.spec.runtime != PoolSpec::Runtime::kExternal) Reconcile(p, now, &pending_drains_);
   }
+  // Removed pools leave once their last agent has stopped.
+  std::erase_if(pools_, [](const Pool& p) {
+    return p.removing && (p.members.empty() || p.spec.runtime == PoolSpec::Runtime::kExternal);
+  });
 }
 
 void PoolManager::Reap(Pool& p, absl::Time now) {

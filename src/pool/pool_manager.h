@@ -84,6 +84,18 @@ class PoolManager {
   // tasks back and deregisters; SIGKILL after 10 s) and the manager's thread.
   void Stop();
 
+  // Pools defined through the API (the config file's are fixed): create or change one (its
+  // agents are kept; the autoscaler restarts with the new rules), or remove one (its agents
+  // drain and stop; `force` stops them at once, their tasks going back to the queue).
+  // Errors name the field; a config-file pool cannot be changed or removed.
+  absl::Status Apply(const PoolSpec& spec, const v1::PoolConfig& config);
+  absl::Status Remove(const std::string& name, bool force);
+  bool FromConfig(const std::string& name) const;
+  bool Exists(const std::string& name) const;
+  // The pools defined through the API, as stored (store meta "pools"): a ServerConfig
+  // JSON with only `pools`.
+  std::string ApiPoolsJson() const;
+
   v1::ListPoolsResponse ListPools() const;
   absl::StatusOr<v1::ListScalingDecisionsResponse> Decisions(const std::string& pool,
                                                              int limit) const;
@@ -118,6 +130,9 @@ class PoolManager {
     int64_t cold_starts = 0;
     double agent_seconds = 0;
     std::deque<core::ScalingDecision> decisions;  // newest last, at most 1000
+    bool from_config = false;
+    v1::PoolConfig config;  // as given (API pools: what is stored)
+    bool removing = false;  // Remove(): desired 0 until its agents are gone, then erased
   };
   // What the engine thread reports about one registered member agent.
   struct AgentView {

@@ -102,6 +102,30 @@ check "GET /v1/pools answers" bash -c "curl -s '$HTTP/v1/pools' | grep -q '\"nam
 check "an unknown pool's decisions are a 404 naming it" bash -c \
   "curl -s '$HTTP/v1/pools/nope/decisions' | grep -q 'no pool named'"
 
+# Pools through the API: create, use, survive a restart, change, remove (drain).
+cat >"$WORK/api-pool.json" <<'EOF2'
+{"name": "dyn", "types": ["dyn"], "command": ["sh", "-c", "cat; echo ' via dyn'"], "min": 1, "max": 2,
+ "sync_period_ms": 500}
+EOF2
+check "drover pools apply creates a pool" contains "$("$DROVER" pools apply --file "$WORK/api-pool.json")" "pool dyn applied"
+check "its agent starts" wait_for 15 'test "$(field dyn idle)" = 1'
+check "and runs its tasks" contains "$("$DROVER" submit --type dyn --payload hi --wait)" "hi via dyn"
+out=$("$DROVER" pools apply --file <(echo '{"name": "w", "types": ["work"], "command": ["true"]}') 2>&1 || true)
+check "a config-file pool cannot be changed through the API" contains "$out" 'pool "w" comes from the config file'
+out=$("$DROVER" pools apply --file <(echo '{"name": "bad", "types": ["x"], "command": ["true"], "min": 4, "max": 2}') 2>&1 || true)
+check "a bad pool is refused, naming the field" contains "$out" "pool.max: must be >= min (4)"
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+start_server --config "$WORK/config.json"
+check "an API pool survives a restart" wait_for 15 'test "$(field dyn idle)" = 1'
+sed -i 's/"max": 2/"max": 3/' "$WORK/api-pool.json"
+"$DROVER" pools apply --file "$WORK/api-pool.json" >/dev/null
+check "and can be changed" wait_for 5 'test "$(field dyn max)" = 3'
+check "drover pools delete removes it" contains "$("$DROVER" pools delete dyn)" "drain and stop"
+check "its agents stop and the pool is gone" wait_for 15 '! "$DROVER" pools | grep -q "^pool dyn"'
+out=$("$DROVER" pools delete nope 2>&1 || true)
+check "deleting an unknown pool names it" contains "$out" 'no pool named "nope"'
+
 echo '{"pools": [{"name": "p", "types": ["t"], "command": ["true"], "min": 3, "max": 2}]}' >"$WORK/bad.json"
 check "a pool with max < min is refused, naming the field" sh -c \
   "'$DROVER' serve --config '$WORK/bad.json' --data-dir '$WORK/bad' 2>&1 | grep -q 'pools\[0\].max: must be >= min (3)'"
