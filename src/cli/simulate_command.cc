@@ -25,6 +25,9 @@ void SimulateCommand::Add(CLI::App& app) {
   cmd_->add_option("--failure-rate", failure_rate_, "share of attempts that fail (default 0)");
   cmd_->add_option("--slots", slots_, "tasks per agent at once (default 1)");
   cmd_->add_option("--price", price_, "price per agent-hour (default 1)");
+  cmd_->add_option("--class", classes_,
+                   "capacity class NAME:PRICE:INTERRUPTIONS_PER_HOUR[:MAX_AGENTS] (repeatable; "
+                   "new agents take the cheapest with room)");
   cmd_->add_option("--wait-objective", objective_,
                    "a minute violates it when its p95 wait exceeds this (default 60s)");
   cmd_->add_option("--max-agents", max_agents_, "upper bound of the reactive policies (1000)");
@@ -52,6 +55,11 @@ int SimulateCommand::Run() {
   config.slots = slots_;
   if (!(price_ >= 0)) return Fail(absl::InvalidArgumentError("--price: must be >= 0"));
   config.price_per_agent_hour = price_;
+  for (const std::string& c : classes_) {
+    absl::StatusOr<sim::CapacityClass> k = sim::ParseCapacityClass(c);
+    if (!k.ok()) return Fail(k.status());
+    config.classes.push_back(*k);
+  }
   if (max_agents_ < 1) return Fail(absl::InvalidArgumentError("--max-agents: must be >= 1"));
   if (capacity_ < 1) return Fail(absl::InvalidArgumentError("--capacity: must be >= 1"));
   config.capacity = capacity_;
@@ -76,6 +84,7 @@ int SimulateCommand::Run() {
       "{:<14} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>5} {:>7}\n",
       "policy", "agent-h", "cost", "slack", "wait p50", "p95", "p99", "max", "violated", "dropped",
       "actions", "flaps", "peak", "run s");
+  const bool classes = !config.classes.empty();
   for (const sim::Policy& p : policies) {
     absl::StatusOr<sim::SimReport> r = sim::Run(*trace, config, p);
     if (!r.ok()) return Fail(r.status());
@@ -85,6 +94,7 @@ int SimulateCommand::Run() {
         r->policy, r->agent_hours, r->cost, r->slack * 100, r->wait_p50_s, r->wait_p95_s,
         r->wait_p99_s, r->wait_max_s, r->minutes_violated, r->minutes, r->dropped, r->scale_actions,
         r->flaps, r->peak_agents, r->seconds);
+    if (classes) fmt::print("{:<14} {} interruptions\n", "", r->interruptions);
     if (!out_.empty()) {
       std::string base = p.name;
       for (char& c : base) {

@@ -18,7 +18,7 @@ class SimulateCommand {
  private:
   CLI::App* cmd_ = nullptr;
   std::string trace_, service_ = "exp:1s", startup_ = "30s", objective_ = "60s", out_;
-  std::vector<std::string> policies_;
+  std::vector<std::string> policies_, classes_;
   double failure_rate_ = 0, price_ = 1;
   int slots_ = 1, max_agents_ = 1000;
   int64_t capacity_ = 1'000'000;

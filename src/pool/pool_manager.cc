@@ -106,10 +106,30 @@ absl::StatusOr<PoolSpec> ToPoolSpec(const v1::PoolConfig& c, const std::string& 
   if (!(c.price_per_agent_hour() >= 0)) return bad("price_per_agent_hour", "must be >= 0");
   s.price_per_agent_hour = c.price_per_agent_hour();
   if (!(c.hourly_budget() >= 0)) return bad("hourly_budget", "must be >= 0");
-  if (c.hourly_budget() > 0 && s.price_per_agent_hour == 0) {
-    return bad("hourly_budget", "needs price_per_agent_hour");
+  if (c.hourly_budget() > 0 && c.price_per_agent_hour() == 0 && c.classes_size() == 0) {
+    return bad("hourly_budget", "needs price_per_agent_hour (or capacity classes)");
   }
   s.hourly_budget = c.hourly_budget();
+  for (int i = 0; i < c.classes_size(); ++i) {
+    const v1::CapacityClass& k = c.classes(i);
+    const std::string field = absl::StrCat("classes[", i, "]");
+    if (!ValidName(k.name())) return bad(field + ".name", "1 to 64 characters of [A-Za-z0-9_.-]");
+    if (!(k.price_per_agent_hour() >= 0))
+      return bad(field + ".price_per_agent_hour", "must be >= 0");
+    if (!(k.interruptions_per_hour() >= 0) || k.interruptions_per_hour() > 3600) {
+      return bad(field + ".interruptions_per_hour", "must be 0 to 3600");
+    }
+    if (k.max_agents() < 0) return bad(field + ".max_agents", "must be >= 0");
+    for (const PoolSpec::CapacityClass& other : s.classes) {
+      if (other.name == k.name())
+        return bad(field + ".name", absl::StrCat("\"", k.name(), "\" twice"));
+    }
+    s.classes.push_back(
+        {k.name(), k.price_per_agent_hour(), k.interruptions_per_hour(), k.max_agents()});
+  }
+  std::stable_sort(s.classes.begin(), s.classes.end(),
+                   [](const auto& a, const auto& b) { return a.price < b.price; });
+
   if (c.metric().empty() || c.metric() == "pending_per_agent") {
     s.scaler.metric = core::AutoscalerSpec::Metric::kPendingPerAgent;
     s.scaler.target = c.target() > 0 ? c.target() : 1.0;
@@ -369,6 +389,42 @@ void PoolManager::Signal(Member& m, int sig) {
   if (m.pid > 0) ::kill(-m.pid, sig);  // the process group (setsid)
 }
 
+int PoolManager::PickClass(const Pool& p) {
+  if (p.spec.classes.empty()) return 0;
+  for (size_t i = 0; i < p.spec.classes.size(); ++i) {
+    const PoolSpec::CapacityClass& k = p.spec.classes[i];
+    if (k.max_agents == 0) return static_cast<int>(i);
+    int in_class = 0;
+    for (const Member& m : p.members) {
+      in_class += m.capacity_class == static_cast<int>(i) && m.state != Member::State::kStopping;
+    }
+    if (in_class < k.max_agents) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+int PoolManager::Affordable(const Pool& p, double budget) {
+  if (p.spec.classes.empty()) {
+    const double price = p.spec.price_per_agent_hour;
+    if (price <= 0) return std::numeric_limits<int>::max();
+    return static_cast<int>(std::floor(budget / price + 1e-9));
+  }
+  int n = 0;
+  for (const PoolSpec::CapacityClass& k : p.spec.classes) {  // cheapest first
+    const int room = k.max_agents > 0 ? k.max_agents : std::numeric_limits<int>::max();
+    if (k.price <= 0) {
+      if (room == std::numeric_limits<int>::max()) return room;
+      n += room;
+      continue;
+    }
+    const int can = static_cast<int>(std::min<double>(room, std::floor(budget / k.price + 1e-9)));
+    n += can;
+    budget -= can * k.price;
+    if (can < room) break;
+  }
+  return n;
+}
+
 std::string PoolManager::StateName(Member::State s) {
   switch (s) {
     case Member::State::kStarting:
@@ -481,6 +537,7 @@ void PoolManager::Tick(absl::Time now) {
       Reap(p, now);
     }
     p.agent_seconds += dt * static_cast<double>(p.members.size());
+    for (const Member& m : p.members) p.spend += dt * m.price / 3600.0;
     p.pending = 0;
     for (const std::string& t : p.spec.types) p.pending += pending[t];
     // Members as the engine sees them.
@@ -527,19 +584,15 @@ void PoolManager::Tick(absl::Time now) {
       in.pending = p.pending;
       // The budgets: the pool's own, and what the fleet's leaves after the other pools'
       // agents (every agent is paid from its start until it has stopped).
-      const double price = p.spec.price_per_agent_hour;
-      if (price > 0 && p.spec.hourly_budget > 0) {
-        in.budget_cap = static_cast<int>(std::floor(p.spec.hourly_budget / price + 1e-9));
-      }
-      if (price > 0 && fleet_budget_ > 0) {
+      if (p.spec.hourly_budget > 0) in.budget_cap = Affordable(p, p.spec.hourly_budget);
+      if (fleet_budget_ > 0) {
         double others = 0;
         for (const Pool& q : pools_) {
-          if (&q != &p)
-            others += static_cast<double>(q.members.size()) * q.spec.price_per_agent_hour;
+          if (&q == &p) continue;
+          for (const Member& m : q.members) others += m.price;
         }
-        const int fleet_cap =
-            static_cast<int>(std::floor(std::max(0.0, fleet_budget_ - others) / price + 1e-9));
-        in.budget_cap = std::min(in.budget_cap, fleet_cap);
+        in.budget_cap =
+            std::min(in.budget_cap, Affordable(p, std::max(0.0, fleet_budget_ - others)));
       }
       core::ScalingDecision d = p.scaler->Evaluate(now, in);
       p.desired = d.desired;
@@ -653,7 +706,17 @@ void PoolManager::Reconcile(Pool& p, absl::Time now, std::vector<uint64_t>* drai
 }
 
 absl::Status PoolManager::Spawn(Pool& p, absl::Time now) {
+  const int klass = PickClass(p);
+  if (klass < 0) {
+    return absl::ResourceExhaustedError("every capacity class is full (max_agents)");
+  }
   Member m;
+  if (!p.spec.classes.empty()) {
+    m.capacity_class = klass;
+    m.price = p.spec.classes[static_cast<size_t>(klass)].price;
+  } else {
+    m.price = p.spec.price_per_agent_hour;
+  }
   m.n = p.next_n++;
   m.spawned = now;
   m.idle_since = now;
@@ -675,6 +738,12 @@ absl::Status PoolManager::Spawn(Pool& p, absl::Time now) {
     types.push_back(t);
   }
   args.insert(args.begin() + 4, types.begin(), types.end());
+  if (m.capacity_class >= 0) {
+    args.insert(
+        args.begin() + 4,
+        {"--label", absl::StrCat("drover.class=",
+                                 p.spec.classes[static_cast<size_t>(m.capacity_class)].name)});
+  }
   if (p.spec.max_uses > 0) {
     // The engine then gives it no more than max_uses tasks; the pool retires it after.
     args.insert(args.begin() + 4, {"--max-uses", absl::StrCat(p.spec.max_uses)});
@@ -803,6 +872,10 @@ v1::ListPoolsResponse PoolManager::ListPools() const {
       pm->set_pid(m.pid);
       pm->set_state(StateName(m.state));
       pm->set_agent_id(m.agent);
+      pm->set_price_per_agent_hour(m.price);
+      if (m.capacity_class >= 0) {
+        pm->set_capacity_class(p.spec.classes[static_cast<size_t>(m.capacity_class)].name);
+      }
       pm->set_leased(m.leased);
       pm->set_attempts(m.attempts);
       pm->set_started_unix_ms(absl::ToUnixMillis(m.spawned));
@@ -821,8 +894,17 @@ v1::ListPoolsResponse PoolManager::ListPools() const {
         p.cold_starts > 0 ? p.cold_start_ms_sum / static_cast<double>(p.cold_starts) : 0);
     s->set_price_per_agent_hour(p.spec.price_per_agent_hour);
     s->set_agent_hours(p.agent_seconds / 3600.0);
-    s->set_spend(s->agent_hours() * p.spec.price_per_agent_hour);
-    s->set_burn_rate(static_cast<double>(p.members.size()) * p.spec.price_per_agent_hour);
+    s->set_spend(p.spend);
+    double burn = 0;
+    for (const Member& m : p.members) {
+      burn += m.price;
+      if (m.state != Member::State::kStopping) {
+        (*s->mutable_agents_by_class())
+            [m.capacity_class >= 0 ? p.spec.classes[static_cast<size_t>(m.capacity_class)].name
+                                   : "default"]++;
+      }
+    }
+    s->set_burn_rate(burn);
     s->set_hourly_budget(p.spec.hourly_budget);
     out.set_fleet_burn_rate(out.fleet_burn_rate() + s->burn_rate());
   }

@@ -55,6 +55,13 @@ struct PoolSpec {
   absl::Duration restart_backoff = absl::Seconds(1);
   double price_per_agent_hour = 0;
   double hourly_budget = 0;  // 0: none
+  struct CapacityClass {
+    std::string name;
+    double price = 0;
+    double interruptions_per_hour = 0;
+    int max_agents = 0;  // 0: no limit
+  };
+  std::vector<CapacityClass> classes;  // sorted by price; empty: one class at the pool price
   int64_t rlimit_nofile = 0;
   int64_t rlimit_as_bytes = 0;
   // The container runtime (runtime "container"); empty image and rootfs: the process runtime.
@@ -114,6 +121,8 @@ class PoolManager {
     bool engine_draining = false;  // the engine has applied the drain
     bool retiring = false;         // max_uses reached
     bool idle_stop = false;
+    int capacity_class = -1;  // index into spec.classes
+    double price = 0;         // per agent-hour
   };
   struct Pool {
     PoolSpec spec;
@@ -129,6 +138,7 @@ class PoolManager {
     double cold_start_ms_sum = 0;
     int64_t cold_starts = 0;
     double agent_seconds = 0;
+    double spend = 0;
     std::deque<core::ScalingDecision> decisions;  // newest last, at most 1000
     bool from_config = false;
     v1::PoolConfig config;  // as given (API pools: what is stored)
@@ -159,6 +169,11 @@ class PoolManager {
   void RemoveContainer(const Pool& p, const Member& m, bool wait);
   void RemoveStaleContainers(const Pool& p);
   static std::string StateName(Member::State s);
+  // The cheapest class with room for one more agent (-1: none has room; with no classes, 0
+  // means "the pool's price").
+  static int PickClass(const Pool& p);
+  // Agents the budget pays for, filling classes cheapest first.
+  static int Affordable(const Pool& p, double budget);
 
   api::Runtime& runtime_;
   std::string self_, server_, log_dir_;

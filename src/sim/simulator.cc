@@ -41,7 +41,16 @@ double Quantile(std::vector<float>& v, double q) {
   return v[rank - 1];
 }
 
-enum class Ev : uint8_t { kBucket, kArrival, kDone, kAgentReady, kScale, kMinute, kTick };
+enum class Ev : uint8_t {
+  kBucket,
+  kArrival,
+  kDone,
+  kAgentReady,
+  kScale,
+  kMinute,
+  kTick,
+  kInterrupt
+};
 
 struct Event {
   int64_t t;  // microseconds since the trace's start
@@ -55,6 +64,8 @@ struct Event {
 struct SimAgent {
   enum class State : uint8_t { kStarting, kActive, kDraining, kGone };
   State state = State::kStarting;
+  int klass = -1;
+  double price = 0;
   AgentId id = 0;  // engine id once active
   int leased = 0;
 };
@@ -98,6 +109,7 @@ class Run1 {
     if (t > now_) {
       const double dt = static_cast<double>(t - now_) / kUs;
       agent_seconds_ += dt * paid_;
+      cost_ += dt * paid_price_ / 3600.0;
       minute_agent_seconds_ += dt * paid_;
       busy_slot_seconds_ += dt * busy_;
       now_ = t;
@@ -121,9 +133,44 @@ class Run1 {
     }
     return std::max<int64_t>(1, static_cast<int64_t>(s * kUs));
   }
+  // The cheapest class with room (-1: none).
+  int PickClass() const {
+    if (config_.classes.empty()) return 0;
+    for (size_t i = 0; i < config_.classes.size(); ++i) {
+      const int max = config_.classes[i].max_agents;
+      if (max == 0) return static_cast<int>(i);
+      int n = 0;
+      for (const SimAgent& a : agents_) {
+        n += a.klass == static_cast<int>(i) && a.state != SimAgent::State::kGone;
+      }
+      if (n < max) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  void Unpay(SimAgent& a) {
+    a.state = SimAgent::State::kGone;
+    paid_--;
+    paid_price_ -= a.price;
+  }
   void AddAgent(bool warm) {
+    const int klass = PickClass();
+    if (klass < 0) return;  // every class is full
     agents_.emplace_back();
+    SimAgent& a = agents_.back();
+    a.klass = klass;
+    a.price = config_.classes.empty()
+                  ? config_.price_per_agent_hour
+                  : config_.classes[static_cast<size_t>(klass)].price_per_agent_hour;
     paid_++;
+    paid_price_ += a.price;
+    if (!config_.classes.empty()) {
+      const double rate = config_.classes[static_cast<size_t>(klass)].interruptions_per_hour;
+      if (rate > 0) {
+        const double hours = std::exponential_distribution<double>(rate)(rng_);
+        Push(now_ + static_cast<int64_t>(std::min(hours * 3600.0, 1e9) * kUs), Ev::kInterrupt,
+             agents_.size() - 1);
+      }
+    }
     if (warm) {
       Activate(agents_.size() - 1);
     } else {
@@ -170,8 +217,7 @@ class Run1 {
     for (SimAgent& a : agents_) {
       if (current <= desired) break;
       if (a.state == SimAgent::State::kStarting) {
-        a.state = SimAgent::State::kGone;
-        paid_--;
+        Unpay(a);
         current--;
       }
     }
@@ -193,8 +239,7 @@ class Run1 {
   void MaybeLeave(SimAgent& a) {
     if (a.state != SimAgent::State::kDraining || a.leased > 0) return;
     (void)engine_.Deregister(a.id);
-    a.state = SimAgent::State::kGone;
-    paid_--;
+    Unpay(a);
   }
   // Takes the engine's outbox: leases become completions in the future.
   void Drain() {
@@ -284,7 +329,10 @@ class Run1 {
   int64_t next_tick_ = std::numeric_limits<int64_t>::max();
   std::vector<SimAgent> agents_;
   absl::flat_hash_map<AgentId, size_t> by_engine_id_;
-  int paid_ = 0;  // agents paid for now: starting, active, draining
+  int paid_ = 0;           // agents paid for now: starting, active, draining
+  double paid_price_ = 0;  // their prices per hour, summed
+  double cost_ = 0;
+  int64_t interruptions_ = 0;
   int busy_ = 0;  // slots running a task now
   double agent_seconds_ = 0, busy_slot_seconds_ = 0, minute_agent_seconds_ = 0;
   std::vector<int64_t> arrival_us_;
@@ -334,7 +382,7 @@ absl::StatusOr<SimReport> Run1::Go() {
     events_.pop();
     // After the trace, run until every accepted task has ended.
     if (e.t >= span && engine_.outstanding() == 0 && e.kind != Ev::kMinute) {
-      if (e.kind == Ev::kScale || e.kind == Ev::kTick) continue;
+      if (e.kind == Ev::kScale || e.kind == Ev::kTick || e.kind == Ev::kInterrupt) continue;
     }
     AdvanceTo(e.t);
     switch (e.kind) {
@@ -359,8 +407,26 @@ absl::StatusOr<SimReport> Run1::Go() {
         minute_arrivals_++;
         Submit();
         break;
+      case Ev::kInterrupt: {
+        SimAgent& a = agents_[e.a];
+        if (a.state == SimAgent::State::kGone) break;
+        interruptions_++;
+        const bool replace = a.state != SimAgent::State::kDraining;
+        if (a.state != SimAgent::State::kStarting) {
+          // Reclaimed: its running tasks go back to the queue (uncounted), as when an agent
+          // leaves; their completions, still in the event queue, are dropped.
+          busy_ -= a.leased;
+          a.leased = 0;
+          (void)engine_.Deregister(a.id);
+        }
+        Unpay(a);
+        if (replace) AddAgent(false);
+        Drain();
+        break;
+      }
       case Ev::kDone: {
         SimAgent& a = agents_[e.c];
+        if (a.state == SimAgent::State::kGone) break;  // reclaimed meanwhile
         const AgentId agent = a.id;
         absl::Status st = e.fail ? engine_.Fail(agent, e.a, e.b, "simulated failure", true)
                                  : engine_.Complete(agent, e.a, e.b, "");
@@ -411,7 +477,8 @@ absl::StatusOr<SimReport> Run1::Go() {
   r.completed = completed_;
   r.dropped = dropped_;
   r.agent_hours = agent_seconds_ / 3600.0;
-  r.cost = r.agent_hours * config_.price_per_agent_hour;
+  r.cost = cost_;
+  r.interruptions = interruptions_;
   const double slot_seconds = agent_seconds_ * config_.slots;
   r.slack = slot_seconds > 0 ? 1.0 - busy_slot_seconds_ / slot_seconds : 0;
   r.wait_p50_s = Quantile(waits_, 0.50);
@@ -519,6 +586,27 @@ absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text) {
   return s;
 }
 
+absl::StatusOr<CapacityClass> ParseCapacityClass(const std::string& text) {
+  std::vector<std::string> parts = absl::StrSplit(text, ':');
+  CapacityClass c;
+  auto bad = [&]() {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--class: '", text,
+        "' is not NAME:PRICE:INTERRUPTIONS_PER_HOUR[:MAX_AGENTS] (e.g. spot:0.3:0.5:20)"));
+  };
+  if (parts.size() < 3 || parts.size() > 4 || parts[0].empty()) return bad();
+  c.name = parts[0];
+  if (!absl::SimpleAtod(parts[1], &c.price_per_agent_hour) || !(c.price_per_agent_hour >= 0) ||
+      !absl::SimpleAtod(parts[2], &c.interruptions_per_hour) ||
+      !(c.interruptions_per_hour >= 0 && c.interruptions_per_hour <= 3600)) {
+    return bad();
+  }
+  if (parts.size() == 4 && (!absl::SimpleAtoi(parts[3], &c.max_agents) || c.max_agents < 0)) {
+    return bad();
+  }
+  return c;
+}
+
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents) {
   Policy p;
   p.name = text;
@@ -565,7 +653,12 @@ absl::StatusOr<SimReport> Run(const Trace& trace, const SimConfig& config, const
   if (!(config.failure_rate >= 0 && config.failure_rate < 1)) {
     return absl::InvalidArgumentError("--failure-rate: must be in [0, 1)");
   }
-  Run1 run(trace, config, policy);
+  SimConfig sorted = config;
+  std::stable_sort(sorted.classes.begin(), sorted.classes.end(),
+                   [](const CapacityClass& a, const CapacityClass& b) {
+                     return a.price_per_agent_hour < b.price_per_agent_hour;
+                   });
+  Run1 run(trace, sorted, policy);
   return run.Go();
 }
 

@@ -50,6 +50,16 @@ struct Policy {
 // "hpa:TARGET", "hpa-util:0.7". `max_agents` bounds the reactive policies.
 absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents);
 
+// A capacity class of agents (e.g. spot): its price and how often an agent is reclaimed.
+struct CapacityClass {
+  std::string name;
+  double price_per_agent_hour = 1;
+  double interruptions_per_hour = 0;
+  int max_agents = 0;  // 0: no limit
+};
+// "spot:0.3:0.5:20" (name, price per agent-hour, interruptions per agent-hour, max agents).
+absl::StatusOr<CapacityClass> ParseCapacityClass(const std::string& text);
+
 struct SimConfig {
   ServiceTime service;
   absl::Duration startup = absl::Seconds(30);  // a new agent's start-up delay
@@ -60,6 +70,10 @@ struct SimConfig {
   int64_t capacity = 1'000'000;                       // admission control of the engine
   bool even_arrivals = false;  // arrivals evenly spaced in their bucket (else uniform random)
   uint64_t seed = 1;
+  // New agents take the cheapest class with room; an interrupted agent loses its tasks
+  // (back to the queue, uncounted) and is replaced (start-up delay). Empty: one class at
+  // price_per_agent_hour that is never interrupted.
+  std::vector<CapacityClass> classes;
 };
 
 struct MinuteRow {
@@ -85,6 +99,7 @@ struct SimReport {
   int64_t minutes_violated = 0;
   int64_t scale_actions = 0;
   int64_t flaps = 0;  // direction reversals within 10 minutes of the previous action
+  int64_t interruptions = 0;
   int peak_agents = 0;
   double seconds = 0;  // wall time of the run
   std::vector<MinuteRow> rows;

@@ -16,7 +16,11 @@ cat >"$WORK/config.json" <<'EOF'
   {"name": "b", "types": ["costly"], "command": ["sh", "-c", "cat >/dev/null; sleep 1"],
    "min": 1, "max": 6, "sync_period_ms": 500, "price_per_agent_hour": 2, "hourly_budget": 5},
   {"name": "ext", "types": ["outside"], "runtime": "external", "min": 0, "max": 5, "target": 2,
-   "sync_period_ms": 500}
+   "sync_period_ms": 500},
+  {"name": "cls", "types": ["classy"], "command": ["sh", "-c", "cat >/dev/null; sleep 1"],
+   "min": 1, "max": 6, "sync_period_ms": 500, "hourly_budget": 7,
+   "classes": [{"name": "ondemand", "price_per_agent_hour": 3},
+               {"name": "spot", "price_per_agent_hour": 1, "interruptions_per_hour": 0.1, "max_agents": 2}]}
 ]}
 EOF
 start_server --config "$WORK/config.json"
@@ -79,6 +83,13 @@ check "the hourly budget caps the pool (2 agents at 2/h within 5/h)" \
   wait_for 10 '"$DROVER" pools decisions b | grep -q "budget cap"'
 check "and it never exceeds it" test "$(field b desired)" -le 2
 check "drover pools shows spend and burn rate" contains "$("$DROVER" pools)" "burn 4.00/h (budget 5/h)"
+
+# Capacity classes: spot (1/h, at most 2) fills first, then on-demand (3/h); a budget of
+# 7/h pays for 2 spot + 1 on-demand = 5/h (a fourth agent would make 8).
+"$DROVER" submit -q --type classy --count 10 --payload k >/dev/null
+check "classes: the budget caps the pool at 3 agents" wait_for 10 '"$DROVER" pools decisions cls | grep -q "budget cap"'
+check "2 spot agents and 1 on-demand" wait_for 10 '"$DROVER" pools --json | python3 -c "import json,sys; p=[p for p in json.load(sys.stdin)[\"pools\"] if p[\"name\"]==\"cls\"][0]; c=p.get(\"agents_by_class\",{}); sys.exit(0 if c.get(\"spot\")==2 and c.get(\"ondemand\")==1 else 1)"'
+check "burning 5 per hour" contains "$("$DROVER" pools)" "burn 5.00/h (budget 7/h)"
 
 # External: drover starts nothing; it counts the agents labelled drover.pool=ext and
 # publishes the size it wants (8 pending, target 2 per agent: 4).

@@ -74,6 +74,31 @@ TEST(SimTest, AStartingAgentCostsButDoesNotWork) {
   EXPECT_NEAR((1 - r->slack) * r->agent_hours * 3600, 1200, 1e-6);
 }
 
+TEST(SimTest, CapacityClassesFillCheapestFirstAndInterruptedAgentsAreReplaced) {
+  // static:3 with spot (1/h, at most 2) and on-demand (4/h): 2 spot + 1 on-demand for the
+  // trace's 3 minutes (0.05 h): cost 0.05 x (1 + 1 + 4) = 0.3.
+  SimConfig c;
+  c.service = *ParseServiceTime("fixed:40s");
+  c.even_arrivals = true;
+  c.classes = {*ParseCapacityClass("ondemand:4:0"), *ParseCapacityClass("spot:1:0:2")};
+  absl::StatusOr<SimReport> r = sim::Run(Tiny(), c, *ParsePolicy("static:3", 10));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR(r->agent_hours, 0.15, 1e-9);
+  EXPECT_NEAR(r->cost, 0.3, 1e-9);
+  EXPECT_EQ(r->interruptions, 0);
+  // A class reclaimed 60 times an hour (about once a minute per agent): agents are lost and
+  // replaced, their tasks requeued, and every task still completes.
+  absl::StatusOr<Trace> t = ParseTrace("minute,arrivals\n0,20\n1,20\n2,20\n3,0\n", "t.csv");
+  ASSERT_TRUE(t.ok());
+  c.service = *ParseServiceTime("fixed:20s");
+  c.classes = {*ParseCapacityClass("flaky:0.5:60")};
+  r = sim::Run(*t, c, *ParsePolicy("static:2", 10));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->interruptions, 0);
+  EXPECT_EQ(r->completed, 60);
+  EXPECT_TRUE(absl::StrContains(ParseCapacityClass("spot:x:1").status().message(), "--class"));
+}
+
 TEST(SimTest, ARunIsDeterministicForASeed) {
   absl::StatusOr<Trace> t = ParseTrace("minute,arrivals\n0,30\n1,80\n2,5\n3,40\n", "t.csv");
   ASSERT_TRUE(t.ok());
