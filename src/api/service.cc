@@ -864,6 +864,13 @@ void Service::Metrics(Reply<std::string> done) {
         w.Sample({{"pool", p.name()}, {"state", "busy"}}, p.busy());
         w.Sample({{"pool", p.name()}, {"state", "draining"}}, p.draining());
       }
+      w.Family("drover_pool_scaling_decisions_total", "counter",
+               "Autoscaler decisions of a pool, by the rule that settled them.");
+      for (const v1::PoolStatus& p : ps.pools()) {
+        for (const auto& [rule, n] : p.decisions_by_rule()) {
+          w.Sample({{"pool", p.name()}, {"rule", rule}}, static_cast<double>(n));
+        }
+      }
       w.Family("drover_pool_desired_agents", "gauge", "The autoscaler's last decision per pool.");
       for (const v1::PoolStatus& p : ps.pools()) w.Sample({{"pool", p.name()}}, p.desired());
       w.Family("pending_tasks_per_agent", "gauge",

@@ -144,6 +144,25 @@ absl::StatusOr<PoolSpec> ToPoolSpec(const v1::PoolConfig& c, const std::string& 
   if (c.scale_down_stabilization_ms() > 0) {
     s.scaler.down.stabilization = absl::Milliseconds(c.scale_down_stabilization_ms());
   }
+  if (c.tolerance() != 0) s.scaler.tolerance = c.tolerance();
+  if (c.scale_up_stabilization_ms() < 0 || c.scale_up_stabilization_ms() > 3'600'000 ||
+      c.scaling_period_ms() < 0 || c.scaling_period_ms() > 1'800'000) {
+    return bad("scale_up_stabilization_ms", "and scaling_period_ms: must be 0 to 1 h / 30 min");
+  }
+  s.scaler.up.stabilization = absl::Milliseconds(c.scale_up_stabilization_ms());
+  if (c.scale_up_pods() < 0 || c.scale_up_percent() < 0 || c.scale_down_percent() < 0 ||
+      c.scale_down_percent() > 100) {
+    return bad("scale_up_pods",
+               "scale_up_percent and scale_down_percent must be >= 0 (the last <= 100)");
+  }
+  const absl::Duration period =
+      c.scaling_period_ms() > 0 ? absl::Milliseconds(c.scaling_period_ms()) : absl::Seconds(15);
+  s.scaler.up.policies = {
+      {core::ScalingPolicy::Type::kPercent, c.scale_up_percent() > 0 ? c.scale_up_percent() : 100,
+       period},
+      {core::ScalingPolicy::Type::kPods, c.scale_up_pods() > 0 ? c.scale_up_pods() : 4, period}};
+  s.scaler.down.policies = {{core::ScalingPolicy::Type::kPercent,
+                             c.scale_down_percent() > 0 ? c.scale_down_percent() : 100, period}};
   if (c.rlimit_nofile() < 0 || c.rlimit_as_bytes() < 0) return bad("rlimit", "must be >= 0");
   s.rlimit_nofile = c.rlimit_nofile();
   s.rlimit_as_bytes = c.rlimit_as_bytes();
@@ -596,6 +615,8 @@ void PoolManager::Tick(absl::Time now) {
       }
       core::ScalingDecision d = p.scaler->Evaluate(now, in);
       p.desired = d.desired;
+      // (Rules with a number in them count under their name.)
+      p.by_rule[d.rule.substr(0, d.rule.find(" ("))]++;
       p.decisions.push_back(std::move(d));
       if (p.decisions.size() > kMaxDecisions) p.decisions.pop_front();
     }
@@ -905,6 +926,7 @@ v1::ListPoolsResponse PoolManager::ListPools() const {
       }
     }
     s->set_burn_rate(burn);
+    for (const auto& [rule, n] : p.by_rule) (*s->mutable_decisions_by_rule())[rule] = n;
     s->set_hourly_budget(p.spec.hourly_budget);
     out.set_fleet_burn_rate(out.fleet_burn_rate() + s->burn_rate());
   }

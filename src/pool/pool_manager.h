@@ -139,6 +139,7 @@ class PoolManager {
     int64_t cold_starts = 0;
     double agent_seconds = 0;
     double spend = 0;
+    std::map<std::string, int64_t> by_rule;       // decisions so far, by rule
     std::deque<core::ScalingDecision> decisions;  // newest last, at most 1000
     bool from_config = false;
     v1::PoolConfig config;  // as given (API pools: what is stored)
