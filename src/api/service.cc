@@ -595,21 +595,8 @@ void Service::ListPools(Reply<v1::ListPoolsResponse> done) {
   done(pools_ == nullptr ? v1::ListPoolsResponse() : pools_->ListPools());
 }
 
-void Service::ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done) {
-  if (pools_ == nullptr) {
-    done(absl::UnavailableError("pools: the server is not running its pool manager"));
-    return;
-  }
-  absl::StatusOr<pool::PoolSpec> spec = pool::ToPoolSpec(req.pool(), "pool");
-  if (!spec.ok()) {
-    done(spec.status());
-    return;
-  }
-  if (absl::Status st = pools_->Apply(*spec, req.pool()); !st.ok()) {
-    done(st);
-    return;
-  }
-  // Stored with the next batch; answered once committed.
+void Service::StorePools(Reply<v1::Ack> done) {
+  // The API-defined pools, stored with the next batch; answered once committed.
   auto shared = std::make_shared<Reply<v1::Ack>>(std::move(done));
   const std::string json = pools_->ApiPoolsJson();
   if (!runtime_.Post([shared, json](Engine& e, Batch& batch) {
@@ -626,6 +613,23 @@ void Service::ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done) {
   }
 }
 
+void Service::ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done) {
+  if (pools_ == nullptr) {
+    done(absl::UnavailableError("pools: the server is not running its pool manager"));
+    return;
+  }
+  absl::StatusOr<pool::PoolSpec> spec = pool::ToPoolSpec(req.pool(), "pool");
+  if (!spec.ok()) {
+    done(spec.status());
+    return;
+  }
+  if (absl::Status st = pools_->Apply(*spec, req.pool()); !st.ok()) {
+    done(st);
+    return;
+  }
+  StorePools(std::move(done));
+}
+
 void Service::DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done) {
   if (pools_ == nullptr) {
     done(absl::UnavailableError("pools: the server is not running its pool manager"));
@@ -635,20 +639,7 @@ void Service::DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done) 
     done(st);
     return;
   }
-  auto shared = std::make_shared<Reply<v1::Ack>>(std::move(done));
-  const std::string json = pools_->ApiPoolsJson();
-  if (!runtime_.Post([shared, json](Engine& e, Batch& batch) {
-        e.SetMeta("pools", json);
-        batch.AfterCommit([shared](const absl::Status& st) {
-          if (st.ok()) {
-            (*shared)(v1::Ack());
-          } else {
-            (*shared)(st);
-          }
-        });
-      })) {
-    (*shared)(Refused(runtime_));
-  }
+  StorePools(std::move(done));
 }
 
 void Service::ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,

@@ -77,6 +77,9 @@ class Service {
   void ListAgents(Reply<v1::ListAgentsResponse> done);
 
  private:
+  // Writes the pools defined through the API to the store meta, then answers.
+  void StorePools(Reply<v1::Ack> done);
+
   Runtime& runtime_;
   store::Store& store_;
   absl::Time started_;
