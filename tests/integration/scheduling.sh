@@ -13,6 +13,13 @@ cat >"$WORK/config.json" <<'EOF'
 EOF
 start_server --config "$WORK/config.json"
 
+registered() {  # registered NAME: waits (up to 10 s) until that agent's stream is open
+  for _ in $(seq 1 100); do
+    "$DROVER" agents | grep -qE "^[0-9]+ +$1 .* open " && return 0
+    sleep 0.1
+  done
+  return 1
+}
 agent() {  # agent NAME TYPE CONCURRENCY COST_FACTOR CMD...
   local name=$1 type=$2 conc=$3 cost=$4
   shift 4
@@ -44,9 +51,13 @@ kill -9 "${PIDS[-1]}" && wait "${PIDS[-1]}" 2>/dev/null || true
 
 # --- a semaphore: at most 2 of 8 run at once, though the agent has 8 slots --------------
 RUN_SECONDS=0.4 LOG="$WORK/gpu.log" agent gpu gpu 8 1 "$WORK/run.sh"
+registered gpu
 "$DROVER" submit -q --type gpu --resource gpu=1 --count 8 --payload z >/dev/null
-sleep 0.3
-usage=$("$DROVER" usage)
+for _ in $(seq 1 50); do
+  usage=$("$DROVER" usage)
+  grep -qE "gpu +semaphore +2 of 2 +in use +6 waiting" <<<"$usage" && break
+  sleep 0.05
+done
 check "drover usage shows the semaphore full" contains "$usage" "2 of 2"
 check "and the tasks waiting for it" grep -qE "gpu +semaphore +2 of 2 +in use +6 waiting" <<<"$usage"
 for _ in $(seq 1 100); do [ "$(cat "$WORK/gpu.log" 2>/dev/null | wc -l)" -ge 8 ] && break; sleep 0.1; done
@@ -87,9 +98,12 @@ check "the cost sums survive a restart" \
 
 # --- a budget: no agent within it at first; a cheap agent then takes the task -----------
 agent dear cheap 1 5 "$WORK/run.sh"
-sleep 0.5
+registered dear
 bid=$("$DROVER" submit -q --type cheap --cost-budget 2 --payload b)
-sleep 0.5
+for _ in $(seq 1 50); do
+  contains "$("$DROVER" get "$bid")" "waiting for an agent within" && break
+  sleep 0.1
+done
 check "a task waits for an agent within its budget (about 5 per run here)" \
   contains "$("$DROVER" get "$bid")" "waiting for an agent within its remaining cost budget of 2"
 LOG="$WORK/cheap.log" agent cheap cheap 1 0.5 "$WORK/run.sh"
@@ -97,8 +111,9 @@ check "an agent it can afford runs it" contains "$("$DROVER" wait --timeout 20s 
 
 # --- preemption: a critical task stops background work after preempt_after_ms -----------
 RUN_SECONDS=30 LOG="$WORK/pre.log" agent busy pre 1 1 "$WORK/run.sh"
+registered busy
 low=$("$DROVER" submit -q --type pre --priority background --payload slow)
-sleep 0.5
+for _ in $(seq 1 50); do contains "$("$DROVER" get "$low")" "LEASED" && break; sleep 0.1; done
 crit=$("$DROVER" submit -q --type pre --priority critical --payload urgent)
 for _ in $(seq 1 50); do contains "$("$DROVER" get "$low")" "preempted" && break; sleep 0.1; done
 check "the background task was preempted, uncounted" \
