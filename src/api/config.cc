@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/names.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace drover::api {
@@ -54,12 +55,7 @@ absl::StatusOr<core::TypeDefaults> ToDefaults(const drover::v1::TaskTypeConfig& 
   return base;
 }
 
-bool ValidName(const std::string& name) {
-  return !name.empty() && name.size() <= 64 &&
-         name.find_first_not_of(
-             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
-             std::string::npos;
-}
+using core::internal::ValidName;
 
 }  // namespace
 

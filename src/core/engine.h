@@ -606,6 +606,8 @@ class Engine {
   // Tasks parked on `name` go back to their queues while what they need is there.
   void WakeResourceWaiters(const std::string& name);
   void Refill(ResourceState& r);
+  // A token bucket's tokens at `t` (no earlier than its last refill), without changing it.
+  static double TokensAt(const ResourceState& r, absl::Time t);
   // `e` left its queue without taking its resources: waiters of each (but `except`) get a
   // chance at them.
   void WakeOthers(const Entry& e, const std::string& except);

@@ -387,14 +387,18 @@ bool Engine::WakeOverBudget(const AgentInfo& agent) {
 // ---------------------------------------------------------------------------------------
 // Named resources
 
+double Engine::TokensAt(const ResourceState& r, absl::Time t) {
+  if (t <= r.refilled_at) return r.tokens;
+  const double added = static_cast<double>(r.spec.capacity) *
+                       absl::FDivDuration(t - r.refilled_at, r.spec.refill_period);
+  return std::min(static_cast<double>(r.spec.capacity), r.tokens + added);
+}
+
 void Engine::Refill(ResourceState& r) {
   if (r.spec.kind != ResourceSpec::Kind::kTokenBucket) return;
   const absl::Time t = now();
-  if (t <= r.refilled_at) return;
-  const double added = static_cast<double>(r.spec.capacity) *
-                       absl::FDivDuration(t - r.refilled_at, r.spec.refill_period);
-  r.tokens = std::min(static_cast<double>(r.spec.capacity), r.tokens + added);
-  r.refilled_at = t;
+  r.tokens = TokensAt(r, t);
+  r.refilled_at = std::max(r.refilled_at, t);
 }
 
 bool Engine::ResourcesReadyOrPark(TypeQueue& q, Entry& e) {
@@ -565,11 +569,7 @@ std::vector<ResourceUsage> Engine::Resources() const {
     if (r.spec.kind == ResourceSpec::Kind::kSemaphore) {
       u.available = static_cast<double>(r.spec.capacity - r.in_use);
     } else {
-      const double added = t > r.refilled_at
-                               ? static_cast<double>(r.spec.capacity) *
-                                     absl::FDivDuration(t - r.refilled_at, r.spec.refill_period)
-                               : 0.0;
-      u.available = std::min(static_cast<double>(r.spec.capacity), r.tokens + added);
+      u.available = TokensAt(r, t);
     }
     u.waiting = static_cast<int64_t>(r.waiters.size());
     u.acquired_total = r.acquired_total;

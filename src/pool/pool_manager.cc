@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/engine.h"
+#include "core/names.h"
 #include "fmt/core.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -29,11 +30,7 @@ constexpr size_t kMaxDecisions = 1000;
 constexpr char kPoolLabel[] = "drover.pool";
 constexpr char kMemberLabel[] = "drover.member";
 
-bool ValidName(const std::string& s) {
-  return !s.empty() && s.size() <= 64 &&
-         s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
-             std::string::npos;
-}
+using core::internal::ValidName;
 
 }  // namespace
 
