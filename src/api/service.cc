@@ -897,6 +897,21 @@ void Service::Metrics(Reply<std::string> done) {
       for (const v1::PoolStatus& p : ps.pools()) {
         w.Sample({{"pool", p.name()}}, p.cold_start_ms_avg() / 1000.0);
       }
+      w.Family("drover_pool_unhealthy_total", "counter",
+               "Pool agents replaced after failing their health command.");
+      for (const v1::PoolStatus& p : ps.pools())
+        w.Sample({{"pool", p.name()}}, p.unhealthy_total());
+      const std::vector<pool::PoolController::Latencies> lat = pools->Latencies();
+      w.Family("drover_pool_acquire_seconds", "histogram",
+               "From a task being ready to a pool agent taking it; start=\"warm\": the agent "
+               "was running already, \"cold\": the task waited for an agent to start.");
+      for (const auto& l : lat) {
+        w.HistogramSample({{"pool", l.pool}, {"start", "warm"}}, l.acquire_warm);
+        w.HistogramSample({{"pool", l.pool}, {"start", "cold"}}, l.acquire_cold);
+      }
+      w.Family("drover_pool_agent_start_seconds", "histogram",
+               "From starting a pool agent to its registration (its cold start).");
+      for (const auto& l : lat) w.HistogramSample({{"pool", l.pool}}, l.agent_start);
     }
     w.Gauge("drover_agents_connected", "Agents with an open work stream.",
             static_cast<double>(streams));

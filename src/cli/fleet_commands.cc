@@ -107,13 +107,23 @@ int FleetCommands::Pools(client::Client& c) {
         p.starting(), p.idle(), p.busy(), p.draining());
     fmt::print(
         "  pending {}  utilisation {:.0f}%  started {}  crashed {}  retired {}  idle-stopped {}  "
-        "cold start {:.0f} ms  agent-hours {:.3f}  spend {:.4f}  burn {:.2f}/h{}\n",
+        "unhealthy {}  agent-hours {:.3f}  spend {:.4f}  burn {:.2f}/h{}\n",
         p.pending(), p.utilization() * 100, p.started_total(), p.crashed_total(), p.retired_total(),
-        p.idle_stopped_total(), p.cold_start_ms_avg(), p.agent_hours(), p.spend(), p.burn_rate(),
+        p.idle_stopped_total(), p.unhealthy_total(), p.agent_hours(), p.spend(), p.burn_rate(),
         p.hourly_budget() > 0 ? fmt::format(" (budget {:g}/h)", p.hourly_budget()) : "");
+    auto latency = [](const v1::LatencySummary& l) {
+      return l.count() == 0 ? std::string("-")
+                            : fmt::format("p50 {:.0f} ms, p95 {:.0f} ms (n={})", l.p50_ms(),
+                                          l.p95_ms(), l.count());
+    };
+    fmt::print("  time to acquire an agent: warm {}; cold {}.  agent start: {}\n",
+               latency(p.acquire_warm()), latency(p.acquire_cold()), latency(p.agent_start()));
     for (const v1::PoolMember& m : p.members()) {
-      fmt::print("  {:<16} pid {:<8} {:<9} agent {:<12} leased {:<3} attempts {}\n", m.id(),
-                 m.pid(), m.state(), m.agent_id(), m.leased(), m.attempts());
+      fmt::print("  {:<16} pid {:<8} {:<9} agent {:<12} leased {:<3} attempts {}{}\n", m.id(),
+                 m.pid(), m.state(), m.agent_id(), m.leased(), m.attempts(),
+                 m.health_failures() > 0
+                     ? fmt::format("  health check failed {}x", m.health_failures())
+                     : "");
     }
   }
   return 0;

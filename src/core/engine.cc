@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -366,6 +367,10 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
       t + absl::Milliseconds(task.effective_execution_timeout_ms()));
   probe_.dispatched++;
   probe_.dispatch_latency.Observe(static_cast<double>(t_ms - ready_since_ms) / 1000.0);
+  if (agent.record_acquired && agent.acquired.size() < kMaxAcquireSamples) {
+    agent.acquired.push_back({static_cast<float>(t_ms - ready_since_ms) / 1000.0f,
+                              ToUnixMs(agent.registered) > ready_since_ms});
+  }
 
   Outbox::Push push;
   push.agent = agent.id;
@@ -814,6 +819,8 @@ absl::StatusOr<AgentId> Engine::RegisterAgent(const v1::RegisterAgentRequest& re
   a.labels.insert(req.labels().begin(), req.labels().end());
   a.last_seen = now();
   a.idle_since = a.last_seen;
+  a.registered = a.last_seen;
+  a.record_acquired = a.labels.contains(kPoolAgentLabel);
   Arm(TimerKind::kAgent, id, 0, a.last_seen + options_.lease_ttl);
   return id;
 }
@@ -1030,6 +1037,12 @@ absl::Status Engine::DrainAgent(AgentId id) {
   it->second.draining = true;
   RefreshIdle(it->second);
   return absl::OkStatus();
+}
+
+std::vector<AcquireSample> Engine::TakeAcquired(AgentId id) {
+  auto it = agents_.find(id);
+  if (it == agents_.end()) return {};
+  return std::exchange(it->second.acquired, {});
 }
 
 absl::Status Engine::Deregister(AgentId id) {

@@ -236,6 +236,14 @@ struct TenantUsage {
   int64_t dispatched_total = 0;
 };
 
+// Agents with this label (pool members, pool/controller.h) note how long each task they
+// were given had waited: the pool's time to acquire an agent.
+inline constexpr char kPoolAgentLabel[] = "drover.pool";
+struct AcquireSample {
+  float wait_s = 0;   // from ready to leased
+  bool cold = false;  // the task was ready before the agent registered: it waited for a start
+};
+
 struct AgentInfo {
   AgentId id = 0;
   std::vector<std::string> types;
@@ -250,6 +258,11 @@ struct AgentInfo {
   int64_t attempts_started = 0;
   int64_t max_uses = 0;   // no new task once attempts_started reaches it (0: no limit)
   absl::Time idle_since;  // when it last had no lease
+  absl::Time registered;
+  // kPoolAgentLabel agents: waits of the tasks given since Engine::TakeAcquired (at most
+  // kMaxAcquireSamples; later ones are not kept).
+  bool record_acquired = false;
+  std::vector<AcquireSample> acquired;
   Breaker breaker = Breaker::kClosed;
   int consecutive_failures = 0;
   std::deque<uint64_t> failed_tasks;  // the tasks of the current run of failures (last N)
@@ -340,6 +353,9 @@ class Engine {
   // The agent takes no new task; what it holds runs to its end (pools drain an agent
   // before stopping it).
   absl::Status DrainAgent(AgentId agent);
+  // A pool agent's acquire samples since the last call (empty for others).
+  std::vector<AcquireSample> TakeAcquired(AgentId agent);
+  static constexpr size_t kMaxAcquireSamples = 4096;
   // Pushes a message to the targeted agents with an open work stream (best-effort; not
   // stored). Returns them; an error names the field (no target, two targets, sizes).
   absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);
