@@ -113,8 +113,8 @@ int FleetCommands::Pools(client::Client& c) {
         p.hourly_budget() > 0 ? fmt::format(" (budget {:g}/h)", p.hourly_budget()) : "");
     auto latency = [](const v1::LatencySummary& l) {
       return l.count() == 0 ? std::string("-")
-                            : fmt::format("p50 {:.0f} ms, p95 {:.0f} ms (n={})", l.p50_ms(),
-                                          l.p95_ms(), l.count());
+                            : fmt::format("mean {:.0f} ms, p50 {:.0f} ms, p95 {:.0f} ms (n={})",
+                                          l.mean_ms(), l.p50_ms(), l.p95_ms(), l.count());
     };
     fmt::print("  time to acquire an agent: warm {}; cold {}.  agent start: {}\n",
                latency(p.acquire_warm()), latency(p.acquire_cold()), latency(p.agent_start()));

@@ -18,6 +18,7 @@
 #include "absl/strings/strip.h"
 #include "core/engine.h"
 #include "fmt/core.h"
+#include "pool/controller.h"
 #include "util/clock.h"
 
 namespace drover::sim {
@@ -46,7 +47,7 @@ enum class Ev : uint8_t {
   kArrival,
   kDone,
   kAgentReady,
-  kScale,
+  kPool,
   kMinute,
   kTick,
   kInterrupt
@@ -61,16 +62,21 @@ struct Event {
   bool operator>(const Event& o) const { return t != o.t ? t > o.t : seq > o.seq; }
 };
 
+// A pool member as the simulation plays it: started by the pool controller, registered in
+// the engine after the start-up delay, gone when stopped or reclaimed.
 struct SimAgent {
-  enum class State : uint8_t { kStarting, kActive, kDraining, kGone };
+  enum class State : uint8_t { kStarting, kActive, kGone };
   State state = State::kStarting;
-  int klass = -1;
   double price = 0;
+  int member = 0;  // the pool's member number
   AgentId id = 0;  // engine id once active
   int leased = 0;
+  bool interrupted = false;
 };
 
-class Run1 {
+// One policy's run. The pool is the real pool::PoolController (sizing, warm-up, drains,
+// crash replacement, capacity classes) with this class as its member driver.
+class Run1 : public pool::MemberDriver {
  public:
   Run1(const Trace& trace, const SimConfig& config, const Policy& policy)
       : trace_(trace),
@@ -79,12 +85,50 @@ class Run1 {
         clock_(kStart),
         rng_(config.seed),
         engine_(EngineOptions(config), clock_),
-        scaler_(policy.scaler) {}
+        pools_(*this) {}
 
   absl::StatusOr<SimReport> Go();
 
+  // --- pool::MemberDriver ----------------------------------------------------------------
+  absl::Status Start(const pool::PoolSpec&, pool::Member& m, absl::Time) override {
+    agents_.emplace_back();
+    SimAgent& a = agents_.back();
+    a.price = m.price;
+    a.member = m.n;
+    m.pid = static_cast<pid_t>(agents_.size() - 1);
+    paid_++;
+    paid_price_ += a.price;
+    peak_ = std::max(peak_, paid_);
+    if (m.capacity_class >= 0) {
+      const double rate =
+          config_.classes[static_cast<size_t>(m.capacity_class)].interruptions_per_hour;
+      if (rate > 0) {
+        const double hours = std::exponential_distribution<double>(rate)(rng_);
+        Push(now_ + static_cast<int64_t>(std::min(hours * 3600.0, 1e9) * kUs), Ev::kInterrupt,
+             agents_.size() - 1);
+      }
+    }
+    // The pool is warm when the trace begins: agents started then are ready at once.
+    if (now_ == 0) {
+      activate_now_.push_back(agents_.size() - 1);
+    } else {
+      Push(now_ + Us(config_.startup), Ev::kAgentReady, agents_.size() - 1);
+    }
+    return absl::OkStatus();
+  }
+  // (kill or not: a simulated agent hands its tasks back at once either way.)
+  void Stop(const pool::PoolSpec&, pool::Member& m, bool) override {
+    Leave(agents_[static_cast<size_t>(m.pid)]);
+  }
+  std::optional<std::string> Exited(const pool::PoolSpec&, pool::Member& m) override {
+    const SimAgent& a = agents_[static_cast<size_t>(m.pid)];
+    if (a.state != SimAgent::State::kGone) return std::nullopt;
+    return a.interrupted ? "interrupted" : "stopped";
+  }
+
  private:
   static constexpr absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
+  static constexpr char kPoolName[] = "sim";
 
   static core::EngineOptions EngineOptions(const SimConfig& c) {
     core::EngineOptions o;
@@ -99,6 +143,25 @@ class Run1 {
     o.persist_costs = false;
     o.seed = c.seed;
     return o;
+  }
+  // The pool the policy stands for: static sizes are min = max.
+  pool::PoolSpec Spec(int agents) const {
+    pool::PoolSpec s;
+    s.name = kPoolName;
+    s.types = {kType};
+    s.command = {"(simulated)"};
+    s.concurrency = config_.slots;
+    s.start_timeout = std::max(absl::Seconds(60), config_.startup * 2);
+    s.price_per_agent_hour = config_.price_per_agent_hour;
+    for (const CapacityClass& k : config_.classes) {
+      s.classes.push_back({k.name, k.price_per_agent_hour, k.interruptions_per_hour, k.max_agents});
+    }
+    if (policy_.kind == Policy::Kind::kReactive) {
+      s.scaler = policy_.scaler;
+    } else {
+      s.scaler.min = s.scaler.max = agents;
+    }
+    return s;
   }
 
   void Push(int64_t t, Ev kind, uint64_t a = 0, uint64_t b = 0, uint64_t c = 0, bool fail = false) {
@@ -133,113 +196,56 @@ class Run1 {
     }
     return std::max<int64_t>(1, static_cast<int64_t>(s * kUs));
   }
-  // The cheapest class with room (-1: none).
-  int PickClass() const {
-    if (config_.classes.empty()) return 0;
-    for (size_t i = 0; i < config_.classes.size(); ++i) {
-      const int max = config_.classes[i].max_agents;
-      if (max == 0) return static_cast<int>(i);
-      int n = 0;
-      for (const SimAgent& a : agents_) {
-        n += a.klass == static_cast<int>(i) && a.state != SimAgent::State::kGone;
-      }
-      if (n < max) return static_cast<int>(i);
+  // An agent stops (asked, or reclaimed): its running tasks go back to the queue
+  // (uncounted), their completions still in the event queue are dropped.
+  void Leave(SimAgent& a) {
+    if (a.state == SimAgent::State::kGone) return;
+    if (a.state == SimAgent::State::kActive) {
+      busy_ -= a.leased;
+      a.leased = 0;
+      (void)engine_.Deregister(a.id);
     }
-    return -1;
-  }
-  void Unpay(SimAgent& a) {
     a.state = SimAgent::State::kGone;
     paid_--;
     paid_price_ -= a.price;
-  }
-  void AddAgent(bool warm) {
-    const int klass = PickClass();
-    if (klass < 0) return;  // every class is full
-    agents_.emplace_back();
-    SimAgent& a = agents_.back();
-    a.klass = klass;
-    a.price = config_.classes.empty()
-                  ? config_.price_per_agent_hour
-                  : config_.classes[static_cast<size_t>(klass)].price_per_agent_hour;
-    paid_++;
-    paid_price_ += a.price;
-    if (!config_.classes.empty()) {
-      const double rate = config_.classes[static_cast<size_t>(klass)].interruptions_per_hour;
-      if (rate > 0) {
-        const double hours = std::exponential_distribution<double>(rate)(rng_);
-        Push(now_ + static_cast<int64_t>(std::min(hours * 3600.0, 1e9) * kUs), Ev::kInterrupt,
-             agents_.size() - 1);
-      }
-    }
-    if (warm) {
-      Activate(agents_.size() - 1);
-    } else {
-      Push(now_ + Us(config_.startup), Ev::kAgentReady, agents_.size() - 1);
-    }
+    PoolSoon();
   }
   void Activate(size_t index) {
     SimAgent& a = agents_[index];
-    if (a.state != SimAgent::State::kStarting) return;  // canceled while starting
+    if (a.state != SimAgent::State::kStarting) return;  // stopped while starting
     v1::RegisterAgentRequest req;
     req.add_types(kType);
     req.set_max_concurrency(config_.slots);
+    (*req.mutable_labels())[pool::kPoolLabel] = kPoolName;
+    (*req.mutable_labels())[pool::kMemberLabel] = absl::StrCat(kPoolName, "/", a.member);
     absl::StatusOr<AgentId> id = engine_.RegisterAgent(req);
     a.id = *id;
     a.state = SimAgent::State::kActive;
     by_engine_id_[a.id] = index;
     (void)engine_.OpenStream(a.id);
+    PoolSoon();  // the controller notes the registration (its start time)
     Drain();
   }
-  int Current() const {
-    int n = 0;
-    for (const SimAgent& a : agents_) {
-      n += a.state == SimAgent::State::kStarting || a.state == SimAgent::State::kActive;
+  // A controller round now (coalesced), e.g. when a member registered or stopped.
+  void PoolSoon() { SchedulePool(now_); }
+  void SchedulePool(int64_t t) {
+    if (t < next_pool_) {
+      next_pool_ = t;
+      Push(t, Ev::kPool);
     }
-    return n;
   }
-  void ScaleTo(int desired) {
-    int current = Current();
-    if (desired == current) return;
-    const int direction = desired > current ? 1 : -1;
-    actions_++;
-    if (last_direction_ != 0 && direction != last_direction_ &&
-        now_ - last_action_ <= 10 * 60 * kUs) {
-      flaps_++;
-    }
-    last_direction_ = direction;
-    last_action_ = now_;
-    while (current < desired) {
-      AddAgent(false);
-      current++;
-    }
-    // Scale-in: starting agents first (no work lost), then the least busy; a busy agent
-    // drains: it takes no new task and leaves when its last one ends.
-    for (SimAgent& a : agents_) {
-      if (current <= desired) break;
-      if (a.state == SimAgent::State::kStarting) {
-        Unpay(a);
-        current--;
-      }
-    }
-    while (current > desired) {
-      SimAgent* pick = nullptr;
-      for (SimAgent& a : agents_) {
-        if (a.state == SimAgent::State::kActive && (pick == nullptr || a.leased < pick->leased)) {
-          pick = &a;
-        }
-      }
-      if (pick == nullptr) break;
-      pick->state = SimAgent::State::kDraining;
-      engine_.CloseStream(pick->id);
-      current--;
-      MaybeLeave(*pick);
-    }
+  void PoolRound() {
+    engine_.Tick();
+    pool::Observation seen = pool::ObserveEngine(engine_, drains_, types_);
+    drains_.clear();
+    pools_.Tick(clock_.Now(), seen, &drains_);
+    for (size_t i : std::exchange(activate_now_, {})) Activate(i);
+    // Drains reach the engine with the next round's observation: at once, so an idle
+    // drained agent stops now.
+    if (!drains_.empty()) SchedulePool(now_ + 1);
+    const absl::Time due = pools_.NextDue();
+    if (due != absl::InfiniteFuture()) SchedulePool(std::max(now_ + 1, Us(due - kStart)));
     Drain();
-  }
-  void MaybeLeave(SimAgent& a) {
-    if (a.state != SimAgent::State::kDraining || a.leased > 0) return;
-    (void)engine_.Deregister(a.id);
-    Unpay(a);
   }
   // Takes the engine's outbox: leases become completions in the future.
   void Drain() {
@@ -315,6 +321,19 @@ class Run1 {
     minute_dispatched_ = 0;
     minute_waits_.clear();
   }
+  // Counts scaling actions (a decision that changes the size) and flaps (a reversal within
+  // 10 minutes of the previous action).
+  void OnDecision(const core::ScalingDecision& d) {
+    if (d.desired == d.current) return;
+    const int direction = d.desired > d.current ? 1 : -1;
+    actions_++;
+    if (last_direction_ != 0 && direction != last_direction_ &&
+        now_ - last_action_ <= 10 * 60 * kUs) {
+      flaps_++;
+    }
+    last_direction_ = direction;
+    last_action_ = now_;
+  }
 
   const Trace& trace_;
   const SimConfig& config_;
@@ -322,11 +341,15 @@ class Run1 {
   ManualClock clock_;
   std::mt19937_64 rng_;
   core::Engine engine_;
-  core::Autoscaler scaler_;
+  pool::PoolController pools_;
+  std::vector<std::string> types_ = {kType};
+  std::vector<uint64_t> drains_;
+  std::vector<size_t> activate_now_;
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   uint64_t seq_ = 0;
   int64_t now_ = 0;
   int64_t next_tick_ = std::numeric_limits<int64_t>::max();
+  int64_t next_pool_ = std::numeric_limits<int64_t>::max();
   std::vector<SimAgent> agents_;
   absl::flat_hash_map<AgentId, size_t> by_engine_id_;
   int paid_ = 0;           // agents paid for now: starting, active, draining
@@ -352,37 +375,40 @@ absl::StatusOr<SimReport> Run1::Go() {
   const int64_t span = Us(trace_.span());
   const double mean_s = absl::ToDoubleSeconds(config_.service.mean);
   const double bucket_s = absl::ToDoubleSeconds(trace_.bucket);
-  int initial = 0;
+  int agents = 0;
   switch (policy_.kind) {
     case Policy::Kind::kStatic:
-      initial = policy_.agents;
+      agents = policy_.agents;
       break;
     case Policy::Kind::kStaticPeak:
       // Enough slots for the peak bucket's rate of work.
-      initial = static_cast<int>(
+      agents = static_cast<int>(
           std::ceil(static_cast<double>(trace_.peak()) / bucket_s * mean_s / config_.slots));
       break;
     case Policy::Kind::kStaticMean:
-      initial = static_cast<int>(std::ceil(static_cast<double>(trace_.total()) /
-                                           absl::ToDoubleSeconds(trace_.span()) * mean_s /
-                                           config_.slots));
+      agents = static_cast<int>(std::ceil(static_cast<double>(trace_.total()) /
+                                          absl::ToDoubleSeconds(trace_.span()) * mean_s /
+                                          config_.slots));
       break;
     case Policy::Kind::kReactive:
-      initial = std::max(policy_.scaler.min, 1);
       break;
   }
-  initial = std::max(initial, 1);
-  for (int i = 0; i < initial; ++i) AddAgent(true);
-  peak_ = initial;
+  agents = std::clamp(agents, 1, 100'000);
+  pools_.set_log([](const std::string&) {});  // interruptions are counted, not logged
+  pools_.set_on_decision(
+      [this](const std::string&, const core::ScalingDecision& d) { OnDecision(d); });
+  pools_.AddFromConfig(Spec(agents));
+  // The first round at 0 warms the pool up (its `min` agents, ready at once).
+  Push(0, Ev::kPool);
+  next_pool_ = 0;
   Push(0, Ev::kBucket, 0);
   for (int64_t m = 1; m * 60 * kUs <= span; ++m) Push(m * 60 * kUs, Ev::kMinute, m - 1);
-  if (policy_.kind == Policy::Kind::kReactive) Push(Us(policy_.scaler.sync_period), Ev::kScale);
   while (!events_.empty()) {
     const Event e = events_.top();
     events_.pop();
     // After the trace, run until every accepted task has ended.
     if (e.t >= span && engine_.outstanding() == 0 && e.kind != Ev::kMinute) {
-      if (e.kind == Ev::kScale || e.kind == Ev::kTick || e.kind == Ev::kInterrupt) continue;
+      if (e.kind == Ev::kPool || e.kind == Ev::kTick || e.kind == Ev::kInterrupt) continue;
     }
     AdvanceTo(e.t);
     switch (e.kind) {
@@ -410,17 +436,10 @@ absl::StatusOr<SimReport> Run1::Go() {
       case Ev::kInterrupt: {
         SimAgent& a = agents_[e.a];
         if (a.state == SimAgent::State::kGone) break;
+        // Reclaimed: to the pool controller a member that exited unasked, replaced.
         interruptions_++;
-        const bool replace = a.state != SimAgent::State::kDraining;
-        if (a.state != SimAgent::State::kStarting) {
-          // Reclaimed: its running tasks go back to the queue (uncounted), as when an agent
-          // leaves; their completions, still in the event queue, are dropped.
-          busy_ -= a.leased;
-          a.leased = 0;
-          (void)engine_.Deregister(a.id);
-        }
-        Unpay(a);
-        if (replace) AddAgent(false);
+        a.interrupted = true;
+        Leave(a);
         Drain();
         break;
       }
@@ -433,29 +452,22 @@ absl::StatusOr<SimReport> Run1::Go() {
         (void)st;
         a.leased--;
         busy_--;
-        MaybeLeave(a);
+        // A draining member whose last task ended is stopped by the controller.
+        if (a.leased == 0) {
+          auto it = engine_.agents().find(agent);
+          if (it != engine_.agents().end() && it->second.draining) PoolSoon();
+        }
         Drain();
         break;
       }
       case Ev::kAgentReady:
         Activate(e.a);
         break;
-      case Ev::kScale: {
-        engine_.Tick();
-        core::ScalingInputs in;
-        in.current = Current();
-        in.pending = engine_.CountInState(v1::TASK_STATE_READY);
-        for (const SimAgent& a : agents_) {
-          if (a.state != SimAgent::State::kActive) continue;
-          in.busy_slots += a.leased;
-          in.total_slots += config_.slots;
-        }
-        const core::ScalingDecision d = scaler_.Evaluate(clock_.Now(), in);
-        ScaleTo(d.desired);
-        peak_ = std::max(peak_, Current());
-        Push(now_ + Us(policy_.scaler.sync_period), Ev::kScale);
+      case Ev::kPool:
+        if (e.t != next_pool_) break;  // superseded by an earlier round
+        next_pool_ = std::numeric_limits<int64_t>::max();
+        PoolRound();
         break;
-      }
       case Ev::kMinute:
         CloseMinute(static_cast<int64_t>(e.a));
         break;
@@ -465,7 +477,7 @@ absl::StatusOr<SimReport> Run1::Go() {
         Drain();
         break;
     }
-    if (events_.empty() && engine_.outstanding() > 0 && policy_.kind != Policy::Kind::kReactive) {
+    if (events_.empty() && engine_.outstanding() > 0) {
       return absl::InternalError("simulation stalled with tasks outstanding");
     }
   }
