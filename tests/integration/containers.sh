@@ -2,7 +2,8 @@
 # The container runtime with real podman and runc: a pool whose agents each own a
 # busybox-static container (image made here with `podman import`); tasks run inside it;
 # the pool's limits reach the container; it scales up and back down by draining; a crashed
-# agent's container is replaced; nothing is left behind when the server stops.
+# agent's container is replaced; so is one failing its health command (run in the
+# container); nothing is left behind when the server stops.
 source "$(dirname "$0")/lib.sh"
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs --events-backend=file)
 IMAGE="localhost/drover-busybox-it:$$"
@@ -18,6 +19,7 @@ cat >"$WORK/config.json" <<JSON
   "container_run_args": ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"],
   "memory_bytes": 67108864, "pids_limit": 100,
   "command": ["sh", "-c", "p=\$(cat); [ \"\$p\" = load ] && sleep 1; echo \"\$p ran in \$(cat /proc/1/comm)\""],
+  "health_command": ["sh", "-c", "test ! -e /sick"], "health_interval_ms": 300, "health_failures": 2,
   "min": 1, "max": 3, "sync_period_ms": 500, "scale_down_stabilization_ms": 1500}]}
 JSON
 start_server --config "$WORK/config.json"
@@ -48,6 +50,11 @@ kill -9 -- "-$pid"
 check "a crashed agent's container is replaced" wait_for 30 '"$DROVER" pools | grep -q "crashed 1" && test "$(running)" = 1 && ! "${PODMAN[@]}" ps --format "{{.Names}}" | grep -qx "$name"'
 out=$("$DROVER" submit --type boxed --payload again --wait 2>&1)
 check "the new container runs tasks" contains "$out" "again ran in sleep"
+# The health command runs inside the container: make it fail there.
+name=$("${PODMAN[@]}" ps --filter "label=drover.pool_dir=$WORK/data/pools/box" --format '{{.Names}}' | head -1)
+"${PODMAN[@]}" exec "$name" sh -c 'echo >/sick'
+check "a container failing its health command is replaced" wait_for 30 '"$DROVER" pools | grep -q "unhealthy 1" && test "$(running)" = 1 && ! "${PODMAN[@]}" ps --format "{{.Names}}" | grep -qx "$name"'
+check "and not counted as a crash" contains "$("$DROVER" pools)" "crashed 1 "
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
 check "stopping the server removes every container" wait_for 20 'test "$(running)" = 0 && test "$("${PODMAN[@]}" ps -a --filter "label=drover.pool_dir=$WORK/data/pools/box" -q | grep -c . || true)" = 0'
