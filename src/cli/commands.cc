@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 #include "CLI/CLI.hpp"
@@ -413,10 +414,26 @@ int Main(int argc, char** argv) {
   agent->add_option("--label", agent_labels, "key=value (repeatable)");
   agent->add_option("--work-dir", ao.work_dir, "directory for checkpoint files");
   agent->add_flag("--verbose,-v", ao.verbose, "copy the command's stderr to ours");
-  agent->add_option("command", ao.command, "the command and its arguments, after --")->required();
+  agent->add_option("command", ao.command, "the command and its arguments, after --");
 
+  // `drover agent ... -- CMD ARGS`: everything after the first `--` is the command, cut off
+  // before CLI11 sees it. (CLI11 2.1 takes a `--` right after a repeatable option, as in
+  // `--type a -- sh -c x`, as the end of that option only, and would then read the
+  // command's own `-c` as --concurrency.)
+  std::vector<std::string> after_dashes;
+  int parse_argc = argc;
+  bool agent_seen = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "agent") agent_seen = true;
+    if (a == "--" && agent_seen) {
+      parse_argc = i;
+      after_dashes.assign(argv + i + 1, argv + argc);
+      break;
+    }
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(parse_argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
@@ -425,6 +442,17 @@ int Main(int argc, char** argv) {
   if (simulate.parsed()) return simulate.Run();
 
   if (agent->parsed()) {
+    if (!after_dashes.empty()) {
+      if (!ao.command.empty()) {
+        return Fail(absl::InvalidArgumentError(
+            "command: give the agent command either after -- or without it, not both"));
+      }
+      ao.command = std::move(after_dashes);
+    }
+    if (ao.command.empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "command: the agent command is missing (drover agent --type T -- CMD ARGS...)"));
+    }
     ao.server = server;
     google::protobuf::Map<std::string, std::string> labels;
     if (auto st = ParseLabels(agent_labels, &labels); !st.ok()) return Fail(st);

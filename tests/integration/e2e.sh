@@ -78,6 +78,15 @@ if command -v promtool >/dev/null; then
   check "promtool accepts /metrics" bash -c "curl -s '$HTTP/metrics' | promtool check metrics"
 fi
 
+# `--` right after a repeatable option: everything after it is the command, its own flags
+# (-c) included.
+"$DROVER" agent --type gamma --type delta -- sh -c 'echo "gamma got $(cat)"' >>"$WORK/agent-g.log" 2>&1 &
+PIDS+=("$!")
+check "drover agent --type a --type b -- sh -c '...' runs sh -c" \
+  contains "$(timeout 20 "$DROVER" submit --type delta --payload hi --wait)" "gamma got hi"
+out=$("$DROVER" agent --type gamma -- 2>&1 || true)
+check "an agent without a command is refused, naming it" contains "$out" "command: the agent command is missing"
+
 # Deregistering an agent returns its leased tasks to the queue at once.
 kill -TERM "$AGENT_PID_b1"
 wait "$AGENT_PID_b1" 2>/dev/null || true
