@@ -401,6 +401,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
     s_.DeletePool(*req, Finisher(ctx, r, resp));
     return r;
   }
+  ServerUnaryReactor* StopPoolAgent(CallbackServerContext* ctx, const v1::StopPoolAgentRequest* req,
+                                    v1::Ack* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.StopPoolAgent(*req, Finisher(ctx, r, resp));
+    return r;
+  }
   ServerUnaryReactor* ListScalingDecisions(CallbackServerContext* ctx,
                                            const v1::ListScalingDecisionsRequest* req,
                                            v1::ListScalingDecisionsResponse* resp) override {

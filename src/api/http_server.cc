@@ -187,6 +187,7 @@ void HttpServer::Routes() {
   DROVER_POST("/v1/messages", v1::SendMessageRequest, v1::SendMessageResponse, SendMessage);
   DROVER_POST("/v1/pools", v1::ApplyPoolRequest, v1::Ack, ApplyPool);
   DROVER_POST("/v1/pools:delete", v1::DeletePoolRequest, v1::Ack, DeletePool);
+  DROVER_POST("/v1/pools:stop-agent", v1::StopPoolAgentRequest, v1::Ack, StopPoolAgent);
 #undef DROVER_POST
 
   s.Get(R"(/v1/tasks/(\d+))", [svc](const httplib::Request& req, httplib::Response& res) {

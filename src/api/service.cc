@@ -642,6 +642,19 @@ void Service::DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done) 
   StorePools(std::move(done));
 }
 
+void Service::StopPoolAgent(const v1::StopPoolAgentRequest& req, Reply<v1::Ack> done) {
+  if (pools_ == nullptr) {
+    done(absl::NotFoundError(absl::StrCat("member: no pool member \"", req.member().substr(0, 80),
+                                          "\" (no pools are configured)")));
+    return;
+  }
+  if (absl::Status st = pools_->StopMember(req.member(), req.force()); !st.ok()) {
+    done(st);
+    return;
+  }
+  done(v1::Ack());
+}
+
 void Service::ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
                                    Reply<v1::ListScalingDecisionsResponse> done) {
   if (pools_ == nullptr) {

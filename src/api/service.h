@@ -72,6 +72,7 @@ class Service {
   void ListPools(Reply<v1::ListPoolsResponse> done);
   void ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done);
   void DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done);
+  void StopPoolAgent(const v1::StopPoolAgentRequest& req, Reply<v1::Ack> done);
   void ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
                             Reply<v1::ListScalingDecisionsResponse> done);
   void ListAgents(Reply<v1::ListAgentsResponse> done);

@@ -36,6 +36,14 @@ void FleetCommands::Add(CLI::App& app) {
   delete_->add_flag("--force", force_,
                     "stop its agents at once (their tasks go back to the queue) instead of "
                     "draining them");
+  stop_ = pools_->add_subcommand(
+      "stop",
+      "Stop one pool agent: it drains (finishes its tasks) unless --force; the pool "
+      "starts another if it still wants one");
+  stop_->add_option("member", pool_, "the member, <pool>/<n> as `drover pools` lists it")
+      ->required();
+  stop_->add_flag("--force", force_,
+                  "stop it now: its running tasks go back to the queue (uncounted)");
 }
 
 int FleetCommands::Run(client::Client& c) {
@@ -43,6 +51,7 @@ int FleetCommands::Run(client::Client& c) {
   if (decisions_->parsed()) return Decisions(c);
   if (apply_->parsed()) return Apply(c);
   if (delete_->parsed()) return Delete(c);
+  if (stop_->parsed()) return Stop(c);
   if (pools_->parsed()) return Pools(c);
   return Agents(c);
 }
@@ -107,9 +116,10 @@ int FleetCommands::Pools(client::Client& c) {
         p.starting(), p.idle(), p.busy(), p.draining());
     fmt::print(
         "  pending {}  utilisation {:.0f}%  started {}  crashed {}  retired {}  idle-stopped {}  "
-        "unhealthy {}  agent-hours {:.3f}  spend {:.4f}  burn {:.2f}/h{}\n",
+        "unhealthy {}  stopped {}  agent-hours {:.3f}  spend {:.4f}  burn {:.2f}/h{}\n",
         p.pending(), p.utilization() * 100, p.started_total(), p.crashed_total(), p.retired_total(),
-        p.idle_stopped_total(), p.unhealthy_total(), p.agent_hours(), p.spend(), p.burn_rate(),
+        p.idle_stopped_total(), p.unhealthy_total(), p.stopped_total(), p.agent_hours(), p.spend(),
+        p.burn_rate(),
         p.hourly_budget() > 0 ? fmt::format(" (budget {:g}/h)", p.hourly_budget()) : "");
     auto latency = [](const v1::LatencySummary& l) {
       return l.count() == 0 ? std::string("-")
@@ -162,6 +172,17 @@ int FleetCommands::Delete(client::Client& c) {
   if (absl::Status st = c.DeletePool(req); !st.ok()) return Fail(st);
   fmt::print("pool {} removed: its agents {}\n", pool_,
              force_ ? "are being stopped" : "drain and stop");
+  return 0;
+}
+
+int FleetCommands::Stop(client::Client& c) {
+  v1::StopPoolAgentRequest req;
+  req.set_member(pool_);
+  req.set_force(force_);
+  if (absl::Status st = c.StopPoolAgent(req); !st.ok()) return Fail(st);
+  fmt::print("{} {}\n", pool_,
+             force_ ? "is being stopped; its tasks go back to the queue"
+                    : "drains: it takes no new task and stops when its last one ends");
   return 0;
 }
 

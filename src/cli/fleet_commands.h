@@ -23,6 +23,7 @@ class FleetCommands {
   int Decisions(client::Client& c);
   int Apply(client::Client& c);
   int Delete(client::Client& c);
+  int Stop(client::Client& c);
 
   CLI::App* usage_ = nullptr;
   CLI::App* agents_ = nullptr;
@@ -30,6 +31,7 @@ class FleetCommands {
   CLI::App* decisions_ = nullptr;
   CLI::App* apply_ = nullptr;
   CLI::App* delete_ = nullptr;
+  CLI::App* stop_ = nullptr;
   std::string file_;
   bool force_ = false;
   std::string pool_;

@@ -352,6 +352,12 @@ absl::Status Client::ApplyPool(const v1::ApplyPoolRequest& req) {
   return st;
 }
 
+absl::Status Client::StopPoolAgent(const v1::StopPoolAgentRequest& req) {
+  v1::Ack resp;
+  DROVER_CALL(admin_, StopPoolAgent, req, resp, options_.timeout);
+  return st;
+}
+
 absl::Status Client::DeletePool(const v1::DeletePoolRequest& req) {
   v1::Ack resp;
   DROVER_CALL(admin_, DeletePool, req, resp, options_.timeout);

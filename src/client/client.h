@@ -85,6 +85,7 @@ class Client {
   absl::StatusOr<v1::ListPoolsResponse> ListPools();
   absl::Status ApplyPool(const v1::ApplyPoolRequest& req);
   absl::Status DeletePool(const v1::DeletePoolRequest& req);
+  absl::Status StopPoolAgent(const v1::StopPoolAgentRequest& req);
   absl::StatusOr<v1::ListScalingDecisionsResponse> ListScalingDecisions(
       const v1::ListScalingDecisionsRequest& req);
 

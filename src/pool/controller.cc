@@ -322,6 +322,38 @@ absl::Status PoolController::Remove(const std::string& name, bool force, absl::T
   return absl::NotFoundError(absl::StrCat("name: no pool named \"", name.substr(0, 80), "\""));
 }
 
+absl::Status PoolController::StopOne(const std::string& member, bool force, absl::Time now) {
+  const size_t slash = member.rfind('/');
+  auto unknown = [&] {
+    return absl::NotFoundError(
+        absl::StrCat("member: no pool member \"", member.substr(0, 80), "\" (see drover pools)"));
+  };
+  if (slash == std::string::npos) return unknown();
+  for (Pool& p : pools_) {
+    if (p.spec.name != member.substr(0, slash)) continue;
+    if (p.spec.runtime == PoolSpec::Runtime::kExternal) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("member: pool \"", p.spec.name,
+                       "\" is external: its agents are started and stopped by others"));
+    }
+    for (Member& m : p.members) {
+      if (absl::StrCat(p.spec.name, "/", m.n) != member) continue;
+      if (m.state == Member::State::kStopping) return absl::OkStatus();
+      p.stopped++;
+      if (force || m.state == Member::State::kStarting) {
+        StopMember(p, m, now);
+      } else if (m.state != Member::State::kDraining) {
+        m.state = Member::State::kDraining;
+        requested_drains_.push_back(m.agent);
+      }
+      log_(fmt::format("pool {}: agent {} {} on request", p.spec.name, member,
+                       force ? "stopped" : "draining"));
+      return absl::OkStatus();
+    }
+  }
+  return unknown();
+}
+
 void PoolController::StopMember(Pool& p, Member& m, absl::Time now) {
   m.state = Member::State::kStopping;
   m.stop_sent = now;
@@ -387,6 +419,8 @@ std::string PoolController::StateName(Member::State s) {
 }
 
 void PoolController::Tick(absl::Time now, Observation& seen, std::vector<uint64_t>* drain) {
+  drain->insert(drain->end(), requested_drains_.begin(), requested_drains_.end());
+  requested_drains_.clear();
   for (Pool& p : pools_) {
     const double dt = p.last_tick == absl::Time() ? 0 : absl::ToDoubleSeconds(now - p.last_tick);
     p.last_tick = now;
@@ -728,6 +762,7 @@ v1::ListPoolsResponse PoolController::ListPools() const {
     s->set_retired_total(p.retired);
     s->set_idle_stopped_total(p.idle_stopped);
     s->set_unhealthy_total(p.unhealthy);
+    s->set_stopped_total(p.stopped);
     Summarize(p.latency.acquire_warm, s->mutable_acquire_warm());
     Summarize(p.latency.acquire_cold, s->mutable_acquire_cold());
     Summarize(p.latency.agent_start, s->mutable_agent_start());

@@ -172,6 +172,10 @@ class PoolController {
   // Removes an API pool: its agents drain and stop (`force`: stopped at once, their tasks
   // going back to the queue); the pool goes once they have.
   absl::Status Remove(const std::string& name, bool force, absl::Time now);
+  // Stops one member ("pool/n"): drained (no new task; stopped once its last one ended)
+  // or, with `force`, at once (its tasks go back to the queue). The pool replaces it if it
+  // still wants that many agents. Errors name the member.
+  absl::Status StopOne(const std::string& member, bool force, absl::Time now);
   bool FromConfig(const std::string& name) const;
   bool Exists(const std::string& name) const;  // and not being removed
   bool Known(const std::string& name) const;   // even being removed
@@ -231,7 +235,7 @@ class PoolController {
     absl::Time next_start;  // crash backoff: no start before this
     absl::Duration backoff;
     int64_t pending = 0;
-    int64_t started = 0, crashed = 0, retired = 0, idle_stopped = 0, unhealthy = 0;
+    int64_t started = 0, crashed = 0, retired = 0, idle_stopped = 0, unhealthy = 0, stopped = 0;
     double agent_seconds = 0;
     double spend = 0;
     Latencies latency;
@@ -258,6 +262,7 @@ class PoolController {
   MemberDriver& driver_;
   double fleet_budget_ = 0;
   std::vector<Pool> pools_;
+  std::vector<uint64_t> requested_drains_;  // StopOne: handed to the next Tick's `drain`
   std::function<void(const std::string&)> log_;
   std::function<void(const std::string&, const core::ScalingDecision&)> on_decision_;
 };

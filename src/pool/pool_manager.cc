@@ -61,6 +61,11 @@ absl::Status PoolManager::Remove(const std::string& name, bool force) {
   return controller_.Remove(name, force, absl::Now());
 }
 
+absl::Status PoolManager::StopMember(const std::string& member, bool force) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return controller_.StopOne(member, force, absl::Now());
+}
+
 bool PoolManager::FromConfig(const std::string& name) const {
   std::lock_guard<std::mutex> lk(mu_);
   return controller_.FromConfig(name);

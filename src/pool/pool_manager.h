@@ -39,6 +39,8 @@ class PoolManager {
   // Errors name the field; a config-file pool cannot be changed or removed.
   absl::Status Apply(const PoolSpec& spec, const v1::PoolConfig& config);
   absl::Status Remove(const std::string& name, bool force);
+  // One member ("pool/n"): drained, or stopped at once with `force`.
+  absl::Status StopMember(const std::string& member, bool force);
   bool FromConfig(const std::string& name) const;
   bool Exists(const std::string& name) const;
   // The pools defined through the API, as stored (store meta "pools"): a ServerConfig

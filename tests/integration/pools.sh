@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 cat >"$WORK/config.json" <<'EOF'
 {"pools": [
-  {"name": "w", "types": ["work"], "command": ["sh", "-c", "cat >/dev/null; sleep ${SLEEP:-1.5}; echo done"],
+  {"name": "w", "types": ["work"], "command": ["sh", "-c", "p=$(cat); [ \"$p\" = slow ] && sleep 3; sleep 1.5; echo done"],
    "min": 1, "max": 4, "sync_period_ms": 500, "scale_down_stabilization_ms": 1500},
   {"name": "mu", "types": ["short"], "command": ["sh", "-c", "cat"],
    "min": 1, "max": 1, "max_uses": 3, "sync_period_ms": 500},
@@ -137,6 +137,30 @@ check "drover pools delete removes it" contains "$("$DROVER" pools delete dyn)" 
 check "its agents stop and the pool is gone" wait_for 15 '! "$DROVER" pools | grep -q "^pool dyn"'
 out=$("$DROVER" pools delete nope 2>&1 || true)
 check "deleting an unknown pool names it" contains "$out" 'no pool named "nope"'
+
+# Stopping one agent on request: drained by default (its task finishes), now with --force
+# (its task goes back to the queue); the pool replaces it either way.
+member() {  # member POOL STATE: the id of a member in that state
+  "$DROVER" pools --json | python3 -c "import json,sys; p=[p for p in json.load(sys.stdin)['pools'] if p['name']=='$1'][0]; print([m['id'] for m in p['members'] if m['state']=='$2'][0])"
+}
+before=$(field w started_total)
+id=$("$DROVER" submit -q --type work --payload slow)
+check "a task runs on pool w" wait_for 10 'test "$(field w busy)" = 1'
+busy=$(member w busy)
+check "drover pools stop drains a busy agent" contains "$("$DROVER" pools stop "$busy")" "$busy drains"
+check "it is draining" wait_for 5 'test "$(field w draining)" = 1'
+check "a replacement starts while it drains" wait_for 10 'test "$(field w started_total)" = "$((before + 1))"'
+check "its task finishes on the first attempt" wait_for 15 '"$DROVER" get "$id" | grep -q "SUCCEEDED" && "$DROVER" get "$id" | grep -q "attempts 1 "'
+check "then it stops" wait_for 10 '! "$DROVER" pools | grep -q "^  $busy "'
+idle=$(member w idle)
+check "drover pools stop --force stops one at once" contains "$("$DROVER" pools stop "$idle" --force)" "is being stopped"
+check "and the pool replaces it" wait_for 10 '! "$DROVER" pools | grep -q "^  $idle " && test "$(field w idle)" = 1'
+check "both are counted as stopped on request" test "$(field w stopped_total)" = 2
+check "neither is a crash" test "$(field w crashed_total)" = 0
+out=$("$DROVER" pools stop w/999 2>&1 || true)
+check "an unknown member is refused, naming it" contains "$out" 'no pool member "w/999"'
+out=$("$DROVER" pools stop ext/external-1 2>&1 || true)
+check "an external pool's agents are not drover's to stop" contains "$out" 'pool "ext" is external'
 
 echo '{"pools": [{"name": "p", "types": ["t"], "command": ["true"], "min": 3, "max": 2}]}' >"$WORK/bad.json"
 check "a pool with max < min is refused, naming the field" sh -c \
