@@ -226,11 +226,40 @@ void Service::SubmitMapReduce(const v1::SubmitMapReduceRequest& req, Reply<v1::W
   });
 }
 
+// A finished workflow whose last task has left memory is read from the store (on the
+// store thread, which owns it).
+static void WorkflowFromStore(Batch& batch, store::Store& store, uint64_t id,
+                              absl::Status not_found,
+                              std::function<void(absl::StatusOr<v1::Workflow>)> done) {
+  batch.AfterCommit([&store, id, not_found, done = std::move(done)](const absl::Status& st) {
+    if (!st.ok()) return done(st);
+    auto row = store.GetWorkflow(id);
+    if (!row.ok()) return done(row.status());
+    if (!row->has_value()) return done(not_found);
+    v1::Workflow w;
+    if (!w.ParseFromString((*row)->blob)) {
+      return done(absl::DataLossError(absl::StrCat("store: workflow ", id, " is unreadable")));
+    }
+    done(std::move(w));
+  });
+}
+
 void Service::GetWorkflow(const v1::GetWorkflowRequest& req, Reply<v1::Workflow> done) {
-  RunOn<v1::Workflow>(runtime_, std::move(done),
-                      [id = req.id()](Engine& e) -> absl::StatusOr<v1::Workflow> {
-                        return e.DescribeWorkflow(id);
-                      });
+  auto shared = std::make_shared<Reply<v1::Workflow>>(std::move(done));
+  store::Store& store = store_;
+  const bool queued = runtime_.Post([shared, id = req.id(), &store](Engine& e, Batch& batch) {
+    auto w = e.DescribeWorkflow(id);
+    if (!w.ok()) {
+      WorkflowFromStore(batch, store, id, w.status(),
+                        [shared](absl::StatusOr<v1::Workflow> r) { (*shared)(std::move(r)); });
+      return;
+    }
+    batch.AfterCommit([shared, wf = std::move(*w)](const absl::Status& st) {
+      if (!st.ok()) return (*shared)(st);
+      (*shared)(wf);
+    });
+  });
+  if (!queued) (*shared)(Refused(runtime_));
 }
 
 void Service::ListWorkflows(const v1::ListWorkflowsRequest& req,
@@ -259,11 +288,31 @@ void Service::ListWorkflows(const v1::ListWorkflowsRequest& req,
 }
 
 void Service::CancelWorkflow(const v1::CancelWorkflowRequest& req, Reply<v1::Workflow> done) {
-  RunOn<v1::Workflow>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Workflow> {
+  auto shared = std::make_shared<Reply<v1::Workflow>>(std::move(done));
+  store::Store& store = store_;
+  const bool queued = runtime_.Post([shared, req, &store](Engine& e, Batch& batch) {
     auto w = e.CancelWorkflow(req.id(), req.reason());
-    if (!w.ok()) return w.status();
-    return **w;
+    if (!w.ok()) {
+      if (w.status().code() != absl::StatusCode::kNotFound) {
+        batch.AfterCommit([shared, st = w.status()](const absl::Status&) { (*shared)(st); });
+        return;
+      }
+      // Not in memory: finished long ago (in the store), or unknown.
+      WorkflowFromStore(
+          batch, store, req.id(), w.status(),
+          [shared, id = req.id()](absl::StatusOr<v1::Workflow> r) {
+            if (!r.ok()) return (*shared)(r.status());
+            (*shared)(absl::FailedPreconditionError(absl::StrCat(
+                "id: workflow ", id, " has already ended ", core::WorkflowStateName(r->state()))));
+          });
+      return;
+    }
+    batch.AfterCommit([shared, wf = **w](const absl::Status& st) {
+      if (!st.ok()) return (*shared)(st);
+      (*shared)(wf);
+    });
   });
+  if (!queued) (*shared)(Refused(runtime_));
 }
 
 void Service::WaitWorkflow(const v1::WaitWorkflowRequest& req,
@@ -277,11 +326,18 @@ void Service::WaitWorkflow(const v1::WaitWorkflowRequest& req,
   const absl::Duration timeout =
       absl::Milliseconds(req.timeout_ms() == 0 ? 30'000 : req.timeout_ms());
   Runtime& runtime = runtime_;
+  store::Store& store = store_;
   const bool queued =
-      runtime_.Post([shared, id = req.id(), timeout, &runtime](Engine& e, Batch& batch) {
+      runtime_.Post([shared, id = req.id(), timeout, &runtime, &store](Engine& e, Batch& batch) {
         auto w = e.GetWorkflow(id);
         if (!w.ok()) {
-          batch.AfterCommit([shared, st = w.status()](const absl::Status&) { (*shared)(st); });
+          // Not in memory: it ended long ago (the store has it), or it is unknown.
+          WorkflowFromStore(batch, store, id, w.status(), [shared](absl::StatusOr<v1::Workflow> r) {
+            if (!r.ok()) return (*shared)(r.status());
+            v1::WaitWorkflowResponse resp;
+            *resp.mutable_workflow() = std::move(*r);
+            (*shared)(std::move(resp));
+          });
           return;
         }
         if ((*w)->state() != v1::WORKFLOW_STATE_RUNNING) {
@@ -735,10 +791,15 @@ void Service::Metrics(Reply<std::string> done) {
               p.stale_reports);
     w.Counter("drover_dead_letters_purged_total", "Dead letters deleted for good.", p.purged);
     w.Counter("drover_dead_letters_reprocessed_total", "Dead letters queued again.", p.reprocessed);
+    w.Counter("drover_workflows_evicted_total",
+              "Finished workflows dropped from memory with their last task (still in the store).",
+              p.workflows_evicted);
     w.Counter("drover_tasks_evicted_total",
               "Finished tasks dropped from memory after their retention (kept in the store).",
               p.evicted);
-    w.Family("drover_workflows", "gauge", "Workflows (and map-reduce jobs) by state.");
+    w.Family("drover_workflows", "gauge",
+             "Workflows (and map-reduce jobs) in memory by state (a finished one leaves with its "
+             "last task).");
     const std::array<int64_t, 5> wf = e.WorkflowsByState();
     for (int s = v1::WORKFLOW_STATE_RUNNING; s <= v1::WORKFLOW_STATE_CANCELED; ++s) {
       w.Sample({{"state", core::WorkflowStateName(static_cast<v1::WorkflowState>(s))}},

@@ -777,10 +777,13 @@ absl::StatusOr<int64_t> Engine::Purge(const std::vector<TaskId>& ids, bool all,
     ForgetIdempotencyKey(t);
     state_counts_[t.state()]--;
     dead_.erase(id);
+    const v1::Task task = std::move(it->second->task);
     tasks_.erase(it);
     outbox_.purged.push_back(id);
     probe_.purged++;
+    TaskLeftMemory(task);
   }
+  EvictWorkflows();
   if (!chosen.empty()) {
     // Ids are never reused, even when the highest ones are purged.
     PersistMaxTaskId();
@@ -1107,13 +1110,43 @@ void Engine::Evict() {
       finished_.pop_front();
       continue;
     }
-    const v1::Task& task = it->second->task;
+    const v1::Task task = std::move(it->second->task);
     ForgetIdempotencyKey(task);
     state_counts_[task.state()]--;
     tasks_.erase(it);
     finished_.pop_front();
     probe_.evicted++;
+    TaskLeftMemory(task);
   }
+  EvictWorkflows();
+}
+
+void Engine::TaskLeftMemory(const v1::Task& t) {
+  if (t.workflow_id() == 0) return;
+  auto w = workflows_.find(t.workflow_id());
+  if (w == workflows_.end()) return;
+  WorkflowEntry& we = w->second;
+  if (we.resident < 0) {
+    // Counted once, when the first task leaves; a workflow gains no task afterwards.
+    we.resident = 0;
+    for (const v1::WorkflowTaskRef& ref : we.record.tasks())
+      we.resident += tasks_.contains(ref.task_id());
+  } else {
+    we.resident--;
+  }
+  if (we.resident == 0) workflow_candidates_.push_back(t.workflow_id());
+}
+
+void Engine::EvictWorkflows() {
+  std::erase_if(workflow_candidates_, [this](WorkflowId id) {
+    auto w = workflows_.find(id);
+    if (w == workflows_.end() || w->second.resident != 0) return true;
+    if (w->second.record.state() == v1::WORKFLOW_STATE_RUNNING) return true;  // (cannot be)
+    if (dirty_workflow_set_.contains(id)) return false;  // not yet persisted: a later Tick
+    workflows_.erase(w);
+    probe_.workflows_evicted++;
+    return true;
+  });
 }
 
 void Engine::FireTimer(const Timer& t) {
@@ -1288,6 +1321,19 @@ void Engine::FinishRecovery(uint64_t max_task_id) {
         break;
       default:
         break;
+    }
+  }
+  // Finished workflows none of whose tasks came back into memory stay in the store only.
+  for (auto it = workflows_.begin(); it != workflows_.end();) {
+    const v1::Workflow& w = it->second.record;
+    const bool resident =
+        std::any_of(w.tasks().begin(), w.tasks().end(),
+                    [this](const v1::WorkflowTaskRef& r) { return tasks_.contains(r.task_id()); });
+    if (w.state() != v1::WORKFLOW_STATE_RUNNING && !resident &&
+        !dirty_workflow_set_.contains(it->first)) {
+      it = workflows_.erase(it);
+    } else {
+      ++it;
     }
   }
 }

@@ -152,7 +152,8 @@ struct EngineProbe {
   int64_t stale_reports = 0;
   int64_t reprocessed = 0;
   int64_t purged = 0;
-  int64_t evicted = 0;  // finished tasks dropped from memory (still in the store)
+  int64_t evicted = 0;            // finished tasks dropped from memory (still in the store)
+  int64_t workflows_evicted = 0;  // finished workflows whose last task left memory
   int64_t workflows_submitted = 0;
   int64_t canceled_by_parent = 0;  // a parent over a depends_on edge did not succeed
   int64_t canceled_by_fail_fast = 0;
@@ -466,6 +467,9 @@ class Engine {
     bool failed_fast = false;  // fail_fast has canceled the rest
     int active = 0;            // its tasks READY, LEASED or RETRY_WAIT
     std::deque<TaskId> held;   // ready to go but over max_parallel, in release order
+    // Its tasks still in memory; counted when the first one leaves (-1: not yet). A
+    // finished workflow leaves memory with its last task (Evict); the store keeps it.
+    int64_t resident = -1;
   };
   // Ready tasks of one tenant at one priority of one type, in key order.
   struct TenantQueue {
@@ -588,6 +592,11 @@ class Engine {
   void RemoveAgent(AgentInfo& agent, const std::string& outcome, bool counted);
   // Drops finished tasks past their retention from memory.
   void Evict();
+  // A task left memory (evicted or purged): its workflow may follow once finished.
+  void TaskLeftMemory(const v1::Task& t);
+  // Finished workflows with no task left in memory, erased once persisted.
+  void EvictWorkflows();
+  std::vector<WorkflowId> workflow_candidates_;
 
   void RefreshIdle(AgentInfo& agent);
   // Whether the agent's breaker lets it take another task now.

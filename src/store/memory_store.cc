@@ -64,6 +64,12 @@ class MemoryStore final : public Store {
     return it->second;
   }
 
+  absl::StatusOr<std::optional<WorkflowRow>> GetWorkflow(uint64_t id) override {
+    auto it = workflows_.find(id);
+    if (it == workflows_.end()) return std::nullopt;
+    return it->second;
+  }
+
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override {
     auto it = meta_.find(key);
     if (it == meta_.end()) return std::nullopt;

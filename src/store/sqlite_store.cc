@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -212,6 +213,7 @@ class SqliteStore final : public Store {
   absl::Status Commit(const WriteBatch& batch) override;
   absl::Status LoadTasks(const std::function<void(TaskRow&&)>& fn) override;
   absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) override;
+  absl::StatusOr<std::optional<WorkflowRow>> GetWorkflow(uint64_t id) override;
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override;
   absl::StatusOr<PruneResult> PruneRows(const PruneStep& step) override;
   absl::Status LoadWorkflows(const std::function<void(WorkflowRow&&)>& fn) override;
@@ -237,6 +239,7 @@ class SqliteStore final : public Store {
   StmtPtr delete_task_;
   StmtPtr upsert_meta_;
   StmtPtr get_task_;
+  StmtPtr get_workflow_;
   StmtPtr get_meta_;
   StmtPtr load_tasks_;
   StmtPtr prune_scan_;
@@ -276,6 +279,8 @@ absl::Status SqliteStore::Prepare() {
       {&get_task_, "get task",
        "SELECT id, tenant, type, state, priority, updated_unix_ms, blob FROM tasks WHERE id = ?1"},
       {&get_meta_, "get meta", "SELECT value FROM meta WHERE key = ?1"},
+      {&get_workflow_, "get workflow",
+       "SELECT id, tenant, state, updated_unix_ms, blob FROM workflows WHERE id = ?1"},
       {&load_tasks_, "load tasks",
        "SELECT id, tenant, type, state, priority, updated_unix_ms, blob FROM tasks ORDER BY id"},
       // One row past the window, so the step knows where the next one starts.
@@ -416,6 +421,25 @@ absl::Status SqliteStore::LoadWorkflows(const std::function<void(WorkflowRow&&)>
   }
   if (rc != SQLITE_DONE) return Internal("load workflows");
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<WorkflowRow>> SqliteStore::GetWorkflow(uint64_t id) {
+  if (id > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+  sqlite3_stmt* stmt = get_workflow_.get();
+  ResetOnExit reset(stmt);
+  if (sqlite3_bind_int64(stmt, 1, static_cast<int64_t>(id)) != SQLITE_OK) {
+    return Internal(fmt::format("get workflow {}: bind", id));
+  }
+  const int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) return Internal(fmt::format("get workflow {}", id));
+  WorkflowRow row;
+  row.id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
+  row.tenant = ColumnText(stmt, 1);
+  row.state = sqlite3_column_int(stmt, 2);
+  row.updated_unix_ms = sqlite3_column_int64(stmt, 3);
+  row.blob = ColumnBlob(stmt, 4);
+  return row;
 }
 
 absl::StatusOr<std::optional<TaskRow>> SqliteStore::GetTask(uint64_t id) {

@@ -105,6 +105,10 @@ class Store {
   // One task row, or nullopt when the id is unknown.
   virtual absl::StatusOr<std::optional<TaskRow>> GetTask(uint64_t id) = 0;
 
+  // One workflow row, or nullopt when the id is unknown (a finished workflow that left
+  // the engine's memory is read from here).
+  virtual absl::StatusOr<std::optional<WorkflowRow>> GetWorkflow(uint64_t id) = 0;
+
   // A meta value (for example "epoch", "max_task_id"), or nullopt.
   virtual absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) = 0;
 

@@ -88,6 +88,7 @@ struct Coverage {
   int64_t workflows_succeeded = 0;
   int64_t workflows_failed = 0;
   int64_t workflows_canceled = 0;
+  int64_t workflows_evicted = 0;
   int64_t cascaded = 0;  // tasks canceled because a parent did not succeed (or fail_fast)
   int64_t fail_fast = 0;
   int64_t breaker_opened = 0;  // (of the final engines; restarts reset breakers)
@@ -184,6 +185,7 @@ class Simulation {
   // Workflow outcomes, known after Run.
   int64_t workflows() const { return static_cast<int64_t>(workflows_.size()); }
   const std::map<v1::WorkflowState, int64_t>& workflow_ends() const { return workflow_ends_; }
+  int64_t evicted_workflows() const { return evicted_workflows_; }
   int64_t cascaded() const { return cascaded_; }
   int64_t breaker_blamed() const { return breaker_blamed_; }
   int64_t fail_fast() const { return fail_fast_; }
@@ -1056,6 +1058,17 @@ class Simulation {
   bool StepCancelWorkflow() {
     const WorkflowId id = Pick(workflows_);
     const v1::Workflow* before = engine_->WorkflowSnapshot(id);
+    if (before == nullptr) {
+      // It left memory with its last task: it must have ended, and the store has it.
+      if (!CheckEvictedWorkflow(id)) return false;
+      action_ = absl::StrCat("cancel evicted workflow ", id);
+      absl::StatusOr<const v1::Workflow*> r = engine_->CancelWorkflow(id, "simulated");
+      if (!Deliver()) return false;
+      if (r.ok() || r.status().code() != absl::StatusCode::kNotFound) {
+        return Violation("cancel of a workflow no longer in memory was not refused as unknown");
+      }
+      return true;
+    }
     const bool running = before->state() == v1::WORKFLOW_STATE_RUNNING;
     std::vector<TaskId> open;
     for (const v1::WorkflowTaskRef& ref : before->tasks()) {
@@ -1672,10 +1685,33 @@ class Simulation {
 
   // Every workflow ended, its progress agrees with its tasks' final states, and its end
   // was reported.
+  // A workflow missing from memory ended, is in the store as ended, and none of its tasks
+  // is in memory (it leaves with the last one).
+  bool CheckEvictedWorkflow(WorkflowId id) {
+    auto it = workflow_store_.find(id);
+    if (it == workflow_store_.end()) {
+      return Violation(absl::StrCat("workflow ", id, " vanished: not in memory nor stored"));
+    }
+    if (it->second.state() == v1::WORKFLOW_STATE_RUNNING) {
+      return Violation(absl::StrCat("workflow ", id, " left memory while running"));
+    }
+    for (const v1::WorkflowTaskRef& ref : it->second.tasks()) {
+      if (engine_->Snapshot(ref.task_id()) != nullptr) {
+        return Violation(
+            absl::StrCat("workflow ", id, " left memory before its task ", ref.task_id()));
+      }
+    }
+    evicted_workflows_++;
+    return true;
+  }
+
   bool CheckFinalWorkflows() {
     for (WorkflowId id : workflows_) {
       const v1::Workflow* w = engine_->WorkflowSnapshot(id);
-      if (w == nullptr) return Violation(absl::StrCat("workflow ", id, " vanished"));
+      if (w == nullptr) {
+        if (!CheckEvictedWorkflow(id)) return false;
+        w = &workflow_store_.at(id);
+      }
       if (w->state() == v1::WORKFLOW_STATE_RUNNING) {
         return Violation(absl::StrCat("workflow ", id, " still running after the drain"));
       }
@@ -1750,6 +1786,9 @@ class Simulation {
       if (s == v1::TASK_STATE_CANCELED && !m.canceled && !cascaded &&
           absl::StartsWith(t->reason(), "fail_fast: ") && m.workflow != 0) {
         const v1::Workflow* w = engine_->WorkflowSnapshot(m.workflow);
+        if (w == nullptr && workflow_store_.contains(m.workflow)) {
+          w = &workflow_store_.at(m.workflow);  // it left memory with its last task
+        }
         cascaded = w != nullptr && w->fail_fast() && w->failed() + w->canceled() > 0;
         fail_fast_ += cascaded;
       }
@@ -1802,6 +1841,7 @@ class Simulation {
   std::vector<std::optional<v1::Task>> store_;         // the store's rows by task id
   std::map<WorkflowId, v1::Workflow> workflow_store_;  // the store's workflow rows
   std::vector<WorkflowId> workflows_;                  // accepted workflows
+  int64_t evicted_workflows_ = 0;                      // seen gone from memory (checked)
   std::map<WorkflowId, int> workflow_notices_;         // ends reported in outboxes
   std::map<v1::WorkflowState, int64_t> workflow_ends_;
   int64_t cascaded_ = 0;
@@ -1848,6 +1888,7 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
     cov.workflows_succeeded += ends[v1::WORKFLOW_STATE_SUCCEEDED];
     cov.workflows_failed += ends[v1::WORKFLOW_STATE_FAILED];
     cov.workflows_canceled += ends[v1::WORKFLOW_STATE_CANCELED];
+    cov.workflows_evicted += sim.evicted_workflows();
     cov.cascaded += sim.cascaded();
     cov.breaker_blamed += sim.breaker_blamed();
     cov.breaker_opened += sim.probe().breaker_opened;
@@ -1878,7 +1919,8 @@ TEST(SimulationTest, RandomSchedulesKeepEveryInvariant) {
             << cov.deregistered << " deregistrations, " << cov.undelivered
             << " undelivered leases, " << cov.restarts << " restarts; " << cov.workflows
             << " workflows (" << cov.workflows_succeeded << " succeeded, " << cov.workflows_failed
-            << " failed, " << cov.workflows_canceled << " canceled), " << cov.cascaded
+            << " failed, " << cov.workflows_canceled << " canceled; " << cov.workflows_evicted
+            << " seen gone from memory), " << cov.cascaded
             << " tasks canceled by a parent's failure (" << cov.fail_fast
             << " by fail_fast); circuit breakers opened " << cov.breaker_opened << ", closed "
             << cov.breaker_closed << " times, " << cov.breaker_blamed

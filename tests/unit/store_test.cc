@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -203,6 +204,43 @@ TEST_P(StoreConformance, EmptyStringsAndEmptyBlobRoundTrip) {
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_TRUE(got->has_value());
   ExpectSameRow(row, **got);
+}
+
+TEST_P(StoreConformance, WorkflowRowsLoadAndReadBackByIdAndUpsertsReplaceThem) {
+  WorkflowRow a;
+  a.id = 5;
+  a.tenant = "t";
+  a.state = 2;
+  a.updated_unix_ms = 1'700'000'000'123;
+  a.blob = std::string("w\0f", 3);
+  WorkflowRow b = a;
+  b.id = 3;
+  b.blob = "other";
+  WriteBatch batch;
+  batch.workflows = {a, b};
+  Commit(batch);
+  a.state = 3;
+  a.blob = "ended";
+  batch.clear();
+  batch.workflows = {a};
+  Commit(batch);
+
+  std::vector<uint64_t> loaded;
+  ASSERT_TRUE(store_->LoadWorkflows([&](WorkflowRow&& r) { loaded.push_back(r.id); }).ok());
+  EXPECT_EQ(loaded, (std::vector<uint64_t>{3, 5}));
+  absl::StatusOr<std::optional<WorkflowRow>> got = store_->GetWorkflow(5);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->tenant, "t");
+  EXPECT_EQ((*got)->state, 3);
+  EXPECT_EQ((*got)->updated_unix_ms, 1'700'000'000'123);
+  EXPECT_EQ((*got)->blob, "ended");
+  absl::StatusOr<std::optional<WorkflowRow>> none = store_->GetWorkflow(4);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  none = store_->GetWorkflow(std::numeric_limits<uint64_t>::max());
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
 }
 
 TEST_P(StoreConformance, UpsertReplacesExistingRow) {

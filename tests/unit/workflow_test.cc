@@ -423,6 +423,63 @@ TEST_F(WorkflowTest, ARestartKeepsWaitingChildrenTheirEdgesAndOldParentResults) 
   EXPECT_GT(SubmitWorkflow(Workflow({Step("n", "build")})).id(), w.id());
 }
 
+TEST_F(WorkflowTest, AFinishedWorkflowLeavesMemoryWithItsLastTaskAndTheStoreKeepsIt) {
+  const AgentId agent = StartAgent("build");
+  const v1::Workflow w = SubmitWorkflow(Workflow({Step("a", "build"), Step("b", "build", {"a"})}));
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent)).ok());
+  Advance(absl::Minutes(30));
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent)).ok());
+  ASSERT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_SUCCEEDED);
+  // "a" leaves after its hour; "b" still holds the workflow in memory.
+  Advance(absl::Minutes(30));
+  EXPECT_EQ(engine_->Snapshot(IdOf(w, "a")), nullptr);
+  EXPECT_NE(engine_->WorkflowSnapshot(w.id()), nullptr);
+  Advance(absl::Minutes(30));
+  EXPECT_EQ(engine_->Snapshot(IdOf(w, "b")), nullptr);
+  EXPECT_EQ(engine_->WorkflowSnapshot(w.id()), nullptr) << "left with its last task";
+  EXPECT_EQ(engine_->probe().workflows_evicted, 1);
+  EXPECT_EQ(workflow_store_.at(w.id()).state(), v1::WORKFLOW_STATE_SUCCEEDED)
+      << "the store keeps it";
+  EXPECT_TRUE(engine_->ListWorkflows({}).empty());
+  // Ids are not reused.
+  EXPECT_GT(SubmitWorkflow(Workflow({Step("n", "build")})).id(), w.id());
+}
+
+TEST_F(WorkflowTest, AWorkflowWithADeadLetterStaysInMemoryUntilItIsPurged) {
+  const AgentId agent = StartAgent("build");
+  v1::WorkflowStep once = Step("once", "build");
+  once.mutable_task()->set_max_attempts(1);
+  const v1::Workflow w = SubmitWorkflow(Workflow({Step("ok", "build"), once}));
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent)).ok());
+  ASSERT_TRUE(Fail(agent, TakeOnlyLease(agent), "boom").ok());
+  ASSERT_EQ(WorkflowOf(w.id()).state(), v1::WORKFLOW_STATE_FAILED);
+  Advance(absl::Hours(2));
+  EXPECT_EQ(engine_->Snapshot(IdOf(w, "ok")), nullptr);
+  EXPECT_NE(engine_->WorkflowSnapshot(w.id()), nullptr)
+      << "its dead letter may be reprocessed, reopening it";
+  ASSERT_TRUE(engine_->Purge({IdOf(w, "once")}, false, "").ok());
+  Settle();
+  EXPECT_EQ(engine_->WorkflowSnapshot(w.id()), nullptr);
+  EXPECT_EQ(workflow_store_.at(w.id()).state(), v1::WORKFLOW_STATE_FAILED);
+}
+
+TEST_F(WorkflowTest, ARestartLeavesFinishedWorkflowsWhoseTasksArePastRetentionInTheStore) {
+  EngineOptions o = BaseOptions();
+  o.terminal_retention = absl::Minutes(1);
+  Reset(o);
+  const AgentId agent = StartAgent("build");
+  const v1::Workflow done = SubmitWorkflow(Workflow({Step("x", "build")}));
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent)).ok());
+  const v1::Workflow running = SubmitWorkflow(Workflow({Step("y", "slow")}));
+  Restart(o);  // within the retention: both in memory
+  EXPECT_NE(engine_->WorkflowSnapshot(done.id()), nullptr);
+  Advance(absl::Minutes(5));
+  Restart(o);  // "x" is past its retention: not loaded, nor is its workflow
+  EXPECT_EQ(engine_->WorkflowSnapshot(done.id()), nullptr);
+  EXPECT_EQ(WorkflowOf(running.id()).state(), v1::WORKFLOW_STATE_RUNNING);
+  EXPECT_GT(SubmitWorkflow(Workflow({Step("n", "build")})).id(), running.id());
+}
+
 TEST_F(WorkflowTest, AWaitingChildWhoseParentIsNoLongerStoredIsCanceledAtRestart) {
   const TaskId parent = Submit("build");
   const TaskId child = SubmitAfter("build", {parent});
