@@ -536,6 +536,7 @@ void Service::Stats(Reply<v1::StatsResponse> done) {
           q->set_depth(depth);
         }
         r.set_outstanding(e.outstanding());
+        r.set_ready_held(e.CountInState(v1::TASK_STATE_READY) - e.RunnableReadyAll());
         r.set_capacity(e.options().capacity);
         int64_t slots = 0, busy = 0;
         for (const auto& [id, a] : e.agents()) {
@@ -866,6 +867,9 @@ void Service::Metrics(Reply<std::string> done) {
              "budget.");
     w.Sample({{"reason", "resource"}}, p.resource_waits);
     w.Sample({{"reason", "cost_budget"}}, p.budget_waits);
+    w.Gauge("drover_tasks_ready_held",
+            "READY tasks held back now: waiting for a named resource or an agent within budget.",
+            static_cast<double>(e.CountInState(v1::TASK_STATE_READY) - e.RunnableReadyAll()));
     w.Counter("drover_tasks_budget_exhausted_total",
               "Tasks dead-lettered because their attempts spent their cost budget.",
               p.budget_exhausted);

@@ -638,6 +638,10 @@ int Main(int argc, char** argv) {
     for (const char* st :
          {"waiting", "ready", "leased", "retry_wait", "succeeded", "dead", "canceled", "expired"}) {
       parts.push_back(absl::StrCat(st, " ", count(st)));
+      if (std::string_view(st) == "ready" && r->ready_held() > 0) {
+        parts.back() += absl::StrCat(" (", r->ready_held(),
+                                     " held back for a resource or a budget: see waiting_for)");
+      }
     }
     fmt::print("tasks: {}\n", absl::StrJoin(parts, ", "));
     fmt::print(

@@ -396,6 +396,13 @@ class Engine {
     auto it = queues_.find(type);
     return it == queues_.end() ? 0 : it->second.ready;
   }
+  // READY tasks of every type that could go to an agent now; CountInState(READY) minus
+  // this is what is held back (resources, budgets).
+  int64_t RunnableReadyAll() const {
+    int64_t n = 0;
+    for (const auto& [type, q] : queues_) n += q.ready;
+    return n;
+  }
   // Ready depth per (type, priority), held-back tasks included.
   const std::map<std::pair<std::string, int>, int64_t>& queue_depths() const {
     return queue_depths_;

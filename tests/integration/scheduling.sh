@@ -60,6 +60,8 @@ for _ in $(seq 1 50); do
 done
 check "drover usage shows the semaphore full" contains "$usage" "2 of 2"
 check "and the tasks waiting for it" grep -qE "gpu +semaphore +2 of 2 +in use +6 waiting" <<<"$usage"
+stats=$("$DROVER" stats)
+check "drover stats tells held-back ready tasks apart" grep -qE "ready [0-9]+ \([0-9]+ held back for a resource or a budget" <<<"$stats"
 for _ in $(seq 1 100); do [ "$(cat "$WORK/gpu.log" 2>/dev/null | wc -l)" -ge 8 ] && break; sleep 0.1; done
 # The most runs overlapping at any start instant.
 peak=$(awk '{print $2, 1; print $3, -1}' "$WORK/gpu.log" | sort -k1,1n -k2,2n | awk '{c+=$2; if(c>m)m=c} END{print m}')
