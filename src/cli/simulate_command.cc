@@ -95,6 +95,11 @@ int SimulateCommand::Run() {
         r->wait_p99_s, r->wait_max_s, r->minutes_violated, r->minutes, r->dropped, r->scale_actions,
         r->flaps, r->peak_agents, r->seconds);
     if (classes) fmt::print("{:<14} {} interruptions\n", "", r->interruptions);
+    fmt::print("{:<14} tasks taken by a running agent {}, by one started after them {}{}\n", "",
+               r->acquired_warm, r->acquired_cold,
+               r->acquired_cold > 0
+                   ? fmt::format(" (they waited p95 {:.1f}s)", r->acquire_cold_p95_s)
+                   : "");
     if (!out_.empty()) {
       std::string base = p.name;
       for (char& c : base) {

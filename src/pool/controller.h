@@ -200,9 +200,9 @@ class PoolController {
   // Per pool, a copy of its latency histograms (for metrics).
   struct Latencies {
     std::string pool;
-    Histogram acquire_warm{Histogram::LatencyBounds()};
-    Histogram acquire_cold{Histogram::LatencyBounds()};
-    Histogram agent_start{Histogram::LatencyBounds()};
+    Histogram acquire_warm{Histogram::WaitBounds()};
+    Histogram acquire_cold{Histogram::WaitBounds()};
+    Histogram agent_start{Histogram::WaitBounds()};
   };
   std::vector<Latencies> AllLatencies() const;
 

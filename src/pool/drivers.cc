@@ -14,9 +14,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "fmt/core.h"
 
 namespace drover::pool {
@@ -217,6 +219,20 @@ absl::StatusOr<std::vector<std::string>> Cgroups::Create(const std::string& name
     if (!st.ok()) return fail(st);
   }
   return dirs;
+}
+
+bool Cgroups::OomKilled(const std::vector<std::string>& dirs) {
+  for (const std::string& d : dirs) {
+    for (const char* file : {"/memory.oom_control", "/memory.events"}) {
+      for (absl::string_view line : absl::StrSplit(ReadFile(d + file), '\n')) {
+        int64_t n = 0;
+        if (absl::ConsumePrefix(&line, "oom_kill ") && absl::SimpleAtoi(line, &n) && n > 0) {
+          return true;
+        }
+      }
+    }
+  }
+  return false;
 }
 
 bool Cgroups::Remove(std::vector<std::string>& dirs) {
@@ -441,14 +457,21 @@ void ProcessDriver::Stop(const PoolSpec&, Member& m, bool kill) {
   if (m.pid > 0) ::kill(-m.pid, kill ? SIGKILL : SIGTERM);  // the process group (setsid)
 }
 
-std::optional<std::string> ProcessDriver::Exited(const PoolSpec&, Member& m) {
+std::optional<std::string> ProcessDriver::Exited(const PoolSpec& spec, Member& m) {
   if (m.pid <= 0) return "not started";
   int status = 0;
   const pid_t r = waitpid(m.pid, &status, WNOHANG);
   if (r == 0) return std::nullopt;
   if (r < 0) return std::string("gone");
-  return WIFEXITED(status) ? absl::StrCat("status ", WEXITSTATUS(status))
-                           : absl::StrCat("signal ", WTERMSIG(status));
+  if (WIFEXITED(status)) return absl::StrCat("status ", WEXITSTATUS(status));
+  std::string how = absl::StrCat("signal ", WTERMSIG(status));
+  if (WTERMSIG(status) == SIGKILL) {
+    auto it = member_cgroups_.find(MemberKey(spec, m));
+    if (it != member_cgroups_.end() && Cgroups::OomKilled(it->second)) {
+      how += absl::StrCat(": out of memory in its cgroup (memory_bytes ", spec.memory_bytes, ")");
+    }
+  }
+  return how;
 }
 
 void ProcessDriver::Forget(const PoolSpec& spec, const Member& m) {

@@ -48,6 +48,9 @@ class Cgroups {
                                                   double cpus, int64_t pids) const;
   // Removes them (false: some still busy; try again later).
   static bool Remove(std::vector<std::string>& dirs);
+  // Whether the kernel's OOM killer killed a process in one of them (v1
+  // memory.oom_control or v2 memory.events: "oom_kill N" with N > 0).
+  static bool OomKilled(const std::vector<std::string>& dirs);
 
  private:
   std::string parent_[kControllers];

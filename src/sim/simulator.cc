@@ -482,8 +482,16 @@ absl::StatusOr<SimReport> Run1::Go() {
     }
   }
   AdvanceTo(std::max(now_, span));
+  // A last round takes the acquisitions noted since the previous one.
+  PoolRound();
 
   SimReport r;
+  for (const pool::PoolController::Latencies& l : pools_.AllLatencies()) {
+    r.acquired_warm += static_cast<int64_t>(l.acquire_warm.count());
+    r.acquired_cold += static_cast<int64_t>(l.acquire_cold.count());
+    r.acquire_cold_p95_s = l.acquire_cold.Quantile(0.95);
+    r.agent_starts += static_cast<int64_t>(l.agent_start.count());
+  }
   r.policy = policy_.name;
   r.arrivals = arrivals_;
   r.completed = completed_;

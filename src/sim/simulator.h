@@ -100,6 +100,11 @@ struct SimReport {
   int64_t scale_actions = 0;
   int64_t flaps = 0;  // direction reversals within 10 minutes of the previous action
   int64_t interruptions = 0;
+  // Tasks as the pool saw them taken: by an agent already running (warm) or by one that
+  // started after the task was ready (cold), and the cold ones' wait (pool/controller.h).
+  int64_t acquired_warm = 0, acquired_cold = 0;
+  double acquire_cold_p95_s = 0;
+  int64_t agent_starts = 0;
   int peak_agents = 0;
   double seconds = 0;  // wall time of the run
   std::vector<MinuteRow> rows;

@@ -15,10 +15,14 @@ class Histogram {
 
   // Default latency buckets in seconds: 100 us .. 60 s.
   static std::vector<double> LatencyBounds();
+  // Waits that run from milliseconds to minutes (an agent's start, a task waiting for
+  // one): 1 ms .. 10 min.
+  static std::vector<double> WaitBounds();
 
   void Observe(double v);
   void Merge(const Histogram& other);  // same bounds required
-  // The value below which `q` (0..1) of observations fall, interpolated within a bucket.
+  // The value below which `q` (0..1) of observations fall, interpolated within a bucket
+  // (narrowed to the smallest and largest observation, so never outside them).
   double Quantile(double q) const;
 
   const std::vector<double>& bounds() const { return bounds_; }
@@ -31,6 +35,7 @@ class Histogram {
   std::vector<uint64_t> counts_;
   uint64_t count_ = 0;
   double sum_ = 0;
+  double min_ = 0, max_ = 0;  // of the observations (count_ > 0)
 };
 
 }  // namespace drover

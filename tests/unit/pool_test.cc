@@ -4,6 +4,10 @@
 //
 // The member driver here only records what the controller asks of it: starting a member
 // is the test registering an agent with the member's labels, as `drover agent` would.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -241,6 +245,25 @@ TEST_F(PoolTest, NextDueIsTheEarliestOfSyncIdleTimeoutAndHealthCheck) {
   EXPECT_EQ(pools_.NextDue(), t0 + absl::Seconds(7));
 }
 
+TEST(HistogramTest, QuantilesStayWithinWhatWasObserved) {
+  // One wait of 46 s falls in the (45, 60] bucket: plain interpolation would say p95 =
+  // 45 + 15 x 0.95 = 59.25 s, more than was ever seen; narrowed to [46, 46] it is 46.
+  Histogram h(Histogram::WaitBounds());
+  h.Observe(46);
+  EXPECT_DOUBLE_EQ(h.Quantile(0.95), 46);
+  // Above the last bound (600 s) the +Inf bucket ends at the largest observation.
+  Histogram big(Histogram::WaitBounds());
+  big.Observe(700);
+  big.Observe(900);
+  EXPECT_DOUBLE_EQ(big.Quantile(1.0), 900);
+  EXPECT_DOUBLE_EQ(big.Quantile(0.5), 800);  // rank 1 of 2: halfway from 700 to 900
+  // Merge keeps the smallest and largest.
+  h.Merge(big);
+  EXPECT_DOUBLE_EQ(h.Quantile(0.0), 46);
+  EXPECT_DOUBLE_EQ(h.Quantile(1.0), 900);
+  EXPECT_EQ(h.count(), 3u);
+}
+
 TEST(CgroupsTest, AHybridV1MachineUsesItsV1HierarchiesAndDroversOwnCgroup) {
   const std::string mountinfo =
       "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
@@ -279,6 +302,26 @@ TEST(CgroupsTest, InAContainerTheMountsRootIsStrippedFromDroversPath) {
   const Cgroups c = Cgroups::Parse(mountinfo, "0::/kubepods/pod1/ctr\n", "memory pids\n");
   EXPECT_EQ(c.parent(Cgroups::kMemory), "/sys/fs/cgroup");
   EXPECT_EQ(c.parent(Cgroups::kCpu), "");
+}
+
+TEST(CgroupsTest, AnOomKillIsReadFromV1OomControlOrV2MemoryEvents) {
+  char tmpl[] = "/tmp/drover-cg-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string v1 = std::string(tmpl) + "/v1", v2 = std::string(tmpl) + "/v2";
+  ASSERT_EQ(mkdir(v1.c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(v2.c_str(), 0755), 0);
+  auto write = [](const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+  };
+  write(v1 + "/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n");
+  write(v2 + "/memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n");
+  EXPECT_FALSE(Cgroups::OomKilled({v1, v2}));
+  write(v2 + "/memory.events", "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n");
+  EXPECT_TRUE(Cgroups::OomKilled({v2}));
+  write(v1 + "/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+  EXPECT_TRUE(Cgroups::OomKilled({v1}));
+  EXPECT_FALSE(Cgroups::OomKilled({std::string(tmpl) + "/gone"}));
+  std::filesystem::remove_all(tmpl);
 }
 
 TEST(CgroupsTest, LimitsWithNoControllerAreRefusedNamingIt) {

@@ -51,6 +51,9 @@ TEST(SimTest, AccountingOfATinyTraceMatchesTheFiguresWorkedByHand) {
   EXPECT_FALSE(r->rows[2].violated);
   EXPECT_EQ(r->minutes_violated, 1);
   EXPECT_EQ(r->scale_actions, 0);
+  // The warm agent took both (task 2 waited for it to be free, not for it to start).
+  EXPECT_EQ(r->acquired_warm, 2);
+  EXPECT_EQ(r->acquired_cold, 0);
   EXPECT_TRUE(absl::StartsWith(MinuteCsv(*r), "minute,arrivals,agents,queue_depth"));
   EXPECT_TRUE(absl::StrContains(ChartSvg(*r, Tiny()), "<polyline"));
 }
@@ -69,6 +72,10 @@ TEST(SimTest, AStartingAgentCostsButDoesNotWork) {
   EXPECT_EQ(r->completed, 120);
   EXPECT_GT(r->scale_actions, 0);
   EXPECT_GT(r->peak_agents, 1);
+  // Agents started after the burst took some tasks: those waited at least the 30 s start-up.
+  EXPECT_EQ(r->acquired_warm + r->acquired_cold, 120);
+  EXPECT_GT(r->acquired_cold, 0);
+  EXPECT_GE(r->acquire_cold_p95_s, 30);
   // 120 tasks x 10 s = 1,200 busy slot-seconds; paid time is more (start-ups, idling).
   EXPECT_GT(r->agent_hours * 3600, 1200);
   EXPECT_NEAR((1 - r->slack) * r->agent_hours * 3600, 1200, 1e-6);
