@@ -193,7 +193,7 @@ Observation ObserveEngine(core::Engine& e, const std::vector<uint64_t>& drain,
                           const std::vector<std::string>& types) {
   Observation out;
   for (uint64_t id : drain) (void)e.DrainAgent(id);
-  std::vector<uint64_t> pool_agents;
+  std::vector<std::pair<std::string, uint64_t>> with_samples;  // member id, agent
   for (const auto& [id, a] : e.agents()) {
     auto pool = a.labels.find(kPoolLabel);
     if (pool == a.labels.end()) continue;
@@ -205,16 +205,13 @@ Observation ObserveEngine(core::Engine& e, const std::vector<uint64_t>& drain,
     v.draining = a.draining;
     v.idle_since = a.idle_since;
     // An agent started by someone else (external pools) has no member label.
-    out.agents[member != a.labels.end() ? member->second
-                                        : absl::StrCat(pool->second, "/external-", id)] =
-        std::move(v);
-    if (!a.acquired.empty()) pool_agents.push_back(id);
+    std::string key =
+        member != a.labels.end() ? member->second : absl::StrCat(pool->second, "/external-", id);
+    if (!a.acquired.empty()) with_samples.emplace_back(key, id);
+    out.agents[std::move(key)] = std::move(v);
   }
-  for (auto& [key, v] : out.agents) {
-    if (std::find(pool_agents.begin(), pool_agents.end(), v.agent) != pool_agents.end()) {
-      v.acquired = e.TakeAcquired(v.agent);
-    }
-  }
+  // (Taken after the walk over the agents, which must not change under it.)
+  for (const auto& [key, id] : with_samples) out.agents[key].acquired = e.TakeAcquired(id);
   // Pending: tasks an agent could take now (held-back ones would not use more agents).
   for (const std::string& t : types) out.pending[t] = e.RunnableReady(t);
   return out;
