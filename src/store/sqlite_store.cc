@@ -188,6 +188,17 @@ std::string ColumnBlob(sqlite3_stmt* stmt, int index) {
   return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
 }
 
+// Reads the current row of a workflow SELECT: id, tenant, state, updated_unix_ms, blob.
+WorkflowRow ReadWorkflowRow(sqlite3_stmt* stmt) {
+  WorkflowRow row;
+  row.id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
+  row.tenant = ColumnText(stmt, 1);
+  row.state = sqlite3_column_int(stmt, 2);
+  row.updated_unix_ms = sqlite3_column_int64(stmt, 3);
+  row.blob = ColumnBlob(stmt, 4);
+  return row;
+}
+
 // Reads the current row of a task SELECT, whose columns must be, in this order:
 // id, tenant, type, state, priority, updated_unix_ms, blob.
 TaskRow ReadTaskRow(sqlite3_stmt* stmt) {
@@ -410,15 +421,7 @@ absl::Status SqliteStore::LoadWorkflows(const std::function<void(WorkflowRow&&)>
   sqlite3_stmt* stmt = load_workflows_.get();
   ResetOnExit reset(stmt);
   int rc;
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    WorkflowRow row;
-    row.id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
-    row.tenant = ColumnText(stmt, 1);
-    row.state = sqlite3_column_int(stmt, 2);
-    row.updated_unix_ms = sqlite3_column_int64(stmt, 3);
-    row.blob = ColumnBlob(stmt, 4);
-    fn(std::move(row));
-  }
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) fn(ReadWorkflowRow(stmt));
   if (rc != SQLITE_DONE) return Internal("load workflows");
   return absl::OkStatus();
 }
@@ -433,13 +436,7 @@ absl::StatusOr<std::optional<WorkflowRow>> SqliteStore::GetWorkflow(uint64_t id)
   const int rc = sqlite3_step(stmt);
   if (rc == SQLITE_DONE) return std::nullopt;
   if (rc != SQLITE_ROW) return Internal(fmt::format("get workflow {}", id));
-  WorkflowRow row;
-  row.id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
-  row.tenant = ColumnText(stmt, 1);
-  row.state = sqlite3_column_int(stmt, 2);
-  row.updated_unix_ms = sqlite3_column_int64(stmt, 3);
-  row.blob = ColumnBlob(stmt, 4);
-  return row;
+  return ReadWorkflowRow(stmt);
 }
 
 absl::StatusOr<std::optional<TaskRow>> SqliteStore::GetTask(uint64_t id) {

@@ -98,6 +98,12 @@ class PoolTest : public ::testing::Test {
     return *id;
   }
   v1::PoolStatus Status() { return pools_.ListPools().pools(0); }
+  void Submit(const std::string& key) {
+    v1::TaskSpec t;
+    t.set_type("t");
+    t.set_idempotency_key(key);
+    ASSERT_TRUE(engine_.Submit({t}, "task").ok());
+  }
 
   ManualClock clock_;
   core::Engine engine_;
@@ -172,24 +178,10 @@ TEST_F(PoolTest, TimeToAcquireAnAgentIsSplitIntoWarmAndColdAndAgentStartsAreTime
   Register(1);
   Round();  // registered 1.5 s after its start
   // A task while member 1 is idle: taken at once by a running agent (warm, 0 s).
-  ASSERT_TRUE(engine_
-                  .Submit({[] {
-                            v1::TaskSpec t;
-                            t.set_type("t");
-                            return t;
-                          }()},
-                          "a")
-                  .ok());
+  Submit("a");
   // Another while it is busy: it waits 4 s for member 2, which registers after the task was
   // ready (cold, 4 s).
-  ASSERT_TRUE(engine_
-                  .Submit({[] {
-                            v1::TaskSpec t;
-                            t.set_type("t");
-                            return t;
-                          }()},
-                          "b")
-                  .ok());
+  Submit("b");
   clock_.Advance(absl::Seconds(4));
   Register(2);  // (not started by the pool: a member number it does not know is ignored)
   Round();
@@ -207,14 +199,7 @@ TEST_F(PoolTest, ATaskThatWaitedForAStartingMemberIsAColdAcquisition) {
   pools_.AddFromConfig(s);
   Round();  // min 0: no member
   EXPECT_TRUE(driver_.started.empty());
-  ASSERT_TRUE(engine_
-                  .Submit({[] {
-                            v1::TaskSpec t;
-                            t.set_type("t");
-                            return t;
-                          }()},
-                          "a")
-                  .ok());
+  Submit("a");
   clock_.Advance(absl::Seconds(15));
   Round();  // the autoscaler activates from zero: member 1 starts
   ASSERT_EQ(driver_.started, std::vector<int>{1});
