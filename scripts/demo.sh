@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: drover serve on the embedded SQLite store, agents of two types (scripts in
-# examples/agents that take a moment and sometimes fail), a mixed workload across all five
-# priorities, the flow live in the terminal, and a summary.
+# The demo: drover serve on the embedded SQLite store with two agent pools it runs and
+# sizes itself (agents are the scripts in examples/agents, which take a moment and
+# sometimes fail), a mixed workload across all five priorities, the flow live in the
+# terminal (tasks and agents), and a summary.
 #   usage: scripts/demo.sh [path/to/drover]     (make demo builds it first)
 #   KEEP=1 leaves the server and agents running afterwards.
 set -euo pipefail
@@ -28,12 +29,24 @@ export DROVER_SERVER=127.0.0.1:$GRPC_PORT
 
 bold() { printf '\033[1m%s\033[0m\n' "$*"; }
 
-cat >"$WORK/drover.json" <<'JSON'
+# Two pools: one warm agent each, grown by the autoscaler (the Kubernetes HPA's rules, on
+# a 2 s period here instead of 15 s so the demo shows it) while the backlog lasts, drained
+# back to one when it is gone.
+cat >"$WORK/drover.json" <<JSON
 {
   "capacity": 10000,
   "lease_ttl_ms": 10000,
   "defaults": {"backoff_base_ms": 300, "backoff_cap_ms": 3000, "max_attempts": 4},
-  "task_types": {"review": {"max_attempts": 5, "execution_timeout_ms": 30000}}
+  "task_types": {"review": {"max_attempts": 5, "execution_timeout_ms": 30000}},
+  "pools": [
+    {"name": "summarizers", "types": ["summarize"], "command": ["$ROOT/examples/agents/summarize.sh"],
+     "concurrency": 4, "min": 1, "max": 4, "target": 4, "sync_period_ms": 2000,
+     "scale_down_stabilization_ms": 6000, "price_per_agent_hour": 0.5},
+    {"name": "reviewers", "types": ["review"], "command": ["$ROOT/examples/agents/review.sh"],
+     "concurrency": 3, "min": 1, "max": 3, "target": 3, "sync_period_ms": 2000,
+     "scale_down_stabilization_ms": 6000, "price_per_agent_hour": 1.0,
+     "health_command": ["sh", "-c", "kill -0 \$DROVER_AGENT_PID"], "health_interval_ms": 2000}
+  ]
 }
 JSON
 
@@ -45,17 +58,13 @@ PIDS+=("$!")
 for _ in $(seq 1 100); do [ -f "$WORK/ports" ] && break; sleep 0.05; done
 sed 's/^/   /' "$WORK/serve.log"
 
-bold "2. agents: 2 x summarize (4 slots each), 1 x review (3 slots)"
-for i in 1 2; do
-  "$DROVER" agent --name "summarize-$i" --type summarize --concurrency 4 \
-    -- "$ROOT/examples/agents/summarize.sh" 2>"$WORK/agent-summarize-$i.log" &
-  PIDS+=("$!")
+bold "2. agent pools: summarizers (1 to 4 agents x 4 slots), reviewers (1 to 3 x 3 slots)"
+for _ in $(seq 1 100); do
+  "$DROVER" pools | grep -q "starting 0  idle 1" && [ "$("$DROVER" pools | grep -c "starting 0  idle 1")" = 2 ] && break
+  sleep 0.1
 done
-"$DROVER" agent --name review-1 --type review --concurrency 3 \
-  -- "$ROOT/examples/agents/review.sh" 2>"$WORK/agent-review-1.log" &
-PIDS+=("$!")
-sleep 0.5
-echo "   drover agent --type summarize --concurrency 4 -- examples/agents/summarize.sh"
+"$DROVER" pools | grep "^pool" | sed 's/^/   /'
+echo "   (drover starts each agent as: drover agent --type summarize --concurrency 4 -- examples/agents/summarize.sh)"
 
 bold "3. a mixed workload: 150 tasks across all five priorities"
 for prio in background low normal high critical; do
@@ -76,11 +85,21 @@ echo "   submitted 150 tasks in one batch over HTTP/JSON (curl -XPOST .../v1/tas
 urgent=$("$DROVER" submit -q --type summarize --priority critical --payload "incident report: production is down")
 echo "   and one critical task from the CLI: task $urgent (watch it overtake the backlog)"
 
-bold "4. the flow (drover stats, every second)"
+bold "4. the flow (drover stats and the pools' agents, every second)"
+agents() {
+  "$DROVER" pools --json | python3 -c '
+import json, sys
+out = []
+for p in json.load(sys.stdin)["pools"]:
+    n = p.get("starting", 0) + p.get("idle", 0) + p.get("busy", 0)
+    d = p.get("draining", 0)
+    out.append("%s %d%s" % (p["name"], n, " (+%d draining)" % d if d else ""))
+print("  agents: " + ", ".join(out))'
+}
 start=$(date +%s)
 while :; do
   line=$("$DROVER" stats --line)
-  printf '   %3ss  %s\n' "$(( $(date +%s) - start ))" "$line"
+  printf '   %3ss  %s%s\n' "$(( $(date +%s) - start ))" "$line" "$(agents)"
   case "$line" in *"outstanding 0") break ;; esac
   [ $(( $(date +%s) - start )) -gt 180 ] && { echo "   (stopping the watch after 180 s)"; break; }
   sleep 1
@@ -94,6 +113,12 @@ echo "   the critical task submitted last:"
 echo
 echo "   dead-letter queue (permanent failures, kept with their last error):"
 "$DROVER" dlq ls --limit 5 | sed 's/^/     /'
+echo
+echo "   the pools: agents started, time to acquire an agent, what they cost:"
+"$DROVER" pools | grep -v "^  [a-z]*/[0-9]" | sed 's/^/     /'
+echo
+echo "   the autoscaler's last decisions for summarizers:"
+"$DROVER" pools decisions summarizers --limit 6 | sed 's/^/     /'
 echo
 bold "6. a map-reduce job: summarize six documents, then one review of the summaries"
 echo "   drover mapreduce --mapper summarize --reducer review --item ... --parallelism 3 --on-error continue_on_partial"
@@ -110,8 +135,10 @@ cat <<EOF2
    drover get <id>                            # a task, its result and every attempt
    drover dlq reprocess --all                 # queue the dead letters again
    drover workflow ls; drover workflow get 1  # the map-reduce job as a workflow, step by step
+   drover pools; drover pools decisions summarizers   # agents by state, every scaling decision
+   drover pools stop summarizers/1            # drain one agent (the pool replaces it)
    curl http://127.0.0.1:$HTTP_PORT/metrics        # Prometheus metrics
    curl http://127.0.0.1:$HTTP_PORT/v1/stats       # the same API as gRPC, in JSON
-   logs: $WORK/*.log
+   logs: $WORK/serve.log, agents: $WORK/data/pools/<pool>/<n>.log
    (set DROVER_SERVER=$DROVER_SERVER for the CLI; run KEEP=1 make demo to keep it all running)
 EOF2
