@@ -1,11 +1,9 @@
 #include "api/config.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "core/names.h"
 #include "google/protobuf/util/json_util.h"
+#include "util/file.h"
 
 namespace drover::api {
 namespace {
@@ -247,11 +245,9 @@ absl::StatusOr<ServeOptions> LoadServeOptions(const std::string& path,
                                               const drover::v1::ServerConfig& flags) {
   std::string json;
   if (!path.empty()) {
-    std::ifstream in(path);
-    if (!in) return absl::NotFoundError(absl::StrCat("config: cannot read ", path));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    json = ss.str();
+    std::optional<std::string> text = ReadWholeFile(path);
+    if (!text) return absl::NotFoundError(absl::StrCat("config: cannot read ", path));
+    json = std::move(*text);
   }
   return ParseServeOptions(json, path.empty() ? "flags" : path, flags);
 }

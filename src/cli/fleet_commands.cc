@@ -1,6 +1,5 @@
 #include "cli/fleet_commands.h"
 
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -11,6 +10,7 @@
 #include "cli/common.h"
 #include "fmt/core.h"
 #include "google/protobuf/util/json_util.h"
+#include "util/file.h"
 
 namespace drover::cli {
 
@@ -146,11 +146,9 @@ int FleetCommands::Apply(client::Client& c) {
     ss << std::cin.rdbuf();
     text = ss.str();
   } else {
-    std::ifstream in(file_);
-    if (!in) return Fail(absl::NotFoundError(absl::StrCat("--file: cannot read ", file_)));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
+    std::optional<std::string> read = ReadWholeFile(file_);
+    if (!read) return Fail(absl::NotFoundError(absl::StrCat("--file: cannot read ", file_)));
+    text = std::move(*read);
   }
   v1::ApplyPoolRequest req;
   google::protobuf::util::JsonParseOptions o;

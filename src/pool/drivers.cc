@@ -11,8 +11,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "fmt/core.h"
+#include "util/file.h"
 
 namespace drover::pool {
 namespace {
@@ -27,12 +26,7 @@ namespace {
 constexpr absl::Duration kKillAfter = absl::Seconds(10);
 constexpr const char* kControllerNames[] = {"memory", "cpu", "pids"};
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadFile(const std::string& path) { return ReadWholeFile(path).value_or(""); }
 
 // Writes `value` to a cgroup file; the error names the file.
 absl::Status WriteFile(const std::string& path, const std::string& value) {
@@ -279,16 +273,16 @@ std::string ProcessDriver::MemberKey(const PoolSpec& spec, const Member& m) cons
   return absl::StrCat(spec.name, "/", m.n);
 }
 
-std::string ProcessDriver::ContainerName(const PoolSpec& spec, const Member& m) const {
-  // Unique per data directory (one server per data directory), so two servers on one
-  // machine never touch each other's containers.
+std::string ProcessDriver::MemberName(const PoolSpec& spec, const Member& m) const {
+  // The member's container and cgroup. Unique per data directory (one server per data
+  // directory), so two servers on one machine never touch each other's.
   return fmt::format("drover-{}-{}-{:08x}", spec.name, m.n,
                      static_cast<uint32_t>(std::hash<std::string>{}(log_dir_)));
 }
 
 void ProcessDriver::RemoveContainer(const PoolSpec& spec, const Member& m, bool wait) {
   std::vector<std::string> args = spec.container_engine;
-  args.insert(args.end(), {"rm", "-f", "-t", "0", ContainerName(spec, m)});
+  args.insert(args.end(), {"rm", "-f", "-t", "0", MemberName(spec, m)});
   const pid_t pid = Run(args);
   if (pid <= 0) return;
   if (wait) {
@@ -349,7 +343,7 @@ absl::Status ProcessDriver::Start(const PoolSpec& spec, Member& m, absl::Time) {
     // task's command in it with `exec` (the task's variables passed through; the work
     // directory — checkpoint, parents', messages files — mounted at the same path). The
     // container starts in the member's own process, then that process becomes the agent.
-    const std::string name = ContainerName(spec, m);
+    const std::string name = MemberName(spec, m);
     std::vector<std::string> run = spec.container_engine;
     run.insert(run.end(), {"run", "-d", "--name", name, "--network", "none", "--label",
                            absl::StrCat("drover.pool_dir=", log_dir_, "/", spec.name), "-v",
@@ -393,9 +387,7 @@ absl::Status ProcessDriver::Start(const PoolSpec& spec, Member& m, absl::Time) {
   if (spec.runtime == PoolSpec::Runtime::kProcess &&
       (spec.memory_bytes > 0 || spec.cpus > 0 || spec.pids_limit > 0)) {
     absl::StatusOr<std::vector<std::string>> dirs =
-        cgroups_.Create(fmt::format("drover-{}-{}-{:08x}", spec.name, m.n,
-                                    static_cast<uint32_t>(std::hash<std::string>{}(log_dir_))),
-                        spec.memory_bytes, spec.cpus, spec.pids_limit);
+        cgroups_.Create(MemberName(spec, m), spec.memory_bytes, spec.cpus, spec.pids_limit);
     if (!dirs.ok()) {
       ::close(fd);
       return absl::Status(dirs.status().code(), absl::StrCat("cgroup: ", dirs.status().message()));
@@ -486,7 +478,7 @@ absl::Status ProcessDriver::StartCheck(const PoolSpec& spec, Member& m) {
   std::vector<std::string> args;
   if (spec.runtime == PoolSpec::Runtime::kContainer) {
     args = spec.container_engine;
-    args.insert(args.end(), {"exec", ContainerName(spec, m)});
+    args.insert(args.end(), {"exec", MemberName(spec, m)});
   }
   args.insert(args.end(), spec.health_command.begin(), spec.health_command.end());
   std::vector<std::string> env = {

@@ -86,7 +86,8 @@ class ProcessDriver : public MemberDriver {
   const Cgroups& cgroups() const { return cgroups_; }
 
  private:
-  std::string ContainerName(const PoolSpec& spec, const Member& m) const;
+  // "drover-<pool>-<n>-<hash of the data directory>": its container and its cgroup.
+  std::string MemberName(const PoolSpec& spec, const Member& m) const;
   std::string MemberKey(const PoolSpec& spec, const Member& m) const;
   void RemoveContainer(const PoolSpec& spec, const Member& m, bool wait);
   void RemoveStaleContainers(const PoolSpec& spec);

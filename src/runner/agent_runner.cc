@@ -15,7 +15,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +23,7 @@
 #include "client/client.h"
 #include "core/engine.h"
 #include "fmt/core.h"
+#include "util/file.h"
 
 extern char** environ;
 
@@ -39,12 +39,7 @@ struct Running {
   bool canceled = false;
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string ReadFile(const std::string& path) { return ReadWholeFile(path).value_or(""); }
 
 int64_t MtimeNs(const std::string& path) {
   struct stat st {};

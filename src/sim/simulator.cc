@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
-#include <fstream>
 #include <limits>
 #include <queue>
 #include <random>
@@ -20,6 +19,7 @@
 #include "fmt/core.h"
 #include "pool/controller.h"
 #include "util/clock.h"
+#include "util/file.h"
 
 namespace drover::sim {
 namespace {
@@ -568,11 +568,9 @@ absl::StatusOr<Trace> ParseTrace(const std::string& text, const std::string& sou
 }
 
 absl::StatusOr<Trace> LoadTrace(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--trace: cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseTrace(ss.str(), path);
+  std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) return absl::NotFoundError(absl::StrCat("--trace: cannot read ", path));
+  return ParseTrace(*text, path);
 }
 
 absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text) {
