@@ -309,35 +309,27 @@ void ProcessDriver::RemoveStaleContainers(const PoolSpec& spec) {
 
 absl::Status ProcessDriver::Start(const PoolSpec& spec, Member& m, absl::Time) {
   const std::string id = absl::StrCat(spec.name, "/", m.n);
+  const std::string work_dir = absl::StrCat(log_dir_, "/", spec.name, "/", m.n, ".work");
   // (--server is the global option: before the subcommand.)
-  std::vector<std::string> args = {
-      self_,           "--server",
-      server_,         "agent",
-      "--name",        absl::StrCat("pool-", spec.name, "-", m.n),
-      "--concurrency", absl::StrCat(spec.concurrency),
-      "--label",       absl::StrCat(kPoolLabel, "=", spec.name),
-      "--label",       absl::StrCat(kMemberLabel, "=", id),
-      "--work-dir",    absl::StrCat(log_dir_, "/", spec.name, "/", m.n, ".work")};
-  // The types go before the last single-valued flag: CLI11 (2.1) takes a `--` right
-  // after a repeatable option as the end of that option, not of the flags.
-  std::vector<std::string> types;
-  for (const std::string& t : spec.types) {
-    types.push_back("--type");
-    types.push_back(t);
-  }
-  args.insert(args.begin() + 4, types.begin(), types.end());
+  std::vector<std::string> args = {self_,           "--server",
+                                   server_,         "agent",
+                                   "--name",        absl::StrCat("pool-", spec.name, "-", m.n),
+                                   "--concurrency", absl::StrCat(spec.concurrency),
+                                   "--label",       absl::StrCat(kPoolLabel, "=", spec.name),
+                                   "--label",       absl::StrCat(kMemberLabel, "=", id),
+                                   "--work-dir",    work_dir};
+  for (const std::string& t : spec.types) args.insert(args.end(), {"--type", t});
   if (m.capacity_class >= 0) {
     args.insert(
-        args.begin() + 4,
+        args.end(),
         {"--label",
          absl::StrCat("drover.class=", spec.classes[static_cast<size_t>(m.capacity_class)].name)});
   }
   if (spec.max_uses > 0) {
     // The engine then gives it no more than max_uses tasks; the pool retires it after.
-    args.insert(args.begin() + 4, {"--max-uses", absl::StrCat(spec.max_uses)});
+    args.insert(args.end(), {"--max-uses", absl::StrCat(spec.max_uses)});
   }
-  args.push_back("--");
-  const std::string work_dir = absl::StrCat(log_dir_, "/", spec.name, "/", m.n, ".work");
+  args.push_back("--");  // everything after it is the command
   if (spec.runtime == PoolSpec::Runtime::kContainer) {
     // The member is a long-running container plus the agent on the host, which runs each
     // task's command in it with `exec` (the task's variables passed through; the work
