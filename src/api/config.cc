@@ -167,6 +167,16 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
                             absl::ToInt64Milliseconds(o.engine.terminal_retention),
                             "): the store cannot forget a task the server still holds"));
   }
+  if (c.load_history_retention_ms() == -1) {
+    o.load_history_retention = absl::InfiniteDuration();
+  } else if (c.load_history_retention_ms() != 0) {
+    constexpr int64_t kTenYearsMs = 10LL * 365 * 24 * 3600 * 1000;
+    if (c.load_history_retention_ms() < 1 || c.load_history_retention_ms() > kTenYearsMs) {
+      return Bad(source, "load_history_retention_ms",
+                 "must be 1 to 315360000000 (10 years), or -1 to keep load history forever");
+    }
+    o.load_history_retention = absl::Milliseconds(c.load_history_retention_ms());
+  }
   auto defaults = ToDefaults(c.defaults(), o.engine.defaults, source, "defaults");
   if (!defaults.ok()) return defaults.status();
   o.engine.defaults = *defaults;

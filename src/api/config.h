@@ -25,6 +25,9 @@ struct ServeOptions {
   // SUCCEEDED, CANCELED and EXPIRED rows are deleted from the store this long after they
   // finish; infinite keeps them. Never shorter than engine.terminal_retention.
   absl::Duration store_retention = absl::Hours(24 * 7);
+  // Pools' per-minute load history rows are deleted this long after their minute; infinite
+  // keeps them. Five weeks by default: a weekly forecaster needs more than one week.
+  absl::Duration load_history_retention = absl::Hours(24 * 35);
   core::EngineOptions engine;
   std::vector<pool::PoolSpec> pools;  // agent pools drover runs (docs/pools.md)
   double fleet_hourly_budget = 0;     // over every pool; 0: none

@@ -414,6 +414,20 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
     s_.ListScalingDecisions(*req, Finisher(ctx, r, resp));
     return r;
   }
+  ServerUnaryReactor* GetLoadHistory(CallbackServerContext* ctx,
+                                     const v1::GetLoadHistoryRequest* req,
+                                     v1::GetLoadHistoryResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.GetLoadHistory(*req, Finisher(ctx, r, resp));
+    return r;
+  }
+  ServerUnaryReactor* ImportLoadHistory(CallbackServerContext* ctx,
+                                        const v1::ImportLoadHistoryRequest* req,
+                                        v1::ImportLoadHistoryResponse* resp) override {
+    auto* r = ctx->DefaultReactor();
+    s_.ImportLoadHistory(*req, Finisher(ctx, r, resp));
+    return r;
+  }
   ServerUnaryReactor* ListAgents(CallbackServerContext* ctx, const v1::ListAgentsRequest*,
                                  v1::ListAgentsResponse* resp) override {
     auto* r = ctx->DefaultReactor();

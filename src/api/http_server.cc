@@ -188,6 +188,8 @@ void HttpServer::Routes() {
   DROVER_POST("/v1/pools", v1::ApplyPoolRequest, v1::Ack, ApplyPool);
   DROVER_POST("/v1/pools:delete", v1::DeletePoolRequest, v1::Ack, DeletePool);
   DROVER_POST("/v1/pools:stop-agent", v1::StopPoolAgentRequest, v1::Ack, StopPoolAgent);
+  DROVER_POST("/v1/pools:import-history", v1::ImportLoadHistoryRequest,
+              v1::ImportLoadHistoryResponse, ImportLoadHistory);
 #undef DROVER_POST
 
   s.Get(R"(/v1/tasks/(\d+))", [svc](const httplib::Request& req, httplib::Response& res) {
@@ -313,6 +315,24 @@ void HttpServer::Routes() {
                             svc->ListScalingDecisions(r, std::move(done));
                           }));
         });
+  s.Get(R"(/v1/pools/([A-Za-z0-9_.-]+)/history)", [svc](const httplib::Request& req,
+                                                        httplib::Response& res) {
+    v1::GetLoadHistoryRequest r;
+    r.set_pool(req.matches[1].str());
+    int64_t since = 0, until = 0, limit = 0;
+    for (absl::Status st :
+         {ParseIntParam(req, "since", &since), ParseIntParam(req, "until", &until),
+          ParseIntParam(req, "limit", &limit)}) {
+      if (!st.ok()) return WriteError(res, st);
+    }
+    r.set_since_unix_minute(since);
+    r.set_until_unix_minute(until);
+    // Out of int32 range stays out of range, so the service's error names it.
+    r.set_limit(static_cast<int32_t>(std::clamp<int64_t>(limit, INT32_MIN, INT32_MAX)));
+    Answer(res, Await<v1::GetLoadHistoryResponse>([&](Reply<v1::GetLoadHistoryResponse> done) {
+             svc->GetLoadHistory(r, std::move(done));
+           }));
+  });
   s.Get("/healthz", [svc](const httplib::Request&, httplib::Response& res) {
     Answer(res, Await<v1::HealthResponse>(
                     [&](Reply<v1::HealthResponse> done) { svc->Health(std::move(done)); }));

@@ -1,7 +1,10 @@
 #include "api/runtime.h"
 
 #include <chrono>
+#include <iterator>
+#include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "core/codec.h"
 #include "fmt/core.h"
@@ -76,6 +79,68 @@ bool Runtime::Post(Command cmd, Lane lane) {
 size_t Runtime::queue_depth() const {
   std::lock_guard<std::mutex> lk(mu_);
   return queue_.size();
+}
+
+absl::Status Runtime::AppendLoadHistory(std::vector<store::LoadMinute> rows,
+                                        std::function<void(const absl::Status&)> done) {
+  // Checked here, where the caller can be told: the same check failing inside the commit
+  // would fail the whole group and stop the server.
+  for (const store::LoadMinute& row : rows) {
+    if (absl::Status st = store::CheckLoadMinute(row); !st.ok()) return st;
+  }
+  if (stopping()) {
+    return absl::UnavailableError("server is shutting down; load history not written");
+  }
+  {
+    std::lock_guard<std::mutex> lk(store_mu_);
+    if (store_stopping_) {
+      return absl::UnavailableError("server is shutting down; load history not written");
+    }
+    if (pending_load_.size() + rows.size() > kMaxPendingLoadRows) {
+      absl::Status st = absl::ResourceExhaustedError(absl::StrCat(
+          "load history: ", pending_load_.size(), " rows wait for the store and ", rows.size(),
+          " more would exceed the limit of ", kMaxPendingLoadRows, "; retry shortly"));
+      st.SetPayload(core::kRetryAfterPayload, absl::Cord("1000"));
+      return st;
+    }
+    if (pending_load_.empty()) {
+      pending_load_ = std::move(rows);
+    } else {
+      pending_load_.insert(pending_load_.end(), std::make_move_iterator(rows.begin()),
+                           std::make_move_iterator(rows.end()));
+    }
+    if (done) pending_load_done_.push_back(std::move(done));
+  }
+  store_cv_.notify_one();
+  return absl::OkStatus();
+}
+
+bool Runtime::ReadLoadHistory(std::string pool, int64_t from_minute, int64_t to_minute,
+                              int64_t max_rows, std::function<void(LoadRows)> done, Lane lane) {
+  // Through the engine thread only for the ordering: the read runs after the commit of
+  // every batch (and every load row) queued before it.
+  return Post(
+      [this, pool = std::move(pool), from_minute, to_minute, max_rows, done = std::move(done)](
+          core::Engine&, Batch& batch) mutable {
+        batch.AfterCommit([this, pool = std::move(pool), from_minute, to_minute, max_rows,
+                           done = std::move(done)](const absl::Status& st) {
+          if (!st.ok()) return done(st);
+          std::vector<store::LoadMinute> rows;
+          absl::Status read = store_.ReadLoadHistory(
+              pool, from_minute, to_minute, max_rows,
+              [&rows](store::LoadMinute&& row) { rows.push_back(std::move(row)); });
+          if (!read.ok()) return done(read);
+          done(std::move(rows));
+        });
+      },
+      lane);
+}
+
+int64_t Runtime::FirstKeptLoadMinute(absl::Time now) const {
+  if (prune_.load_history_retention == absl::InfiniteDuration()) return 0;
+  const int64_t cutoff_s = absl::ToUnixSeconds(now - prune_.load_history_retention);
+  // Floor division: a cutoff before 1970 keeps everything.
+  return cutoff_s < 0 ? 0 : cutoff_s / 60;
 }
 
 RuntimeStats Runtime::stats() const {
@@ -199,8 +264,22 @@ void Runtime::EngineLoop() {
   }
 }
 
+void Runtime::PruneLoadHistory(absl::Time now) {
+  if (prune_.load_history_retention == absl::InfiniteDuration()) return;
+  absl::StatusOr<int64_t> r = store_.PruneLoadHistory(FirstKeptLoadMinute(now));
+  if (r.ok()) return;
+  // Not fatal either: the rows are deleted by the next sweep.
+  {
+    std::lock_guard<std::mutex> lk(stats_mu_);
+    stats_.load_prune_failures++;
+  }
+  fmt::print(stderr, "drover: pruning old load history from the store failed: {}\n",
+             r.status().ToString());
+}
+
 absl::Time Runtime::MaybePrune(absl::Time now) {
-  if (prune_.retention == absl::InfiniteDuration()) return absl::InfiniteFuture();
+  if (prune_cursor_ == 0) PruneLoadHistory(now);  // once per sweep, at its start
+  if (prune_.retention == absl::InfiniteDuration()) return now + prune_.sweep_interval;
   store::PruneStep step;
   step.from_id = prune_cursor_;
   step.max_scan = prune_.rows_per_step;
@@ -226,25 +305,34 @@ absl::Time Runtime::MaybePrune(absl::Time now) {
 
 void Runtime::StoreLoop() {
   std::deque<PendingBatch> work;
+  std::vector<store::LoadMinute> load;
+  std::vector<std::function<void(const absl::Status&)>> load_done;
   store::WriteBatch merged;
   // The first sweep waits one interval, so start-up and recovery are not slowed by it.
-  absl::Time next_prune = absl::Now() + prune_.sweep_interval;
+  const bool pruning = prune_.retention != absl::InfiniteDuration() ||
+                       prune_.load_history_retention != absl::InfiniteDuration();
+  absl::Time next_prune = pruning ? absl::Now() + prune_.sweep_interval : absl::InfiniteFuture();
   while (true) {
     {
       std::unique_lock<std::mutex> lk(store_mu_);
-      auto ready = [&] { return !store_queue_.empty() || store_stopping_; };
-      if (next_prune == absl::InfiniteFuture() || prune_.retention == absl::InfiniteDuration()) {
+      auto idle = [&] {
+        return store_queue_.empty() && pending_load_.empty() && pending_load_done_.empty();
+      };
+      auto ready = [&] { return !idle() || store_stopping_; };
+      if (next_prune == absl::InfiniteFuture()) {
         store_cv_.wait(lk, ready);
       } else {
         store_cv_.wait_until(lk, absl::ToChronoTime(next_prune), ready);
       }
-      if (store_queue_.empty() && store_stopping_) return;
+      if (idle() && store_stopping_) return;
       work.swap(store_queue_);
+      load.swap(pending_load_);
+      load_done.swap(pending_load_done_);
     }
     // A prune step is due: run it here, between commits, whether or not batches wait (a
     // busy server must prune too; one step is a few milliseconds).
     if (const absl::Time now = absl::Now(); now >= next_prune) next_prune = MaybePrune(now);
-    if (work.empty()) continue;
+    if (work.empty() && load.empty() && load_done.empty()) continue;
     store_space_cv_.notify_all();
     // Everything that waited is committed in one transaction (group commit).
     merged.clear();
@@ -260,6 +348,8 @@ void Runtime::StoreLoop() {
       for (auto& w : p.writes.workflows) merged.workflows.push_back(std::move(w));
       for (auto& m : p.writes.meta) merged.meta.push_back(std::move(m));
     }
+    // Load rows come from other threads, never from the engine's batches.
+    merged.load.swap(load);
     absl::Status st;
     const absl::Time start = absl::Now();
     if (!merged.empty()) st = store_.Commit(merged);
@@ -269,7 +359,8 @@ void Runtime::StoreLoop() {
       stats_.batches++;
       stats_.commands += static_cast<int64_t>(commands);
       if (!merged.empty()) stats_.commit_seconds.Observe(secs);
-      stats_.batch_commands.Observe(static_cast<double>(commands));
+      // A group of load rows alone carries no command.
+      if (!work.empty()) stats_.batch_commands.Observe(static_cast<double>(commands));
       if (!st.ok()) stats_.commit_failures++;
     }
     if (!st.ok()) {
@@ -287,7 +378,10 @@ void Runtime::StoreLoop() {
       }
       for (auto& cb : p.callbacks) cb(st);
     }
+    for (auto& cb : load_done) cb(st);
     work.clear();
+    load.clear();
+    load_done.clear();
     if (!st.ok()) {
       // The engine is now ahead of the store: nothing more may be acknowledged. Exit so a
       // supervisor restarts the server, which recovers from what the store holds.

@@ -15,10 +15,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/engine.h"
 #include "store/store.h"
@@ -51,9 +53,12 @@ class PushSink {
 // The store keeps SUCCEEDED, CANCELED and EXPIRED tasks for `retention` after they finish
 // (DEAD tasks stay until purged). The sweep walks the table `rows_per_step` rows at a time,
 // each step its own short transaction, one step every `step_pause`; a new sweep starts
-// `sweep_interval` after the last one reached the end of the table.
+// `sweep_interval` after the last one reached the end of the table. Each sweep starts by
+// deleting load history rows whose minute began more than `load_history_retention` ago
+// (one indexed DELETE).
 struct PruneOptions {
   absl::Duration retention = absl::InfiniteDuration();  // infinite: never prune
+  absl::Duration load_history_retention = absl::InfiniteDuration();
   absl::Duration sweep_interval = absl::Minutes(1);
   absl::Duration step_pause = absl::Milliseconds(100);
   int64_t rows_per_step = 5'000;
@@ -66,6 +71,7 @@ struct RuntimeStats {
   int64_t prune_steps = 0;
   int64_t prune_failures = 0;
   int64_t sweeps_completed = 0;
+  int64_t load_prune_failures = 0;
   Histogram commit_seconds{Histogram::LatencyBounds()};
   Histogram batch_commands{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384}};
 };
@@ -80,6 +86,10 @@ class Runtime {
   void SetPushSink(PushSink* sink) { sink_ = sink; }
   // Before Start(). Without it, nothing is pruned.
   void SetPruning(const PruneOptions& options) { prune_ = options; }
+  // The first minute (Unix time / 60) whose load row the retention keeps at `now`: the
+  // sweep deletes rows of earlier minutes. 0 when load history is kept forever. Any thread
+  // (the options are fixed once started).
+  int64_t FirstKeptLoadMinute(absl::Time now) const;
 
   // Starts both threads. The engine must be recovered already.
   void Start();
@@ -107,6 +117,29 @@ class Runtime {
   // The same for a workflow reaching an end.
   void AddWorkflowWaiter(core::WorkflowId id, absl::Time deadline,
                          std::function<void(const drover::v1::Workflow&, bool timed_out)> fn);
+
+  // Load history (docs/history.md): per pool and minute, what the pool saw.
+  //
+  // Queues rows for the store thread's next commit, in the same transaction as whatever
+  // the engine wrote meanwhile; a later row of the same (pool, minute) replaces an earlier
+  // one. Thread-safe; the caller only takes a lock, never waits for the store. `done`, if
+  // given, runs on the store thread once the rows are committed (it must not block).
+  // Refused, with nothing queued and `done` not run: InvalidArgument for a bad row (the
+  // error names the pool, minute and field: store::CheckLoadMinute), ResourceExhausted when
+  // kMaxPendingLoadRows rows already wait, Unavailable once the runtime is stopping.
+  static constexpr size_t kMaxPendingLoadRows = 1'000'000;
+  absl::Status AppendLoadHistory(std::vector<store::LoadMinute> rows,
+                                 std::function<void(const absl::Status&)> done = nullptr);
+
+  // Reads `pool`'s rows with from_minute <= minute < to_minute, in minute order, at most
+  // `max_rows` (0: all), on the store thread once everything queued before this call is
+  // committed (rows appended earlier are seen). `done` runs there with the rows (it must
+  // not block); the read holds up commits meanwhile, about a microsecond per row, so read a
+  // long history rarely. False, and `done` is not run, when the command cannot be queued
+  // (as Post).
+  using LoadRows = absl::StatusOr<std::vector<store::LoadMinute>>;
+  bool ReadLoadHistory(std::string pool, int64_t from_minute, int64_t to_minute, int64_t max_rows,
+                       std::function<void(LoadRows)> done, Lane lane = kRequest);
 
   // Reads under the runtime's own lock, from any thread.
   RuntimeStats stats() const;
@@ -138,6 +171,7 @@ class Runtime {
   void ExpireWaiters(PendingBatch& pending);
   // Runs one prune step if one is due; returns when the next one is due.
   absl::Time MaybePrune(absl::Time now);
+  void PruneLoadHistory(absl::Time now);
 
   core::Engine& engine_;
   store::Store& store_;
@@ -156,6 +190,9 @@ class Runtime {
   std::condition_variable store_cv_;
   std::condition_variable store_space_cv_;
   std::deque<PendingBatch> store_queue_;
+  // Load rows from any thread, taken by the store thread with store_queue_.
+  std::vector<store::LoadMinute> pending_load_;
+  std::vector<std::function<void(const absl::Status&)>> pending_load_done_;
   bool store_stopping_ = false;
 
   // Engine thread only.

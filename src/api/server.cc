@@ -194,10 +194,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   impl->runtime->SetPushSink(&impl->grpc->sink());
   PruneOptions prune;
   prune.retention = options.store_retention;
+  prune.load_history_retention = options.load_history_retention;
   // Sweep at least ten times per retention period (a short retention is pruned promptly),
   // at most once a minute.
   prune.sweep_interval =
-      std::clamp(options.store_retention / 10, absl::Milliseconds(100), absl::Minutes(1));
+      std::clamp(std::min(options.store_retention, options.load_history_retention) / 10,
+                 absl::Milliseconds(100), absl::Minutes(1));
   impl->runtime->SetPruning(prune);
   impl->runtime->Start();
   if (absl::Status st = impl->grpc->Start(options.grpc_listen); !st.ok()) {
@@ -223,6 +225,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     impl->pools = std::make_unique<pool::PoolManager>(
         options.pools, *impl->runtime, std::string(self, static_cast<size_t>(n)),
         absl::StrCat("127.0.0.1:", impl->grpc->port()), log_dir, options.fleet_hourly_budget);
+    // Trained forecasting models survive restarts beside the store (not with --store memory).
+    if (options.store != "memory") impl->pools->set_model_dir(options.data_dir + "/models");
     // Pools created through the API (store meta "pools"); a config-file pool of the same
     // name wins.
     auto fail = [&](absl::Status st) {

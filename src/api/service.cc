@@ -4,6 +4,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/codec.h"
+#include "core/names.h"
 #include "obs/metrics.h"
 
 namespace drover::api {
@@ -722,6 +723,144 @@ void Service::ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
   done(pools_->Decisions(req.pool(), req.limit()));
 }
 
+// --- load history ------------------------------------------------------------------------
+
+namespace {
+
+constexpr int32_t kDefaultHistoryRows = 1440;  // a day
+// A page is read on the store thread while commits wait: about 10 ms at most.
+constexpr int32_t kMaxHistoryRows = 10'000;
+// One import is one transaction of the store thread (~100 ms at this size); 100,000
+// minutes is ten weeks, more than the default retention keeps.
+constexpr int kMaxImportMinutes = 100'000;
+// 60 times the largest count per bucket that `drover simulate` accepts in a trace
+// (sim::ParseTrace), so every trace it takes imports, seconds summed into minutes.
+constexpr int64_t kMaxArrivalsPerMinute = 6'000'000'000;
+
+int64_t UnixMinute(absl::Time t) { return absl::ToUnixSeconds(t) / 60; }
+
+void ToProto(const store::LoadMinute& row, v1::LoadMinute* out) {
+  out->set_unix_minute(row.minute);
+  out->set_arrivals(row.arrivals);
+  out->set_dispatches(row.dispatches);
+  out->set_completions(row.completions);
+  out->set_service_mean_s(row.service_mean_s);
+  out->set_service_p95_s(row.service_p95_s);
+  out->set_queue_depth(row.queue_depth);
+  out->set_agents_starting(row.agents_starting);
+  out->set_agents_idle(row.agents_idle);
+  out->set_agents_busy(row.agents_busy);
+  out->set_agents_draining(row.agents_draining);
+}
+
+}  // namespace
+
+void Service::GetLoadHistory(const v1::GetLoadHistoryRequest& req,
+                             Reply<v1::GetLoadHistoryResponse> done) {
+  if (!core::internal::ValidName(req.pool())) {
+    return done(core::internal::NameError("pool", req.pool()));
+  }
+  const int64_t since = req.since_unix_minute();
+  const int64_t until = req.until_unix_minute();
+  if (since < 0) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("since_unix_minute: must be >= 0 (0: from the first row), got ", since)));
+  }
+  if (until < 0) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("until_unix_minute: must be >= 0 (0: no end), got ", until)));
+  }
+  if (until != 0 && until <= since) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        "until_unix_minute: must be after since_unix_minute (", since, "), got ", until)));
+  }
+  if (req.limit() < 0 || req.limit() > kMaxHistoryRows) {
+    return done(
+        absl::InvalidArgumentError(absl::StrCat("limit: must be 0 (default ", kDefaultHistoryRows,
+                                                ") to ", kMaxHistoryRows, ", got ", req.limit())));
+  }
+  const size_t limit = req.limit() == 0 ? kDefaultHistoryRows : req.limit();
+  // A removed pool's history stays readable until the retention deletes it.
+  const bool known = pools_ != nullptr && pools_->Exists(req.pool());
+  auto shared = std::make_shared<Reply<v1::GetLoadHistoryResponse>>(std::move(done));
+  // One row past the page tells whether another page follows, and where it starts.
+  const bool queued = runtime_.ReadLoadHistory(
+      req.pool(), since, until == 0 ? std::numeric_limits<int64_t>::max() : until,
+      static_cast<int64_t>(limit) + 1,
+      [shared, known, limit, pool = req.pool()](Runtime::LoadRows rows) {
+        if (!rows.ok()) return (*shared)(rows.status());
+        if (rows->empty() && !known) {
+          return (*shared)(absl::NotFoundError(absl::StrCat(
+              "pool: no pool named \"", pool, "\" and no load history for it in that range")));
+        }
+        v1::GetLoadHistoryResponse resp;
+        for (size_t i = 0; i < rows->size() && i < limit; ++i) {
+          ToProto((*rows)[i], resp.add_minutes());
+        }
+        if (rows->size() > limit) resp.set_next_since_unix_minute((*rows)[limit].minute);
+        (*shared)(std::move(resp));
+      });
+  if (!queued) (*shared)(Refused(runtime_));
+}
+
+void Service::ImportLoadHistory(const v1::ImportLoadHistoryRequest& req,
+                                Reply<v1::ImportLoadHistoryResponse> done) {
+  if (!core::internal::ValidName(req.pool())) {
+    return done(core::internal::NameError("pool", req.pool()));
+  }
+  // History of a pool that does not exist would feed no forecast: most likely a typo.
+  if (pools_ == nullptr || !pools_->Exists(req.pool())) {
+    return done(
+        absl::NotFoundError(absl::StrCat("pool: no pool named \"", req.pool(),
+                                         "\" (create it first: load history is kept per pool)")));
+  }
+  const int64_t n = req.arrivals_size();
+  if (n == 0) return done(absl::InvalidArgumentError("arrivals: at least one minute is required"));
+  if (n > kMaxImportMinutes) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("arrivals: ", n, " minutes exceeds the limit of ", kMaxImportMinutes,
+                     " per import; import a longer history in parts")));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t a = req.arrivals(static_cast<int>(i));
+    if (a < 0 || a > kMaxArrivalsPerMinute) {
+      return done(absl::InvalidArgumentError(absl::StrCat(
+          "arrivals[", i, "]: ", a, " is not a count from 0 to ", kMaxArrivalsPerMinute)));
+    }
+  }
+  const int64_t start = req.start_unix_minute();
+  const absl::Time now = absl::Now();
+  const int64_t current = UnixMinute(now);
+  if (start < 0 || start > current - (n - 1)) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("start_unix_minute: ", start, " puts the last of ", n, " minutes at ",
+                     start + n - 1, ", after the current minute ", current,
+                     " (history is the past; at most ", current - (n - 1), ")")));
+  }
+  if (const int64_t first_kept = runtime_.FirstKeptLoadMinute(now); start < first_kept) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        "start_unix_minute: ", start, " is older than load_history_retention_ms keeps (the ",
+        "first minute kept now is ", first_kept, "): those rows would be pruned at once")));
+  }
+  std::vector<store::LoadMinute> rows(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    rows[i].pool = req.pool();
+    rows[i].minute = start + i;
+    rows[i].arrivals = req.arrivals(static_cast<int>(i));
+  }
+  auto shared = std::make_shared<Reply<v1::ImportLoadHistoryResponse>>(std::move(done));
+  absl::Status st = runtime_.AppendLoadHistory(
+      std::move(rows), [this, shared, n, pool = req.pool()](const absl::Status& st) {
+        if (!st.ok()) return (*shared)(st);
+        // The pool forecasts from it at once (its history is read again).
+        if (pools_ != nullptr) pools_->Reseed(pool);
+        v1::ImportLoadHistoryResponse resp;
+        resp.set_rows_written(n);
+        (*shared)(std::move(resp));
+      });
+  if (!st.ok()) (*shared)(st);
+}
+
 void Service::ListAgents(Reply<v1::ListAgentsResponse> done) {
   RunOn<v1::ListAgentsResponse>(runtime_, std::move(done),
                                 [](Engine& e) -> absl::StatusOr<v1::ListAgentsResponse> {
@@ -1014,6 +1153,13 @@ void Service::Metrics(Reply<std::string> done) {
                 "Sweeps of the store for finished rows past their retention, completed.",
                 rs.sweeps_completed);
       s.Counter("drover_store_prune_failures_total", "Prune steps that failed.", rs.prune_failures);
+      s.Counter("drover_load_history_rows_written_total",
+                "Pools' per-minute load history rows written (recorded and imported).",
+                ss.load_rows_written);
+      s.Counter("drover_load_history_rows_pruned_total",
+                "Load history rows deleted after load_history_retention_ms.", ss.load_rows_pruned);
+      s.Counter("drover_load_history_prune_failures_total", "Load history prunes that failed.",
+                rs.load_prune_failures);
       s.Family("drover_store_commit_seconds", "histogram", "Time to commit one group.");
       s.HistogramSample({}, rs.commit_seconds);
       s.Family("drover_engine_batch_commands", "histogram", "Commands per engine batch.");

@@ -75,6 +75,10 @@ class Service {
   void StopPoolAgent(const v1::StopPoolAgentRequest& req, Reply<v1::Ack> done);
   void ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
                             Reply<v1::ListScalingDecisionsResponse> done);
+  // Load history (docs/history.md), read and written on the store thread.
+  void GetLoadHistory(const v1::GetLoadHistoryRequest& req, Reply<v1::GetLoadHistoryResponse> done);
+  void ImportLoadHistory(const v1::ImportLoadHistoryRequest& req,
+                         Reply<v1::ImportLoadHistoryResponse> done);
   void ListAgents(Reply<v1::ListAgentsResponse> done);
 
  private:

@@ -23,6 +23,7 @@
 #include "api/server.h"
 #include "cli/common.h"
 #include "cli/fleet_commands.h"
+#include "cli/history_command.h"
 #include "cli/simulate_command.h"
 #include "cli/workflow_commands.h"
 #include "client/client.h"
@@ -386,6 +387,8 @@ int Main(int argc, char** argv) {
   workflows.Add(app);
   FleetCommands fleet;
   fleet.Add(app);
+  HistoryCommand history;
+  history.Add(app);
   SimulateCommand simulate;
   simulate.Add(app);
 
@@ -463,6 +466,7 @@ int Main(int argc, char** argv) {
   auto c = connect();
   if (workflows.parsed()) return workflows.Run(*c);
   if (fleet.parsed()) return fleet.Run(*c);
+  if (history.parsed()) return history.Run(*c);
   if (message->parsed()) {
     v1::SendMessageRequest req;
     req.set_agent_id(msg.agent);

@@ -24,6 +24,9 @@ class SimulateCommand {
   int64_t capacity_ = 1'000'000;
   uint64_t seed_ = 1;
   bool even_ = false;
+  double scale_ = 1;
+  std::string history_, judge_after_ = "0s", fallback_ = "hpa-util";
+  std::vector<std::string> models_;
 };
 
 }  // namespace drover::cli

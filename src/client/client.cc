@@ -379,6 +379,22 @@ absl::StatusOr<v1::PurgeDeadLettersResponse> Client::Purge(const v1::PurgeDeadLe
   return resp;
 }
 
+absl::StatusOr<v1::GetLoadHistoryResponse> Client::GetLoadHistory(
+    const v1::GetLoadHistoryRequest& req) {
+  v1::GetLoadHistoryResponse resp;
+  DROVER_CALL(admin_, GetLoadHistory, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ImportLoadHistoryResponse> Client::ImportLoadHistory(
+    const v1::ImportLoadHistoryRequest& req) {
+  v1::ImportLoadHistoryResponse resp;
+  DROVER_CALL(admin_, ImportLoadHistory, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 #undef DROVER_CALL
 
 }  // namespace drover::client

@@ -88,6 +88,9 @@ class Client {
   absl::Status StopPoolAgent(const v1::StopPoolAgentRequest& req);
   absl::StatusOr<v1::ListScalingDecisionsResponse> ListScalingDecisions(
       const v1::ListScalingDecisionsRequest& req);
+  absl::StatusOr<v1::GetLoadHistoryResponse> GetLoadHistory(const v1::GetLoadHistoryRequest& req);
+  absl::StatusOr<v1::ImportLoadHistoryResponse> ImportLoadHistory(
+      const v1::ImportLoadHistoryRequest& req);
 
  private:
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);

@@ -278,6 +278,7 @@ Engine::Entry& Engine::CreateTask(const v1::TaskSpec& s, int64_t t_ms) {
     tasks_.emplace(id, std::move(e));
     state_counts_[v1::TASK_STATE_UNSPECIFIED]++;  // SetState moves it out
     probe_.submitted++;
+    type_load_[ref.task.spec().type()].arrived++;
     if (s.deadline_unix_ms() > 0) {
       Arm(TimerKind::kDeadline, id, 0, FromUnixMs(s.deadline_unix_ms()));
     }
@@ -366,6 +367,7 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   Arm(TimerKind::kExecTimeout, task.id(), e.gen,
       t + absl::Milliseconds(task.effective_execution_timeout_ms()));
   probe_.dispatched++;
+  type_load_[task.spec().type()].dispatched++;
   probe_.dispatch_latency.Observe(static_cast<double>(t_ms - ready_since_ms) / 1000.0);
   if (agent.record_acquired && agent.acquired.size() < kMaxAcquireSamples) {
     agent.acquired.push_back({static_cast<float>(t_ms - ready_since_ms) / 1000.0f,
@@ -422,8 +424,22 @@ void Engine::CloseAttempt(Entry& e, const std::string& outcome, const std::strin
   a->set_counted(counted);
   const double seconds = static_cast<double>(a->ended_unix_ms() - a->started_unix_ms()) / 1000.0;
   probe_.run_time.Observe(seconds);
+  {
+    TypeLoad& l = type_load_[task.spec().type()];
+    l.ended++;
+    l.run_seconds += seconds;
+    if (l.runs.size() < kMaxAcquireSamples) l.runs.push_back(static_cast<float>(seconds));
+  }
   a->set_cost(a->cost_factor() * seconds);
   ChargeAttempt(e, *a);
+}
+
+TypeLoad Engine::TakeTypeLoad(const std::string& type) {
+  auto it = type_load_.find(type);
+  if (it == type_load_.end()) return {};
+  TypeLoad out = it->second;
+  it->second.runs.clear();
+  return out;
 }
 
 void Engine::ReleaseFromAgent(Entry& e) {

@@ -134,6 +134,16 @@ struct EngineOptions {
 };
 
 // Counters and histograms of the engine, read by the metrics exporter.
+// Per task type, counted since the engine started: what a pool's load history is made of
+// (pool/controller.cc turns differences of these into per-minute rows).
+struct TypeLoad {
+  int64_t arrived = 0;      // tasks submitted
+  int64_t dispatched = 0;   // attempts started
+  int64_t ended = 0;        // attempts ended, however
+  double run_seconds = 0;   // their run times, summed
+  std::vector<float> runs;  // run times of attempts ended since TakeTypeLoad (<= 4096)
+};
+
 struct EngineProbe {
   int64_t submitted = 0;
   int64_t deduplicated = 0;
@@ -356,6 +366,8 @@ class Engine {
   absl::Status DrainAgent(AgentId agent);
   // A pool agent's acquire samples since the last call (empty for others).
   std::vector<AcquireSample> TakeAcquired(AgentId agent);
+  // The type's counters (all zero for a type never seen); takes its run-time samples.
+  TypeLoad TakeTypeLoad(const std::string& type);
   static constexpr size_t kMaxAcquireSamples = 4096;
   // Pushes a message to the targeted agents with an open work stream (best-effort; not
   // stored). Returns them; an error names the field (no target, two targets, sizes).
@@ -700,6 +712,7 @@ class Engine {
   Outbox outbox_;
   absl::flat_hash_set<TaskId> dirty_set_;
   EngineProbe probe_;
+  absl::flat_hash_map<std::string, TypeLoad> type_load_;
 };
 
 }  // namespace drover::core

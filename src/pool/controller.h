@@ -4,7 +4,7 @@
 // (Tick) it compares what the engine reports (an Observation) with what the pool wants:
 //
 //   - warm-up: `min` agents are started at once;
-//   - sizing: the reactive autoscaler (core/autoscaler.h) every sync period, within the
+//   - sizing: the reactive autoscaler (scale/autoscaler.h) every sync period, within the
 //     pool's and the fleet's hourly budgets;
 //   - scale-in drains: the engine stops giving the agent work (Engine::DrainAgent), and the
 //     member is stopped once its last task ended; starting and idle agents go first;
@@ -31,6 +31,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,10 +39,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/autoscaler.h"
 #include "core/engine.h"
 #include "drover/v1/config.pb.h"
 #include "drover/v1/drover.pb.h"
+#include "scale/autoscaler.h"
+#include "scale/ensemble.h"
+#include "scale/predictive.h"
+#include "store/store.h"
 #include "util/histogram.h"
 
 namespace drover::pool {
@@ -91,7 +95,13 @@ struct PoolSpec {
   int64_t memory_bytes = 0;
   double cpus = 0;
   int64_t pids_limit = 0;
-  core::AutoscalerSpec scaler;  // min, max, metric, target, behaviour
+  scale::AutoscalerSpec scaler;  // min, max, metric, target, behaviour
+  // Predictive autoscaling: the mode, the trust rules and the forecasters.
+  scale::PredictiveSpec predictive;
+  scale::EnsembleOptions forecast;
+  absl::Duration retrain_every = absl::Hours(24);
+  absl::Duration expected_startup = absl::Seconds(60);  // before a start was measured
+  absl::Duration expected_service = absl::Seconds(1);   // before a run was measured
 };
 
 // A pool's config (from ServerConfig.pools) checked and turned into a spec; errors name
@@ -155,6 +165,7 @@ struct AgentView {
 struct Observation {
   std::map<std::string, AgentView> agents;
   std::map<std::string, int64_t> pending;
+  std::map<std::string, core::TypeLoad> load;  // per type, counters since the engine started
 };
 // On the engine's thread: drains `drain`, then reads what the pools of `types` need (and
 // takes the agents' acquire samples).
@@ -182,6 +193,7 @@ class PoolController {
   bool empty() const { return pools_.empty(); }
   // The pools defined through the API as a ServerConfig JSON with only `pools`.
   std::string ApiPoolsJson() const;
+  std::vector<std::string> PoolNames() const;
   // Every type a pool serves (for ObserveEngine).
   std::vector<std::string> Types() const;
 
@@ -210,9 +222,32 @@ class PoolController {
   // default.
   void set_log(std::function<void(const std::string&)> log) { log_ = std::move(log); }
   // Each decision as it is made (the simulator counts actions).
-  void set_on_decision(std::function<void(const std::string&, const core::ScalingDecision&)> f) {
+  void set_on_decision(std::function<void(const std::string&, const scale::ScalingDecision&)> f) {
     on_decision_ = std::move(f);
   }
+  // Load history: the minutes each pool closed since the last call (to be stored).
+  std::vector<store::LoadMinute> TakeLoadRows();
+  // Seeds a pool's history (from the store at start, or after an import): the rows replace
+  // what the pool has for those minutes. Unknown pools are ignored.
+  void SeedHistory(const std::string& pool, const std::vector<store::LoadMinute>& rows);
+  // Forecasters are trained by `run`, which may run the job on another thread (drover
+  // serve) or at once (the simulator: the default); the result is installed at the next
+  // Tick after it finished.
+  void set_fit_runner(std::function<void(std::function<void()>)> run) {
+    fit_runner_ = std::move(run);
+  }
+  // The simulator's oracle: a forecast made from the truth instead of the forecasters.
+  using ForecastOverride =
+      std::function<std::optional<scale::Snapshot>(const std::string& pool, const scale::Series&)>;
+  void set_forecast_override(ForecastOverride f) { forecast_override_ = std::move(f); }
+  // Where trained models are kept (drover serve: <data dir>/models); empty: nowhere. A
+  // pool's models are loaded from there when it first forecasts, saved after each training.
+  void set_model_dir(std::string dir) { model_dir_ = std::move(dir); }
+  std::string ModelPrefix(const std::string& pool) const { return model_dir_ + "/" + pool + "."; }
+  // A pool's ensemble scores and latest forecast (nullptr: not forecasting).
+  const scale::Ensemble* EnsembleOf(const std::string& pool) const;
+  const scale::Series* SeriesOf(const std::string& pool) const;
+
   // Every pool's members (shutdown: the driver waits for them).
   template <typename F>
   void ForEachMember(F f) {
@@ -227,7 +262,7 @@ class PoolController {
  private:
   struct Pool {
     PoolSpec spec;
-    std::unique_ptr<core::Autoscaler> scaler;
+    std::unique_ptr<scale::Autoscaler> scaler;
     std::vector<Member> members;
     int next_n = 1;
     int desired = 0;
@@ -239,13 +274,44 @@ class PoolController {
     double agent_seconds = 0;
     double spend = 0;
     Latencies latency;
-    std::map<std::string, int64_t> by_rule;       // decisions so far, by rule
-    std::deque<core::ScalingDecision> decisions;  // newest last, at most 1000
+    std::map<std::string, int64_t> by_rule;        // decisions so far, by rule
+    std::deque<scale::ScalingDecision> decisions;  // newest last, at most 1000
     bool from_config = false;
     v1::PoolConfig config;  // as given (API pools: what is stored)
     bool removing = false;  // Remove(): desired 0 until its agents are gone, then erased
     absl::Time last_tick;
+    // Load history and forecasting.
+    int64_t open_minute = -1;  // Unix minute being counted
+    core::TypeLoad base;       // counters at the open minute's start (types summed)
+    std::vector<float> minute_runs;
+    scale::Series series;                 // closed minutes (arrivals; queue depth at their ends)
+    std::vector<store::LoadMinute> rows;  // closed, not yet taken
+    std::unique_ptr<scale::Ensemble> ensemble;
+    scale::Snapshot oracle;  // set_forecast_override's latest
+    bool have_oracle = false;
+    double service_s = 0;  // learnt mean run time (exponentially weighted per minute)
+    absl::Time next_fit, last_fit;
+    struct FitSlot {
+      std::mutex mu;
+      bool done = false;
+      absl::StatusOr<std::vector<std::unique_ptr<scale::Forecaster>>> members;
+      int64_t minutes = 0;
+      std::string save_error;
+      std::unique_ptr<scale::Ensemble> warmed;  // first training: fitted and scored
+    };
+    bool models_loaded = false;
+    std::shared_ptr<FitSlot> fitting;
+    int64_t fallbacks = 0, fits = 0, disagreements = 0;
+    std::map<std::string, int64_t> predictive_by;  // "up/high" ...
+    double saved_agent_seconds = 0;
+    std::deque<std::pair<absl::Time, int>> up_targets;  // predictive answers, for the hold
+    std::string model_error;
   };
+  void CloseMinutes(Pool& p, absl::Time now, const Observation& seen);
+  void Forecast(Pool& p, absl::Time now);
+  void Decide(Pool& p, absl::Time now, scale::ScalingDecision& d, const scale::ScalingInputs& in);
+  const scale::Snapshot* Latest(const Pool& p) const;
+  void FillForecast(const Pool& p, const scale::Snapshot& snap, v1::PoolForecast* out) const;
   Pool NewPool(const PoolSpec& spec);
   void Reap(Pool& p, absl::Time now);
   void Health(Pool& p, absl::Time now);
@@ -264,7 +330,10 @@ class PoolController {
   std::vector<Pool> pools_;
   std::vector<uint64_t> requested_drains_;  // StopOne: handed to the next Tick's `drain`
   std::function<void(const std::string&)> log_;
-  std::function<void(const std::string&, const core::ScalingDecision&)> on_decision_;
+  std::function<void(const std::string&, const scale::ScalingDecision&)> on_decision_;
+  std::function<void(std::function<void()>)> fit_runner_;
+  ForecastOverride forecast_override_;
+  std::string model_dir_;
 };
 
 }  // namespace drover::pool

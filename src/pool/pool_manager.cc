@@ -1,10 +1,12 @@
 #include "pool/pool_manager.h"
 
+#include <filesystem>
 #include <future>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "core/engine.h"
+#include "fmt/core.h"
 
 namespace drover::pool {
 namespace {
@@ -34,8 +36,65 @@ absl::Status PoolManager::Start() {
       }
     }
   }
+  if (!model_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(model_dir_, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("models directory ", model_dir_, ": ", ec.message()));
+    }
+    controller_.set_model_dir(model_dir_);
+  }
+  controller_.set_fit_runner([this](std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lk(train_mu_);
+      train_jobs_.push_back(std::move(job));
+    }
+    train_cv_.notify_one();
+  });
+  trainer_ = std::thread([this] { Train(); });
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
+}
+
+void PoolManager::Train() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock<std::mutex> lk(train_mu_);
+      train_cv_.wait(lk, [this] { return stop_.load() || !train_jobs_.empty(); });
+      if (stop_) return;
+      job = std::move(train_jobs_.front());
+      train_jobs_.pop_front();
+    }
+    job();  // (a job still running at Stop is waited for: it owns all it touches)
+  }
+}
+
+void PoolManager::Reseed(const std::string& pool) {
+  std::lock_guard<std::mutex> lk(mu_);
+  seeded_.erase(pool);
+}
+
+void PoolManager::Seed(absl::Time now) {
+  // (mu_ held) Rows read earlier go in first; then pools not yet read are asked for.
+  for (auto& [pool, rows] : seeds_) controller_.SeedHistory(pool, rows);
+  seeds_.clear();
+  const int64_t until = absl::ToUnixSeconds(now) / 60;
+  const int64_t since = std::max(runtime_.FirstKeptLoadMinute(now), until - 35 * 1440);
+  for (const std::string& name : controller_.PoolNames()) {
+    if (seeded_.contains(name)) continue;
+    seeded_.insert(name);
+    const bool asked = runtime_.ReadLoadHistory(
+        name, since, until, 0,
+        [this, name](api::Runtime::LoadRows rows) {
+          if (!rows.ok() || rows->empty()) return;
+          std::lock_guard<std::mutex> lk(mu_);
+          seeds_[name] = std::move(*rows);
+        },
+        api::Runtime::kControl);
+    if (!asked) seeded_.erase(name);  // the queue was full: again next tick
+  }
 }
 
 void PoolManager::Stop() {
@@ -43,6 +102,8 @@ void PoolManager::Stop() {
   stop_ = true;
   wake_.notify_all();
   thread_.join();
+  train_cv_.notify_all();
+  if (trainer_.joinable()) trainer_.join();
   std::lock_guard<std::mutex> lk(mu_);
   driver_.StopAll(controller_);
 }
@@ -114,6 +175,7 @@ void PoolManager::Tick(absl::Time now) {
     if (controller_.empty()) return;  // nothing to watch: no engine command
     drain.swap(pending_drains_);
     types = controller_.Types();
+    Seed(now);
   }
   // Read the engine on its thread. (Shared with the command: if the runtime stops before
   // running it, nothing dangles.)
@@ -134,8 +196,17 @@ void PoolManager::Tick(absl::Time now) {
     pending_drains_.insert(pending_drains_.end(), drain.begin(), drain.end());
     return;
   }
-  std::lock_guard<std::mutex> lk(mu_);
-  controller_.Tick(now, result->seen, &pending_drains_);
+  std::vector<store::LoadMinute> rows;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    controller_.Tick(now, result->seen, &pending_drains_);
+    rows = controller_.TakeLoadRows();
+  }
+  if (!rows.empty()) {
+    if (absl::Status st = runtime_.AppendLoadHistory(std::move(rows)); !st.ok()) {
+      fmt::print(stderr, "drover: pools: load history not stored: {}\n", std::string(st.message()));
+    }
+  }
 }
 
 }  // namespace drover::pool

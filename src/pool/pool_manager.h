@@ -8,7 +8,11 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,6 +56,12 @@ class PoolManager {
                                                              int limit) const;
   std::vector<PoolController::Latencies> Latencies() const;
 
+  // Predictive autoscaling: trained models are kept in `dir` (created if missing); set
+  // before Start.
+  void set_model_dir(std::string dir) { model_dir_ = std::move(dir); }
+  // The pool's history changed in the store (an import): read it again.
+  void Reseed(const std::string& pool);
+
  private:
   void Loop();
   void Tick(absl::Time now);
@@ -66,6 +76,18 @@ class PoolManager {
   std::mutex wake_mu_;
   std::condition_variable wake_;
   std::atomic<bool> stop_{false};
+  // Load history: pools whose stored history was read (or is being read), and rows read
+  // that wait for the next tick.
+  std::set<std::string> seeded_;
+  std::map<std::string, std::vector<store::LoadMinute>> seeds_;
+  void Seed(absl::Time now);
+  // Training runs here, one job at a time, never on the manager's or the engine's thread.
+  std::string model_dir_;
+  std::thread trainer_;
+  std::mutex train_mu_;
+  std::condition_variable train_cv_;
+  std::deque<std::function<void()>> train_jobs_;
+  void Train();
 };
 
 }  // namespace drover::pool

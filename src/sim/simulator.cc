@@ -18,6 +18,7 @@
 #include "core/engine.h"
 #include "fmt/core.h"
 #include "pool/controller.h"
+#include "scale/members.h"
 #include "util/clock.h"
 #include "util/file.h"
 
@@ -127,7 +128,8 @@ class Run1 : public pool::MemberDriver {
   }
 
  private:
-  static constexpr absl::Time kStart = absl::FromUnixSeconds(1'700'000'000);
+  // A Monday, 00:00 UTC: the trace's minute 0 is the start of a day and of a week.
+  static constexpr absl::Time kStart = absl::FromUnixSeconds(1'699'833'600);
   static constexpr char kPoolName[] = "sim";
 
   static core::EngineOptions EngineOptions(const SimConfig& c) {
@@ -156,10 +158,19 @@ class Run1 : public pool::MemberDriver {
     for (const CapacityClass& k : config_.classes) {
       s.classes.push_back({k.name, k.price_per_agent_hour, k.interruptions_per_hour, k.max_agents});
     }
-    if (policy_.kind == Policy::Kind::kReactive) {
+    if (policy_.kind == Policy::Kind::kReactive || policy_.kind == Policy::Kind::kForecast) {
       s.scaler = policy_.scaler;
     } else {
       s.scaler.min = s.scaler.max = agents;
+    }
+    if (policy_.kind == Policy::Kind::kForecast) {
+      s.predictive.mode = policy_.mode;
+      s.predictive.objective_s = absl::ToDoubleSeconds(config_.wait_objective);
+      if (!policy_.models.empty()) s.forecast.members = policy_.models;
+      if (policy_.model != "ensemble") s.forecast.members = {policy_.model};
+      s.forecast.use = policy_.model;
+      s.forecast.seed = config_.seed;
+      if (policy_.oracle) s.forecast.members = {"seasonal_naive"};  // (unused: the truth)
     }
     return s;
   }
@@ -169,12 +180,17 @@ class Run1 : public pool::MemberDriver {
   }
   // Integrates paid agent time and busy slot time up to `t`.
   void AdvanceTo(int64_t t) {
+    // The judged window starts at judge_us_: the totals count from there on (the per-minute
+    // rows always).
+    if (now_ < judge_us_ && t > judge_us_) AdvanceTo(judge_us_);
     if (t > now_) {
       const double dt = static_cast<double>(t - now_) / kUs;
-      agent_seconds_ += dt * paid_;
-      cost_ += dt * paid_price_ / 3600.0;
       minute_agent_seconds_ += dt * paid_;
-      busy_slot_seconds_ += dt * busy_;
+      if (now_ >= judge_us_) {
+        agent_seconds_ += dt * paid_;
+        cost_ += dt * paid_price_ / 3600.0;
+        busy_slot_seconds_ += dt * busy_;
+      }
       now_ = t;
     }
     clock_.Set(kStart + absl::Microseconds(now_));
@@ -260,7 +276,7 @@ class Run1 : public pool::MemberDriver {
       const TaskId id = l.task_id();
       if (l.attempt() == 1 && id < arrival_us_.size()) {
         const float wait = static_cast<float>(static_cast<double>(now_ - arrival_us_[id]) / kUs);
-        waits_.push_back(wait);
+        if (arrival_us_[id] >= judge_us_) waits_.push_back(wait);
         minute_waits_.push_back(wait);
         dispatched_once_[id] = true;
         minute_dispatched_++;
@@ -315,6 +331,21 @@ class Run1 : public pool::MemberDriver {
     }
     const double objective = absl::ToDoubleSeconds(config_.wait_objective);
     row.violated = row.p95_wait_s > objective || oldest > objective;
+    if (minute < static_cast<int64_t>(band_.size()) &&
+        band_[static_cast<size_t>(minute)].p90 >= 0) {
+      const Band& b = band_[static_cast<size_t>(minute)];
+      row.forecast_p10 = b.p10;
+      row.forecast_p50 = b.p50;
+      row.forecast_p90 = b.p90;
+    }
+    // The forecast made now for 15 minutes ahead, kept for its minute.
+    if (const scale::Ensemble* e = pools_.EnsembleOf(kPoolName);
+        e != nullptr && e->latest().origin >= 0 && e->latest().forecast.minutes.size() >= 15) {
+      const scale::Quantiles& q = e->latest().forecast.minutes[14];
+      const size_t at = static_cast<size_t>(minute + 15);
+      if (band_.size() <= at) band_.resize(at + 1);
+      band_[at] = {q.p10, q.p50, q.p90};
+    }
     rows_.push_back(row);
     minute_arrivals_ = 0;
     minute_agent_seconds_ = 0;
@@ -323,7 +354,13 @@ class Run1 : public pool::MemberDriver {
   }
   // Counts scaling actions (a decision that changes the size) and flaps (a reversal within
   // 10 minutes of the previous action).
-  void OnDecision(const core::ScalingDecision& d) {
+  void OnDecision(const scale::ScalingDecision& d) {
+    if (now_ < judge_us_) return;
+    if (d.predictive) {
+      decisions_++;
+      fallbacks_ += d.predictive->fallback;
+      disagreements_ += d.predictive->predictive != d.predictive->reactive;
+    }
     if (d.desired == d.current) return;
     const int direction = d.desired > d.current ? 1 : -1;
     actions_++;
@@ -368,6 +405,13 @@ class Run1 : public pool::MemberDriver {
   int last_direction_ = 0;
   int peak_ = 0;
   std::vector<MinuteRow> rows_;
+  int64_t judge_us_ = 0;
+  int64_t decisions_ = 0, fallbacks_ = 0, disagreements_ = 0;
+  struct Band {
+    double p10 = -1, p50 = -1, p90 = -1;
+  };
+  std::vector<Band> band_;
+  std::vector<int64_t> per_minute_;  // the trace's arrivals per minute (the oracle's truth)
 };
 
 absl::StatusOr<SimReport> Run1::Go() {
@@ -391,13 +435,61 @@ absl::StatusOr<SimReport> Run1::Go() {
                                           config_.slots));
       break;
     case Policy::Kind::kReactive:
+    case Policy::Kind::kForecast:
       break;
+  }
+  judge_us_ = std::min(span, Us(config_.judge_after));
+  if (policy_.oracle) {
+    per_minute_ = PerMinute(trace_);
+    const int64_t first_minute = absl::ToUnixSeconds(kStart) / 60;
+    pools_.set_forecast_override(
+        [this, first_minute](const std::string&,
+                             const scale::Series& s) -> std::optional<scale::Snapshot> {
+          // The series' next minute as a minute of the trace (history seeded before counts
+          // negative).
+          const int64_t unix_minute0 = s.start_minute - 3 * scale::kMinutesPerDay;
+          const int64_t next = unix_minute0 + static_cast<int64_t>(s.size()) - first_minute;
+          scale::Snapshot snap;
+          snap.origin = static_cast<int64_t>(s.size());
+          snap.forecast.model = "oracle";
+          snap.forecast.minutes.resize(scale::kMaxHorizon);
+          const int64_t n = static_cast<int64_t>(per_minute_.size());
+          for (int h = 1; h <= scale::kMaxHorizon; ++h) {
+            // The true rate: the 5-minute mean of the arrivals around that minute.
+            const int64_t m = next + h - 1;
+            double sum = 0;
+            int k = 0;
+            for (int64_t j = m - 2; j <= m + 2; ++j) {
+              if (j < 0 || j >= n) continue;
+              sum += static_cast<double>(per_minute_[static_cast<size_t>(j)]);
+              ++k;
+            }
+            const double rate = k > 0 ? sum / k : 0;
+            snap.forecast.minutes[static_cast<size_t>(h - 1)] = {rate, rate, rate, rate};
+          }
+          snap.confidence.fill(1);
+          return snap;
+        });
   }
   agents = std::clamp(agents, 1, 100'000);
   pools_.set_log([](const std::string&) {});  // interruptions are counted, not logged
   pools_.set_on_decision(
-      [this](const std::string&, const core::ScalingDecision& d) { OnDecision(d); });
+      [this](const std::string&, const scale::ScalingDecision& d) { OnDecision(d); });
   pools_.AddFromConfig(Spec(agents));
+  if (!config_.history.empty()) {
+    // The minutes before the trace, ending just before its first.
+    const int64_t first_minute = absl::ToUnixSeconds(kStart) / 60;
+    std::vector<store::LoadMinute> rows;
+    const int64_t n = static_cast<int64_t>(config_.history.size());
+    for (int64_t i = 0; i < n; ++i) {
+      store::LoadMinute r;
+      r.pool = kPoolName;
+      r.minute = first_minute - n + i;
+      r.arrivals = config_.history[static_cast<size_t>(i)];
+      rows.push_back(std::move(r));
+    }
+    pools_.SeedHistory(kPoolName, rows);
+  }
   // The first round at 0 warms the pool up (its `min` agents, ready at once).
   Push(0, Ev::kPool);
   next_pool_ = 0;
@@ -506,8 +598,23 @@ absl::StatusOr<SimReport> Run1::Go() {
   r.wait_p99_s = Quantile(waits_, 0.99);
   r.wait_max_s = waits_.empty() ? 0 : *std::max_element(waits_.begin(), waits_.end());
   r.rows = std::move(rows_);
-  r.minutes = static_cast<int64_t>(r.rows.size());
-  for (const MinuteRow& row : r.rows) r.minutes_violated += row.violated;
+  r.judged_from_minute = judge_us_ / (60 * kUs);
+  for (const MinuteRow& row : r.rows) {
+    if (row.minute < r.judged_from_minute) continue;
+    r.minutes++;
+    r.minutes_violated += row.violated;
+  }
+  if (const scale::Ensemble* e = pools_.EnsembleOf(kPoolName)) {
+    r.scores = e->scores();
+    r.fits = e->fits();
+  }
+  r.decisions = decisions_;
+  r.fallbacks = fallbacks_;
+  r.disagreements = disagreements_;
+  {
+    v1::ListPoolsResponse lp = pools_.ListPools();
+    if (lp.pools_size() > 0) r.model_error = lp.pools(0).model_error();
+  }
   r.scale_actions = actions_;
   r.flaps = flaps_;
   r.peak_agents = peak_;
@@ -625,7 +732,9 @@ absl::StatusOr<CapacityClass> ParseCapacityClass(const std::string& text) {
   return c;
 }
 
-absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents) {
+absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents,
+                                   const std::string& fallback,
+                                   const std::vector<std::string>& models) {
   Policy p;
   p.name = text;
   std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(':', 1));
@@ -647,7 +756,7 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents) {
     p.scaler.min = 1;
     p.scaler.max = max_agents;
     if (kind == "hpa-util") {
-      p.scaler.metric = core::AutoscalerSpec::Metric::kUtilization;
+      p.scaler.metric = scale::AutoscalerSpec::Metric::kUtilization;
       p.scaler.target = 0.7;
     } else {
       p.scaler.target = 1;
@@ -655,11 +764,37 @@ absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents) {
     if (parts.size() == 2 && !absl::SimpleAtod(parts[1], &p.scaler.target)) {
       return bad("the target is not a number");
     }
-    if (absl::Status st = core::ValidateAutoscalerSpec(p.scaler); !st.ok()) {
+    if (absl::Status st = scale::ValidateAutoscalerSpec(p.scaler); !st.ok()) {
       return bad(std::string(st.message()));
     }
+  } else if (kind == "predictive" || kind == "shadow" || kind == "oracle") {
+    if (fallback != "hpa" && fallback != "hpa-util") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--fallback: '", fallback, "' is not hpa or hpa-util"));
+    }
+    absl::StatusOr<Policy> reactive = ParsePolicy(fallback, max_agents);
+    if (!reactive.ok()) return reactive.status();
+    p.kind = Policy::Kind::kForecast;
+    p.scaler = reactive->scaler;
+    p.mode = kind == "shadow" ? scale::Mode::kShadow : scale::Mode::kPredictive;
+    p.oracle = kind == "oracle";
+    p.models = models.empty() ? scale::ForecasterNames() : models;
+    for (const std::string& m : p.models) {
+      if (absl::Status st = scale::CheckForecasterName(m); !st.ok()) {
+        return bad(std::string(st.message()));
+      }
+    }
+    if (parts.size() == 2) {
+      if (kind != "predictive") return bad("takes no argument");
+      if (absl::Status st = scale::CheckForecasterName(parts[1]); !st.ok()) {
+        return bad(std::string(st.message()));
+      }
+      p.model = parts[1];
+    }
   } else {
-    return bad("use static:N, static-peak, static-mean, hpa[:TARGET] or hpa-util[:TARGET]");
+    return bad(
+        "use static:N, static-peak, static-mean, hpa[:TARGET], hpa-util[:TARGET], "
+        "predictive[:MODEL], shadow or oracle");
   }
   return p;
 }
@@ -680,67 +815,207 @@ absl::StatusOr<SimReport> Run(const Trace& trace, const SimConfig& config, const
   return run.Go();
 }
 
+Trace ScaleTrace(const Trace& t, double f, uint64_t seed) {
+  Trace out = t;
+  std::mt19937_64 rng(seed ^ 0x5ca1e);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int64_t& n : out.arrivals) {
+    const double x = static_cast<double>(n) * f;
+    const double whole = std::floor(x);
+    n = static_cast<int64_t>(whole) + (u(rng) < x - whole ? 1 : 0);
+  }
+  return out;
+}
+
+std::vector<int64_t> PerMinute(const Trace& t) {
+  const int64_t per =
+      std::max<int64_t>(1, absl::ToInt64Seconds(absl::Minutes(1)) /
+                               std::max<int64_t>(1, absl::ToInt64Seconds(t.bucket)));
+  std::vector<int64_t> out((t.arrivals.size() + static_cast<size_t>(per) - 1) /
+                           static_cast<size_t>(per));
+  for (size_t i = 0; i < t.arrivals.size(); ++i) out[i / static_cast<size_t>(per)] += t.arrivals[i];
+  return out;
+}
+
 std::string MinuteCsv(const SimReport& r) {
-  std::string out = "minute,arrivals,agents,queue_depth,dispatched,p95_wait_s,violated\n";
+  std::string out =
+      "minute,arrivals,agents,queue_depth,dispatched,p95_wait_s,violated,forecast_p10,"
+      "forecast_p50,forecast_p90\n";
   for (const MinuteRow& row : r.rows) {
-    out += fmt::format("{},{},{:.3f},{},{},{:.3f},{}\n", row.minute, row.arrivals, row.agents,
+    out += fmt::format("{},{},{:.3f},{},{},{:.3f},{}", row.minute, row.arrivals, row.agents,
                        row.queue_depth, row.dispatched, row.p95_wait_s, row.violated ? 1 : 0);
+    out += row.forecast_p90 < 0 ? std::string(",,,\n")
+                                : fmt::format(",{:.2f},{:.2f},{:.2f}\n", row.forecast_p10,
+                                              row.forecast_p50, row.forecast_p90);
   }
   return out;
 }
 
 std::string ChartSvg(const SimReport& r, const Trace& trace) {
   (void)trace;
-  constexpr int kW = 1200, kH = 420, kPad = 50;
+  // Two panels sharing the time axis: arrivals per minute (with the forecast band of a
+  // forecasting policy) above, agents and queue depth below, each on its own labelled
+  // scale; the legend sits above the panels, out of the data's way.
+  constexpr int kW = 1100, kPanel = 220, kLeft = 70, kRight = 70, kTop = 60, kGap = 50;
+  constexpr int kBottom = 50;
+  const int height = kTop + 2 * kPanel + kGap + kBottom;
   const size_t n = r.rows.size();
-  // At most ~1,200 points per series: maxima of equal slices of minutes.
-  const size_t per = std::max<size_t>(1, (n + kW - 1) / kW);
-  struct Series {
-    const char* name;
-    const char* color;
-    std::vector<double> v;
+  const size_t per = std::max<size_t>(1, (n + kW - 1) / kW);  // minutes per point
+  struct Point {
+    double arrivals = 0, agents = 0, queue = 0, lo = -1, hi = -1;
   };
-  Series arrivals{"arrivals / min", "#4477aa", {}}, agents{"agents", "#cc6677", {}},
-      depth{"queue depth", "#228833", {}};
+  std::vector<Point> pts;
   for (size_t i = 0; i < n; i += per) {
-    double a = 0, g = 0, d = 0;
+    Point p;
     for (size_t j = i; j < std::min(n, i + per); ++j) {
-      a = std::max(a, static_cast<double>(r.rows[j].arrivals));
-      g = std::max(g, r.rows[j].agents);
-      d = std::max(d, static_cast<double>(r.rows[j].queue_depth));
+      const MinuteRow& row = r.rows[j];
+      p.arrivals = std::max(p.arrivals, static_cast<double>(row.arrivals));
+      p.agents = std::max(p.agents, row.agents);
+      p.queue = std::max(p.queue, static_cast<double>(row.queue_depth));
+      if (row.forecast_p90 >= 0) {
+        p.lo = p.lo < 0 ? row.forecast_p10 : std::min(p.lo, row.forecast_p10);
+        p.hi = std::max(p.hi, row.forecast_p90);
+      }
     }
-    arrivals.v.push_back(a);
-    agents.v.push_back(g);
-    depth.v.push_back(d);
+    pts.push_back(p);
   }
+  // A "nice" upper bound and tick step for a scale.
+  auto nice = [](double top, double* step) {
+    top = std::max(top, 1.0);
+    const double raw = top / 5;
+    const double mag = std::pow(10, std::floor(std::log10(raw)));
+    const double f = raw / mag;
+    *step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+    return std::ceil(top / *step) * *step;
+  };
+  double top_a = 0, top_g = 0, top_q = 0;
+  for (const Point& p : pts) {
+    top_a = std::max({top_a, p.arrivals, p.hi});
+    top_g = std::max(top_g, p.agents);
+    top_q = std::max(top_q, p.queue);
+  }
+  double step_a = 1, step_g = 1, step_q = 1;
+  top_a = nice(top_a, &step_a);
+  top_g = nice(top_g, &step_g);
+  top_q = nice(top_q, &step_q);
+  const double minutes = static_cast<double>(std::max<size_t>(1, n));
+  auto x = [&](size_t i) {
+    return kLeft + (pts.size() > 1 ? static_cast<double>(i) * kW / (pts.size() - 1) : 0);
+  };
+  const int y1 = kTop, y2 = kTop + kPanel + kGap;  // panel tops
+  auto y = [&](int panel_top, double v, double top) {
+    return panel_top + kPanel - v / top * kPanel;
+  };
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" "
-      "fill=\"white\"/>\n<text x=\"{}\" y=\"20\" font-size=\"14\">{}: {} minutes, {:.1f} "
-      "agent-hours, wait p95 {:.1f} s, {} minutes over the objective</text>\n",
-      kW + 2 * kPad, kH + 2 * kPad, kPad, r.policy, n, r.agent_hours, r.wait_p95_s,
-      r.minutes_violated);
-  int legend = 0;
-  for (const Series* s : {&arrivals, &agents, &depth}) {
-    double top = 1;
-    for (double x : s->v) top = std::max(top, x);
+      "fill=\"white\"/>\n<text x=\"{}\" y=\"18\" font-size=\"14\">{}: {:.1f} agent-hours, "
+      "wait p95 {:.1f} s, {} of {} judged minutes over the objective, {} actions ({} flaps)"
+      "</text>\n",
+      kLeft + kW + kRight, height, kLeft, r.policy, r.agent_hours, r.wait_p95_s, r.minutes_violated,
+      r.minutes, r.scale_actions, r.flaps);
+  // Legend, one row above the panels.
+  struct Key {
+    const char* label;
+    const char* color;
+    bool band;
+  };
+  std::vector<Key> keys = {{"arrivals / minute (left, top)", "#4477aa", false},
+                           {"agents (left, bottom)", "#cc6677", false},
+                           {"queue depth (right, bottom)", "#228833", false}};
+  const bool band = std::any_of(pts.begin(), pts.end(), [](const Point& p) { return p.hi >= 0; });
+  if (band) keys.push_back({"forecast p10-p90, made 15 min before", "#4477aa", true});
+  int kx = kLeft;
+  for (const Key& k : keys) {
+    svg += k.band ? fmt::format(
+                        "<rect x=\"{}\" y=\"32\" width=\"18\" height=\"10\" fill=\"{}\" "
+                        "fill-opacity=\"0.25\"/>\n",
+                        kx, k.color)
+                  : fmt::format(
+                        "<line x1=\"{0}\" y1=\"37\" x2=\"{1}\" y2=\"37\" stroke=\"{2}\" "
+                        "stroke-width=\"2\"/>\n",
+                        kx, kx + 18, k.color);
+    svg += fmt::format("<text x=\"{}\" y=\"41\">{}</text>\n", kx + 24, k.label);
+    kx += 24 + 7 * static_cast<int>(std::string(k.label).size()) + 24;
+  }
+  // Axes: time (days past 3 days of minutes, else hours), left and right value scales.
+  const bool days = minutes > 3 * 1440;
+  const double unit = days ? 1440 : 60;
+  double tstep = 1;
+  const double tmax = nice(minutes / unit, &tstep);
+  (void)tmax;
+  for (int panel_top : {y1, y2}) {
+    svg += fmt::format(
+        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>\n",
+        kLeft, panel_top, kW, kPanel);
+    for (double t = 0; t <= minutes / unit + 1e-9; t += tstep) {
+      const double tx = kLeft + t * unit / minutes * kW;
+      svg += fmt::format(
+          "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" "
+          "stroke=\"#eee\"/>\n",
+          tx, panel_top, panel_top + kPanel);
+      if (panel_top == y2) {
+        svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{:g}</text>\n", tx,
+                           y2 + kPanel + 16, t);
+      }
+    }
+  }
+  svg += fmt::format(
+      "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">time ({} from the trace's "
+      "start)</text>\n",
+      kLeft + kW / 2, height - 10, days ? "days" : "hours");
+  auto scale = [&](int panel_top, double top, double step, bool right, const char* label,
+                   const char* color) {
+    for (double v = 0; v <= top + 1e-9; v += step) {
+      const double vy = y(panel_top, v, top);
+      svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"{}\" fill=\"{}\">{:g}</text>\n",
+                         right ? kLeft + kW + 6 : kLeft - 6, vy + 4, right ? "start" : "end", color,
+                         v);
+    }
+    const int lx = right ? kLeft + kW + 55 : 16;
+    svg += fmt::format(
+        "<text transform=\"translate({},{}) rotate(-90)\" text-anchor=\"middle\" "
+        "fill=\"{}\">{}</text>\n",
+        lx, panel_top + kPanel / 2, color, label);
+  };
+  scale(y1, top_a, step_a, false, "arrivals per minute", "#4477aa");
+  scale(y2, top_g, step_g, false, "agents", "#cc6677");
+  scale(y2, top_q, step_q, true, "ready tasks", "#228833");
+  if (band) {
+    std::string upper, lower;
+    for (size_t i = 0; i < pts.size(); ++i) {
+      if (pts[i].hi < 0) continue;
+      upper += fmt::format("{:.1f},{:.1f} ", x(i), y(y1, pts[i].hi, top_a));
+    }
+    for (size_t i = pts.size(); i-- > 0;) {
+      if (pts[i].hi < 0) continue;
+      lower += fmt::format("{:.1f},{:.1f} ", x(i), y(y1, std::max(0.0, pts[i].lo), top_a));
+    }
+    svg += fmt::format(
+        "<polygon fill=\"#4477aa\" fill-opacity=\"0.25\" stroke=\"none\" "
+        "points=\"{}{}\"/>\n",
+        upper, lower);
+  }
+  auto line = [&](int panel_top, double top, const char* color, double Point::*field) {
     std::string points;
-    for (size_t i = 0; i < s->v.size(); ++i) {
-      const double x =
-          kPad + (s->v.size() > 1 ? static_cast<double>(i) * kW / (s->v.size() - 1) : 0);
-      const double y = kPad + kH - s->v[i] / top * kH;
-      points += fmt::format("{:.1f},{:.1f} ", x, y);
+    for (size_t i = 0; i < pts.size(); ++i) {
+      points += fmt::format("{:.1f},{:.1f} ", x(i), y(panel_top, pts[i].*field, top));
     }
     svg += fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"1\" points=\"{}\"/>\n",
-                       s->color, points);
+                       color, points);
+  };
+  line(y1, top_a, "#4477aa", &Point::arrivals);
+  line(y2, top_g, "#cc6677", &Point::agents);
+  line(y2, top_q, "#228833", &Point::queue);
+  if (r.judged_from_minute > 0 && n > 0) {
+    const double jx = kLeft + static_cast<double>(r.judged_from_minute) / minutes * kW;
     svg += fmt::format(
-        "<text x=\"{}\" y=\"{}\" fill=\"{}\">{} (max {:g}, each series scaled to its max)</text>\n",
-        kPad + 300 * legend, kH + kPad + 30, s->color, s->name, top);
-    legend++;
+        "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#555\" "
+        "stroke-dasharray=\"4 3\"/>\n<text x=\"{3:.1f}\" y=\"{4}\" fill=\"#555\">"
+        "judged from here</text>\n",
+        jx, y1, y2 + kPanel, jx + 4, y1 + 14);
   }
-  svg +=
-      fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#999\"/>\n</svg>\n",
-                  kPad, kPad + kH, kPad + kW);
+  svg += "</svg>\n";
   return svg;
 }
 

@@ -13,7 +13,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/autoscaler.h"
+#include "scale/autoscaler.h"
+#include "scale/ensemble.h"
+#include "scale/predictive.h"
 
 namespace drover::sim {
 
@@ -40,15 +42,26 @@ struct ServiceTime {
 absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text);
 
 struct Policy {
-  enum class Kind : uint8_t { kStatic, kStaticPeak, kStaticMean, kReactive };
+  enum class Kind : uint8_t { kStatic, kStaticPeak, kStaticMean, kReactive, kForecast };
   Kind kind = Kind::kReactive;
-  int agents = 0;               // kStatic
-  core::AutoscalerSpec scaler;  // kReactive (HPA defaults)
-  std::string name;             // as printed
+  int agents = 0;                // kStatic
+  scale::AutoscalerSpec scaler;  // kReactive (HPA defaults); kForecast: its reactive rule
+  // kForecast: the pool's mode (shadow or predictive), its forecasters and the one used;
+  // oracle: sized from the true future arrivals instead.
+  scale::Mode mode = scale::Mode::kPredictive;
+  std::vector<std::string> models;
+  std::string model = "ensemble";
+  bool oracle = false;
+  std::string name;  // as printed
 };
 // "static:12", "static-peak", "static-mean", "hpa" (pending tasks per agent, target 1),
-// "hpa:TARGET", "hpa-util:0.7". `max_agents` bounds the reactive policies.
-absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents);
+// "hpa:TARGET", "hpa-util:0.7", "predictive" (the ensemble), "predictive:MODEL" (one
+// forecaster alone), "shadow" (the ensemble computed, hpa-util applied), "oracle".
+// `max_agents` bounds the autoscaled policies; `fallback` is the reactive rule of the
+// forecasting ones ("hpa-util" or "hpa").
+absl::StatusOr<Policy> ParsePolicy(const std::string& text, int max_agents,
+                                   const std::string& fallback = "hpa-util",
+                                   const std::vector<std::string>& models = {});
 
 // A capacity class of agents (e.g. spot): its price and how often an agent is reclaimed.
 struct CapacityClass {
@@ -74,7 +87,18 @@ struct SimConfig {
   // (back to the queue, uncounted) and is replaced (start-up delay). Empty: one class at
   // price_per_agent_hour that is never interrupted.
   std::vector<CapacityClass> classes;
+  // Figures count only from this point of the trace on (every policy runs the whole trace:
+  // a warm-up for the forecasters, the same judged window for all).
+  absl::Duration judge_after = absl::ZeroDuration();
+  // Arrivals before the trace (per minute), seeded into the pool's history first.
+  std::vector<int64_t> history;
 };
+
+// Every bucket's arrivals times f (> 0), rounded at random (deterministic for the seed):
+// thins a huge trace, or thickens a small one.
+Trace ScaleTrace(const Trace& t, double f, uint64_t seed);
+// A trace's arrivals per minute (second buckets summed).
+std::vector<int64_t> PerMinute(const Trace& t);
 
 struct MinuteRow {
   int64_t minute = 0;
@@ -84,6 +108,8 @@ struct MinuteRow {
   int64_t dispatched = 0;
   double p95_wait_s = 0;  // of tasks dispatched in the minute
   bool violated = false;
+  // The forecast made 15 minutes before for this minute (predictive policies), or -1.
+  double forecast_p10 = -1, forecast_p50 = -1, forecast_p90 = -1;
 };
 
 struct SimReport {
@@ -108,6 +134,11 @@ struct SimReport {
   int peak_agents = 0;
   double seconds = 0;  // wall time of the run
   std::vector<MinuteRow> rows;
+  int64_t judged_from_minute = 0;
+  // Forecasting policies: the forecasters' scores at 15, 30, 60 minutes, fallbacks, fits.
+  std::vector<scale::Ensemble::ModelScores> scores;
+  int64_t fallbacks = 0, decisions = 0, fits = 0, disagreements = 0;
+  std::string model_error;
 };
 
 // Runs one policy over the trace.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -37,6 +38,12 @@ inline absl::Status CheckBatch(const WriteBatch& batch, std::string_view store) 
       return absl::InvalidArgumentError(
           fmt::format("{}: commit: upsert of workflow id {} is out of range (max {})", store,
                       row.id, kMaxTaskId));
+    }
+  }
+  for (const LoadMinute& row : batch.load) {
+    if (absl::Status st = CheckLoadMinute(row); !st.ok()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: commit: {}", store, std::string(st.message())));
     }
   }
   return absl::OkStatus();

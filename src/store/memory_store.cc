@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -33,8 +35,10 @@ class MemoryStore final : public Store {
     for (uint64_t id : batch.deletes) tasks_.erase(id);
     for (const WorkflowRow& row : batch.workflows) workflows_.insert_or_assign(row.id, row);
     for (const auto& [key, value] : batch.meta) meta_.insert_or_assign(key, value);
+    for (const LoadMinute& row : batch.load) load_.insert_or_assign({row.pool, row.minute}, row);
     ++stats_.commits;
     stats_.rows_written += internal::RowsIn(batch);
+    stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
     return absl::OkStatus();
   }
 
@@ -94,12 +98,51 @@ class MemoryStore final : public Store {
     return r;
   }
 
+  using Store::ReadLoadHistory;
+  absl::Status ReadLoadHistory(const std::string& pool, int64_t from_minute, int64_t to_minute,
+                               int64_t max_rows,
+                               const std::function<void(LoadMinute&&)>& fn) override {
+    if (!fn) return absl::InvalidArgumentError("ReadLoadHistory: empty callback");
+    int64_t n = 0;
+    for (auto it = load_.lower_bound({pool, from_minute});
+         it != load_.end() && it->first.first == pool && it->first.second < to_minute &&
+         (max_rows <= 0 || n < max_rows);
+         ++it, ++n) {
+      fn(LoadMinute(it->second));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int64_t> PruneLoadHistory(int64_t before_minute) override {
+    int64_t deleted = 0;
+    for (auto it = load_.begin(); it != load_.end();) {
+      if (it->first.second < before_minute) {
+        it = load_.erase(it);
+        ++deleted;
+      } else {
+        ++it;
+      }
+    }
+    stats_.load_rows_pruned += deleted;
+    return deleted;
+  }
+
+  absl::StatusOr<std::vector<std::string>> LoadHistoryPools() override {
+    std::vector<std::string> pools;
+    for (const auto& [key, row] : load_) {
+      if (pools.empty() || pools.back() != key.first) pools.push_back(key.first);
+    }
+    return pools;
+  }
+
   StoreStats Stats() const override { return stats_; }
 
  private:
   std::map<uint64_t, TaskRow> tasks_;  // ordered: LoadTasks walks it in id order
   std::map<uint64_t, WorkflowRow> workflows_;
   std::map<std::string, std::string> meta_;
+  // Ordered by (pool, minute), as SQLite's primary key: a pool's rows are one range.
+  std::map<std::pair<std::string, int64_t>, LoadMinute> load_;
   StoreStats stats_;
   bool loading_ = false;
 };

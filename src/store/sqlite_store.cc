@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -213,6 +214,26 @@ TaskRow ReadTaskRow(sqlite3_stmt* stmt) {
   return row;
 }
 
+// Reads the current row of a load history SELECT, whose columns must be, in this order:
+// minute, arrivals, dispatches, completions, service_mean_s, service_p95_s, queue_depth,
+// agents_starting, agents_idle, agents_busy, agents_draining.
+LoadMinute ReadLoadRow(sqlite3_stmt* stmt, const std::string& pool) {
+  LoadMinute row;
+  row.pool = pool;
+  row.minute = sqlite3_column_int64(stmt, 0);
+  row.arrivals = sqlite3_column_int64(stmt, 1);
+  row.dispatches = sqlite3_column_int64(stmt, 2);
+  row.completions = sqlite3_column_int64(stmt, 3);
+  row.service_mean_s = sqlite3_column_double(stmt, 4);
+  row.service_p95_s = sqlite3_column_double(stmt, 5);
+  row.queue_depth = sqlite3_column_int64(stmt, 6);
+  row.agents_starting = sqlite3_column_int(stmt, 7);
+  row.agents_idle = sqlite3_column_int(stmt, 8);
+  row.agents_busy = sqlite3_column_int(stmt, 9);
+  row.agents_draining = sqlite3_column_int(stmt, 10);
+  return row;
+}
+
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::string path, DbPtr db) : path_(std::move(path)), db_(std::move(db)) {}
@@ -228,6 +249,12 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::optional<std::string>> GetMeta(const std::string& key) override;
   absl::StatusOr<PruneResult> PruneRows(const PruneStep& step) override;
   absl::Status LoadWorkflows(const std::function<void(WorkflowRow&&)>& fn) override;
+  using Store::ReadLoadHistory;
+  absl::Status ReadLoadHistory(const std::string& pool, int64_t from_minute, int64_t to_minute,
+                               int64_t max_rows,
+                               const std::function<void(LoadMinute&&)>& fn) override;
+  absl::StatusOr<int64_t> PruneLoadHistory(int64_t before_minute) override;
+  absl::StatusOr<std::vector<std::string>> LoadHistoryPools() override;
   StoreStats Stats() const override { return stats_; }
 
  private:
@@ -256,6 +283,10 @@ class SqliteStore final : public Store {
   StmtPtr prune_scan_;
   StmtPtr upsert_workflow_;
   StmtPtr load_workflows_;
+  StmtPtr upsert_load_;
+  StmtPtr read_load_;
+  StmtPtr prune_load_;
+  StmtPtr load_pools_;
   StoreStats stats_;
   // True while LoadTasks runs its callback; Commit and LoadTasks refuse to run then.
   bool loading_ = false;
@@ -297,6 +328,29 @@ absl::Status SqliteStore::Prepare() {
       // One row past the window, so the step knows where the next one starts.
       {&prune_scan_, "prune scan",
        "SELECT id, state, updated_unix_ms FROM tasks WHERE id >= ?1 ORDER BY id LIMIT ?2 + 1"},
+      {&upsert_load_, "upsert load history",
+       "INSERT INTO load_history (pool, minute, arrivals, dispatches, completions, "
+       "service_mean_s, service_p95_s, queue_depth, agents_starting, agents_idle, agents_busy, "
+       "agents_draining) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+       "ON CONFLICT (pool, minute) DO UPDATE SET arrivals = excluded.arrivals, "
+       "dispatches = excluded.dispatches, completions = excluded.completions, "
+       "service_mean_s = excluded.service_mean_s, service_p95_s = excluded.service_p95_s, "
+       "queue_depth = excluded.queue_depth, agents_starting = excluded.agents_starting, "
+       "agents_idle = excluded.agents_idle, agents_busy = excluded.agents_busy, "
+       "agents_draining = excluded.agents_draining"},
+      // LIMIT -1 is no limit.
+      {&read_load_, "read load history",
+       "SELECT minute, arrivals, dispatches, completions, service_mean_s, service_p95_s, "
+       "queue_depth, agents_starting, agents_idle, agents_busy, agents_draining "
+       "FROM load_history WHERE pool = ?1 AND minute >= ?2 AND minute < ?3 "
+       "ORDER BY minute LIMIT ?4"},
+      {&prune_load_, "prune load history", "DELETE FROM load_history WHERE minute < ?1"},
+      // SELECT DISTINCT would walk every row; this jumps from one pool to the next through
+      // the primary key (a loose index scan), one b-tree search per pool.
+      {&load_pools_, "load history pools",
+       "WITH RECURSIVE p(pool) AS (SELECT min(pool) FROM load_history UNION ALL "
+       "SELECT (SELECT min(pool) FROM load_history WHERE pool > p.pool) FROM p "
+       "WHERE p.pool IS NOT NULL) SELECT pool FROM p WHERE pool IS NOT NULL"},
   };
   for (const Spec& spec : specs) {
     sqlite3_stmt* raw = nullptr;
@@ -371,6 +425,29 @@ absl::Status SqliteStore::WriteBatchInTransaction(const WriteBatch& batch) {
     if (!s.ok()) return s;
   }
 
+  sqlite3_stmt* load = upsert_load_.get();
+  for (const LoadMinute& row : batch.load) {
+    int rc = BindText(load, 1, row.pool);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(load, 2, row.minute);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(load, 3, row.arrivals);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(load, 4, row.dispatches);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(load, 5, row.completions);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_double(load, 6, row.service_mean_s);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_double(load, 7, row.service_p95_s);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(load, 8, row.queue_depth);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(load, 9, row.agents_starting);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(load, 10, row.agents_idle);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(load, 11, row.agents_busy);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(load, 12, row.agents_draining);
+    if (rc != SQLITE_OK) {
+      return Internal(fmt::format("commit: bind load history {}/{}", row.pool, row.minute));
+    }
+    auto s = Run(load, [&] {
+      return fmt::format("commit: upsert load history {}/{}", row.pool, row.minute);
+    });
+    if (!s.ok()) return s;
+  }
+
   return Run(commit_.get(), [] { return "commit: commit"; });
 }
 
@@ -387,6 +464,7 @@ absl::Status SqliteStore::Commit(const WriteBatch& batch) {
   sqlite3_clear_bindings(delete_task_.get());
   sqlite3_clear_bindings(upsert_meta_.get());
   sqlite3_clear_bindings(upsert_workflow_.get());
+  sqlite3_clear_bindings(upsert_load_.get());
   if (!status.ok()) {
     // A failed statement or a failed COMMIT can leave the transaction open; nothing of the
     // batch may become visible, so undo it all.
@@ -395,6 +473,7 @@ absl::Status SqliteStore::Commit(const WriteBatch& batch) {
   }
   ++stats_.commits;
   stats_.rows_written += internal::RowsIn(batch);
+  stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
   return absl::OkStatus();
 }
 
@@ -514,6 +593,51 @@ absl::StatusOr<PruneResult> SqliteStore::PruneRows(const PruneStep& step) {
   result.deleted = static_cast<int64_t>(doomed.size());
   stats_.rows_pruned += result.deleted;
   return result;
+}
+
+absl::Status SqliteStore::ReadLoadHistory(const std::string& pool, int64_t from_minute,
+                                          int64_t to_minute, int64_t max_rows,
+                                          const std::function<void(LoadMinute&&)>& fn) {
+  if (!fn) return absl::InvalidArgumentError("ReadLoadHistory: empty callback");
+  sqlite3_stmt* stmt = read_load_.get();
+  ResetOnExit reset(stmt);
+  if (BindText(stmt, 1, pool) != SQLITE_OK ||
+      sqlite3_bind_int64(stmt, 2, from_minute) != SQLITE_OK ||
+      sqlite3_bind_int64(stmt, 3, to_minute) != SQLITE_OK ||
+      sqlite3_bind_int64(stmt, 4, max_rows > 0 ? max_rows : -1) != SQLITE_OK) {
+    return Internal(fmt::format("read load history of {}: bind", pool));
+  }
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) fn(ReadLoadRow(stmt, pool));
+  if (rc != SQLITE_DONE) return Internal(fmt::format("read load history of {}", pool));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqliteStore::PruneLoadHistory(int64_t before_minute) {
+  if (loading_) {
+    return absl::FailedPreconditionError(
+        fmt::format("sqlite:{}: PruneLoadHistory called from inside a LoadTasks callback", path_));
+  }
+  sqlite3_stmt* stmt = prune_load_.get();
+  ResetOnExit reset(stmt);
+  if (sqlite3_bind_int64(stmt, 1, before_minute) != SQLITE_OK) {
+    return Internal("prune load history: bind");
+  }
+  // One statement outside BEGIN is its own transaction.
+  if (sqlite3_step(stmt) != SQLITE_DONE) return Internal("prune load history");
+  const int64_t deleted = sqlite3_changes64(db_.get());
+  stats_.load_rows_pruned += deleted;
+  return deleted;
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteStore::LoadHistoryPools() {
+  sqlite3_stmt* stmt = load_pools_.get();
+  ResetOnExit reset(stmt);
+  std::vector<std::string> pools;
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) pools.push_back(ColumnText(stmt, 0));
+  if (rc != SQLITE_DONE) return Internal("load history pools");
+  return pools;
 }
 
 }  // namespace

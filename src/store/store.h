@@ -11,6 +11,7 @@
 // thread; tests call it from one thread.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 
 namespace drover::store {
 
@@ -45,29 +47,72 @@ struct WorkflowRow {
   std::string blob;  // serialized drover.v1.Workflow
 };
 
+// One pool's minute of load history (docs/history.md): what the pool saw, for forecasting.
+// Keyed by (pool, minute); unlike task rows every column is a plain value, no blob.
+struct LoadMinute {
+  std::string pool;
+  int64_t minute = 0;  // Unix time / 60 of the minute's start
+  int64_t arrivals = 0, dispatches = 0, completions = 0;
+  double service_mean_s = 0, service_p95_s = 0;  // of attempts that ended in the minute
+  int64_t queue_depth = 0;  // runnable ready tasks of the pool's types at the minute's end
+  int32_t agents_starting = 0, agents_idle = 0, agents_busy = 0, agents_draining = 0;
+};
+
+// OK, or InvalidArgumentError naming the pool, the minute and the field. Every driver
+// refuses a batch with such a row (SQLite would store NaN as NULL), so writers check rows
+// before queueing them: a refused commit stops drover serve.
+inline absl::Status CheckLoadMinute(const LoadMinute& row) {
+  auto bad = [&](const char* field, const char* rule) {
+    return absl::InvalidArgumentError(absl::StrCat("load history of pool \"",
+                                                   row.pool.substr(0, 80), "\" minute ", row.minute,
+                                                   ": ", field, " ", rule));
+  };
+  if (row.pool.empty()) return bad("pool", "is required");
+  if (row.minute < 0) return bad("minute", "must be >= 0");
+  if (row.arrivals < 0) return bad("arrivals", "must be >= 0");
+  if (row.dispatches < 0) return bad("dispatches", "must be >= 0");
+  if (row.completions < 0) return bad("completions", "must be >= 0");
+  if (row.queue_depth < 0) return bad("queue_depth", "must be >= 0");
+  if (!(std::isfinite(row.service_mean_s) && row.service_mean_s >= 0)) {
+    return bad("service_mean_s", "must be a finite number >= 0");
+  }
+  if (!(std::isfinite(row.service_p95_s) && row.service_p95_s >= 0)) {
+    return bad("service_p95_s", "must be a finite number >= 0");
+  }
+  if (row.agents_starting < 0 || row.agents_idle < 0 || row.agents_busy < 0 ||
+      row.agents_draining < 0) {
+    return bad("agents_*", "must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
 // Everything one transaction writes. Applied in this order: upserts, deletes, workflows,
-// meta.
+// meta, load.
 struct WriteBatch {
   std::vector<TaskRow> upserts;
   std::vector<uint64_t> deletes;
   std::vector<WorkflowRow> workflows;                     // upserts
   std::vector<std::pair<std::string, std::string>> meta;  // key, value (upsert)
+  std::vector<LoadMinute> load;  // upserts by (pool, minute): a row replaces the whole minute
 
   bool empty() const {
-    return upserts.empty() && deletes.empty() && workflows.empty() && meta.empty();
+    return upserts.empty() && deletes.empty() && workflows.empty() && meta.empty() && load.empty();
   }
   void clear() {
     upserts.clear();
     deletes.clear();
     workflows.clear();
     meta.clear();
+    load.clear();
   }
 };
 
 struct StoreStats {
   int64_t commits = 0;
-  int64_t rows_written = 0;
-  int64_t rows_pruned = 0;
+  int64_t rows_written = 0;  // task rows upserted or deleted
+  int64_t rows_pruned = 0;   // task rows
+  int64_t load_rows_written = 0;
+  int64_t load_rows_pruned = 0;
 };
 
 // One step of the sweep that removes old finished rows (PruneRows). The sweep walks the
@@ -116,6 +161,24 @@ class Store {
   // `step.from_id` whose state is one of `step.states` and that were last updated before
   // `step.updated_before_unix_ms`.
   virtual absl::StatusOr<PruneResult> PruneRows(const PruneStep& step) = 0;
+
+  // Calls `fn` for `pool`'s load rows with from_minute <= minute < to_minute, in minute
+  // order, at most `max_rows` of them (0: every one; a range read stops early instead of
+  // walking a long history to return a page of it).
+  virtual absl::Status ReadLoadHistory(const std::string& pool, int64_t from_minute,
+                                       int64_t to_minute, int64_t max_rows,
+                                       const std::function<void(LoadMinute&&)>& fn) = 0;
+  absl::Status ReadLoadHistory(const std::string& pool, int64_t from_minute, int64_t to_minute,
+                               const std::function<void(LoadMinute&&)>& fn) {
+    return ReadLoadHistory(pool, from_minute, to_minute, 0, fn);
+  }
+
+  // Deletes every pool's load rows with minute < before_minute (the retention sweep), in
+  // one transaction; returns how many.
+  virtual absl::StatusOr<int64_t> PruneLoadHistory(int64_t before_minute) = 0;
+
+  // The pools that have load rows, in name order.
+  virtual absl::StatusOr<std::vector<std::string>> LoadHistoryPools() = 0;
 
   virtual StoreStats Stats() const = 0;
 };

@@ -10,7 +10,7 @@ echo "$out"
 check "three policies by default, side by side" test "$(grep -cE '^(static-peak|static-mean|hpa) ' <<<"$out")" = 3
 check "every arrival of the trace is simulated" contains "$out" "19366 arrivals"
 check "a per-minute CSV per policy" test "$(wc -l <"$WORK/out/hpa.csv")" = 59
-check "with the documented columns" grep -q '^minute,arrivals,agents,queue_depth,dispatched,p95_wait_s,violated$' "$WORK/out/hpa.csv"
+check "with the documented columns" grep -q '^minute,arrivals,agents,queue_depth,dispatched,p95_wait_s,violated,forecast_p10,forecast_p50,forecast_p90$' "$WORK/out/hpa.csv"
 check "an SVG chart per policy" grep -q '<polyline' "$WORK/out/static-peak.svg"
 again=$(run --seed 3 --out "$WORK/out2")
 strip() { awk '{ $NF = ""; print }' <<<"$1"; }  # the last column is wall time

@@ -1,6 +1,6 @@
 // The reactive autoscaler against the Kubernetes HPA's rules (autoscaling/v2 defaults), on
 // a manual clock. Every expected figure is worked out in the comment above it.
-#include "core/autoscaler.h"
+#include "scale/autoscaler.h"
 
 #include <string>
 
@@ -8,7 +8,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
-namespace drover::core {
+namespace drover::scale {
 namespace {
 
 class AutoscalerTest : public ::testing::Test {
@@ -183,4 +183,4 @@ TEST_F(AutoscalerTest, BadSpecsAreRefusedNamingTheField) {
 }
 
 }  // namespace
-}  // namespace drover::core
+}  // namespace drover::scale

@@ -1,5 +1,7 @@
 // The simulator: its accounting on a tiny trace worked out by hand, determinism for a seed,
 // and the trace parser's errors.
+#include <cmath>
+#include <random>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -133,6 +135,113 @@ TEST(SimTest, BadTracesAndFlagsAreRefusedNamingWhere) {
   EXPECT_TRUE(absl::StrContains(ParseServiceTime("gauss:2s").status().message(), "--service-time"));
   EXPECT_TRUE(absl::StrContains(ParsePolicy("static:0", 10).status().message(), "1 to 100000"));
   EXPECT_TRUE(absl::StrContains(ParsePolicy("magic", 10).status().message(), "use static:N"));
+}
+
+// Two days of a daily cycle with Poisson noise, per minute (fixed seed).
+Trace Cycle(int days = 2) {
+  Trace t;
+  std::mt19937_64 rng(11);
+  for (int m = 0; m < days * 1440; ++m) {
+    const double rate = 30 + 25 * std::sin(2 * M_PI * m / 1440.0);
+    t.arrivals.push_back(std::poisson_distribution<int64_t>(rate)(rng));
+  }
+  return t;
+}
+
+SimConfig Standard() {
+  SimConfig c;
+  c.service = *ParseServiceTime("lognormal:20s");
+  c.startup = absl::Seconds(60);
+  c.wait_objective = absl::Seconds(60);
+  return c;
+}
+
+Policy Forecasting(const std::string& name) {
+  absl::StatusOr<Policy> p =
+      ParsePolicy(name, 1000, "hpa-util", {"seasonal_naive", "holt_winters"});
+  EXPECT_TRUE(p.ok()) << p.status();
+  return *p;
+}
+
+TEST(SimTest, AForecastUsesOnlyThePast) {
+  // The same trace, then one whose minutes from m on are tripled: every minute before m is
+  // decided the same (its agents, queue, waits and the forecast shown for it).
+  const Trace a = Cycle();
+  Trace b = a;
+  const size_t m = 1440 + 600;
+  for (size_t i = m; i < b.arrivals.size(); ++i) b.arrivals[i] *= 3;
+  const Policy p = Forecasting("predictive");
+  absl::StatusOr<SimReport> ra = sim::Run(a, Standard(), p);
+  absl::StatusOr<SimReport> rb = sim::Run(b, Standard(), p);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  ASSERT_GT(ra->decisions, 0);
+  int differ_after = 0;
+  for (size_t i = 0; i < ra->rows.size(); ++i) {
+    const MinuteRow &x = ra->rows[i], &y = rb->rows[i];
+    if (i < m) {
+      ASSERT_EQ(x.agents, y.agents) << "minute " << i;
+      ASSERT_EQ(x.queue_depth, y.queue_depth) << "minute " << i;
+      ASSERT_EQ(x.p95_wait_s, y.p95_wait_s) << "minute " << i;
+      ASSERT_EQ(x.forecast_p90, y.forecast_p90) << "minute " << i;
+    } else {
+      differ_after += x.agents != y.agents;
+    }
+  }
+  EXPECT_GT(differ_after, 0) << "the change after m must change something";
+}
+
+TEST(SimTest, ForecastingIsDeterministicForASeed) {
+  const Policy p = Forecasting("predictive");
+  absl::StatusOr<SimReport> r1 = sim::Run(Cycle(), Standard(), p);
+  absl::StatusOr<SimReport> r2 = sim::Run(Cycle(), Standard(), p);
+  ASSERT_TRUE(r1.ok() && r2.ok());
+  EXPECT_EQ(MinuteCsv(*r1), MinuteCsv(*r2));
+  EXPECT_EQ(r1->agent_hours, r2->agent_hours);
+  EXPECT_EQ(r1->scale_actions, r2->scale_actions);
+}
+
+TEST(SimTest, ShadowAppliesTheReactiveAnswerAndRecordsThePredictiveOne) {
+  absl::StatusOr<SimReport> reactive =
+      sim::Run(Cycle(), Standard(), *ParsePolicy("hpa-util", 1000));
+  absl::StatusOr<SimReport> shadow = sim::Run(Cycle(), Standard(), Forecasting("shadow"));
+  ASSERT_TRUE(reactive.ok() && shadow.ok());
+  EXPECT_EQ(reactive->agent_hours, shadow->agent_hours);
+  EXPECT_EQ(MinuteCsv(*reactive).size() > 0, true);
+  for (size_t i = 0; i < reactive->rows.size(); ++i) {
+    ASSERT_EQ(reactive->rows[i].agents, shadow->rows[i].agents) << "minute " << i;
+  }
+  EXPECT_GT(shadow->decisions, 0);
+  EXPECT_GT(shadow->disagreements, 0);  // the predictive answer was computed, not applied
+  EXPECT_GT(shadow->scores.back().at[2].samples, 0);  // and its forecast error measured
+}
+
+TEST(SimTest, OracleAndJudgeAfter) {
+  SimConfig c = Standard();
+  c.judge_after = absl::Hours(24);
+  absl::StatusOr<SimReport> oracle = sim::Run(Cycle(), c, Forecasting("oracle"));
+  absl::StatusOr<SimReport> hpa = sim::Run(Cycle(), c, *ParsePolicy("hpa-util", 1000, "hpa-util"));
+  ASSERT_TRUE(oracle.ok() && hpa.ok());
+  EXPECT_EQ(oracle->minutes, 1440);  // the second day only
+  EXPECT_EQ(oracle->judged_from_minute, 1440);
+  EXPECT_LT(oracle->agent_hours, hpa->agent_hours);
+  EXPECT_EQ(oracle->fallbacks, 0);  // the truth is trusted
+  // The chart shows the judged window's start; its axes are labelled.
+  const std::string svg = ChartSvg(*oracle, Cycle());
+  EXPECT_TRUE(absl::StrContains(svg, "judged from here"));
+  EXPECT_TRUE(absl::StrContains(svg, "arrivals per minute"));
+  EXPECT_TRUE(absl::StrContains(svg, "time (hours"));
+}
+
+TEST(SimTest, ScaleThinsDeterministically) {
+  const Trace t = Cycle(1);
+  const Trace half = ScaleTrace(t, 0.5, 1);
+  EXPECT_NEAR(static_cast<double>(half.total()), 0.5 * static_cast<double>(t.total()),
+              0.01 * static_cast<double>(t.total()));
+  EXPECT_EQ(ScaleTrace(t, 0.5, 1).arrivals, half.arrivals);
+  EXPECT_EQ(ScaleTrace(t, 1, 1).arrivals, t.arrivals);
+  absl::StatusOr<Policy> bad = ParsePolicy("predictive:prophet", 10);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "\"prophet\"")) << bad.status();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -146,6 +147,64 @@ std::vector<uint64_t> Ids(const std::vector<TaskRow>& rows) {
   for (const TaskRow& row : rows) ids.push_back(row.id);
   return ids;
 }
+
+// A load row whose every column derives from (pool, minute) and `salt`, so a test can tell
+// which write a row came from.
+LoadMinute MakeLoad(const std::string& pool, int64_t minute, int64_t salt = 0) {
+  LoadMinute row;
+  row.pool = pool;
+  row.minute = minute;
+  row.arrivals = minute % 100 + salt;
+  row.dispatches = minute % 90 + salt;
+  row.completions = minute % 80 + salt;
+  row.service_mean_s = 0.25 * static_cast<double>(minute % 7) + static_cast<double>(salt);
+  row.service_p95_s = 1.5 + static_cast<double>(minute % 5 + salt);
+  row.queue_depth = minute % 13 + salt;
+  row.agents_starting = static_cast<int32_t>(minute % 2 + salt);
+  row.agents_idle = static_cast<int32_t>(minute % 3 + salt);
+  row.agents_busy = static_cast<int32_t>(minute % 4 + salt);
+  row.agents_draining = static_cast<int32_t>(minute % 5 + salt);
+  return row;
+}
+
+void ExpectSameLoad(const LoadMinute& want, const LoadMinute& got) {
+  SCOPED_TRACE("load " + want.pool + "/" + std::to_string(want.minute));
+  EXPECT_EQ(want.pool, got.pool);
+  EXPECT_EQ(want.minute, got.minute);
+  EXPECT_EQ(want.arrivals, got.arrivals);
+  EXPECT_EQ(want.dispatches, got.dispatches);
+  EXPECT_EQ(want.completions, got.completions);
+  EXPECT_EQ(want.service_mean_s, got.service_mean_s);
+  EXPECT_EQ(want.service_p95_s, got.service_p95_s);
+  EXPECT_EQ(want.queue_depth, got.queue_depth);
+  EXPECT_EQ(want.agents_starting, got.agents_starting);
+  EXPECT_EQ(want.agents_idle, got.agents_idle);
+  EXPECT_EQ(want.agents_busy, got.agents_busy);
+  EXPECT_EQ(want.agents_draining, got.agents_draining);
+}
+
+std::vector<LoadMinute> ReadLoad(Store& store, const std::string& pool, int64_t from, int64_t to,
+                                 int64_t max_rows = 0) {
+  std::vector<LoadMinute> rows;
+  absl::Status status = store.ReadLoadHistory(
+      pool, from, to, max_rows, [&](LoadMinute&& row) { rows.push_back(std::move(row)); });
+  EXPECT_TRUE(status.ok()) << status;
+  return rows;
+}
+
+std::vector<int64_t> Minutes(const std::vector<LoadMinute>& rows) {
+  std::vector<int64_t> minutes;
+  for (const LoadMinute& row : rows) minutes.push_back(row.minute);
+  return minutes;
+}
+
+std::vector<std::string> LoadPools(Store& store) {
+  absl::StatusOr<std::vector<std::string>> pools = store.LoadHistoryPools();
+  EXPECT_TRUE(pools.ok()) << pools.status();
+  return pools.ok() ? *pools : std::vector<std::string>{};
+}
+
+constexpr int64_t kEnd = std::numeric_limits<int64_t>::max();
 
 class StoreConformance : public ::testing::TestWithParam<Driver> {
  protected:
@@ -502,6 +561,143 @@ TEST_P(StoreConformance, PruneRefusesAnEmptyStateListAndAZeroScan) {
   EXPECT_EQ(LoadAll(*store_).size(), 10u);
 }
 
+TEST_P(StoreConformance, EmptyStoreHasNoLoadHistory) {
+  EXPECT_TRUE(ReadLoad(*store_, "web", 0, kEnd).empty());
+  EXPECT_TRUE(LoadPools(*store_).empty());
+  absl::StatusOr<int64_t> pruned = store_->PruneLoadHistory(kEnd);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 0);
+}
+
+TEST_P(StoreConformance, LoadRowsReadBackInMinuteOrderWithAllColumnsIntact) {
+  WriteBatch batch;
+  // Committed out of order, over two batches: reads are by minute, not by arrival.
+  batch.load = {MakeLoad("web", 28'000'005), MakeLoad("web", 28'000'001)};
+  Commit(batch);
+  batch.load = {MakeLoad("web", 28'000'003), MakeLoad("web", 28'000'002)};
+  Commit(batch);
+  std::vector<LoadMinute> rows = ReadLoad(*store_, "web", 0, kEnd);
+  ASSERT_EQ(Minutes(rows), (std::vector<int64_t>{28'000'001, 28'000'002, 28'000'003, 28'000'005}));
+  for (const LoadMinute& row : rows) ExpectSameLoad(MakeLoad("web", row.minute), row);
+}
+
+TEST_P(StoreConformance, LoadUpsertReplacesTheWholeMinuteAndTheLastOfABatchWins) {
+  WriteBatch batch;
+  batch.load = {MakeLoad("web", 10, /*salt=*/1), MakeLoad("web", 11, 1)};
+  Commit(batch);
+  // An import writes only arrivals: every other column of the minute must go back to 0.
+  LoadMinute imported;
+  imported.pool = "web";
+  imported.minute = 10;
+  imported.arrivals = 77;
+  batch.load = {MakeLoad("web", 11, 2), imported, MakeLoad("web", 11, 3)};
+  Commit(batch);
+  std::vector<LoadMinute> rows = ReadLoad(*store_, "web", 0, kEnd);
+  ASSERT_EQ(Minutes(rows), (std::vector<int64_t>{10, 11}));
+  ExpectSameLoad(imported, rows[0]);
+  ExpectSameLoad(MakeLoad("web", 11, 3), rows[1]);
+}
+
+TEST_P(StoreConformance, LoadRangeIsFromInclusiveToExclusiveAndOnePoolOnly) {
+  WriteBatch batch;
+  // Pool names that share prefixes, so a driver comparing prefixes would mix them up.
+  for (const char* pool : {"a", "a.b", "ab", "b"}) {
+    for (int64_t m = 100; m < 110; ++m) batch.load.push_back(MakeLoad(pool, m));
+  }
+  Commit(batch);
+  EXPECT_EQ(Minutes(ReadLoad(*store_, "a", 103, 106)), (std::vector<int64_t>{103, 104, 105}));
+  EXPECT_EQ(ReadLoad(*store_, "a.b", 0, kEnd).size(), 10u);
+  EXPECT_EQ(Minutes(ReadLoad(*store_, "ab", 109, 200)), (std::vector<int64_t>{109}));
+  EXPECT_TRUE(ReadLoad(*store_, "a", 110, 200).empty());
+  EXPECT_TRUE(ReadLoad(*store_, "a", 105, 105).empty());  // empty range
+  EXPECT_TRUE(ReadLoad(*store_, "a", 106, 103).empty());  // reversed range
+  EXPECT_TRUE(ReadLoad(*store_, "c", 0, kEnd).empty());   // unknown pool
+  for (const LoadMinute& row : ReadLoad(*store_, "ab", 0, kEnd)) EXPECT_EQ(row.pool, "ab");
+}
+
+TEST_P(StoreConformance, LoadReadStopsAfterMaxRows) {
+  WriteBatch batch;
+  for (int64_t m = 0; m < 50; m += 5) batch.load.push_back(MakeLoad("web", m));  // gaps
+  Commit(batch);
+  EXPECT_EQ(Minutes(ReadLoad(*store_, "web", 7, kEnd, 3)), (std::vector<int64_t>{10, 15, 20}));
+  EXPECT_EQ(ReadLoad(*store_, "web", 0, kEnd, 0).size(), 10u);  // 0: no limit
+  EXPECT_EQ(ReadLoad(*store_, "web", 0, kEnd, 1000).size(), 10u);
+  // The overload without max_rows reads everything.
+  int n = 0;
+  ASSERT_TRUE(store_->ReadLoadHistory("web", 0, kEnd, [&](LoadMinute&&) { ++n; }).ok());
+  EXPECT_EQ(n, 10);
+}
+
+TEST_P(StoreConformance, PruneLoadHistoryDeletesOlderMinutesOfEveryPool) {
+  WriteBatch batch;
+  for (int64_t m = 1000; m < 1010; ++m) batch.load.push_back(MakeLoad("web", m));
+  for (int64_t m = 1000; m < 1004; ++m) batch.load.push_back(MakeLoad("batch", m));
+  Commit(batch);
+  absl::StatusOr<int64_t> pruned = store_->PruneLoadHistory(1005);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 5 + 4);
+  EXPECT_EQ(Minutes(ReadLoad(*store_, "web", 0, kEnd)),
+            (std::vector<int64_t>{1005, 1006, 1007, 1008, 1009}));
+  EXPECT_TRUE(ReadLoad(*store_, "batch", 0, kEnd).empty());
+  EXPECT_EQ(LoadPools(*store_), (std::vector<std::string>{"web"}));
+  EXPECT_EQ(store_->Stats().load_rows_pruned, 9);
+  EXPECT_EQ(store_->Stats().rows_pruned, 0);  // task rows only
+  pruned = store_->PruneLoadHistory(1005);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 0);
+}
+
+TEST_P(StoreConformance, LoadHistoryPoolsAreListedOnceEachInNameOrder) {
+  WriteBatch batch;
+  for (const char* pool : {"web", "a.b", "batch", "a"}) {
+    for (int64_t m = 0; m < 3; ++m) batch.load.push_back(MakeLoad(pool, m));
+  }
+  Commit(batch);
+  EXPECT_EQ(LoadPools(*store_), (std::vector<std::string>{"a", "a.b", "batch", "web"}));
+}
+
+TEST_P(StoreConformance, LoadRowsAreCountedApartFromTaskRows) {
+  WriteBatch batch;
+  batch.load = {MakeLoad("web", 1), MakeLoad("web", 2)};
+  Commit(batch);  // a batch of load rows only is a commit
+  batch.upserts = {MakeRow(1)};
+  batch.load = {MakeLoad("web", 3)};
+  Commit(batch);
+  EXPECT_EQ(store_->Stats().commits, 2);
+  EXPECT_EQ(store_->Stats().rows_written, 1);
+  EXPECT_EQ(store_->Stats().load_rows_written, 3);
+}
+
+TEST_P(StoreConformance, AnInvalidLoadRowRejectsTheWholeBatchNamingTheField) {
+  struct Case {
+    std::string field;
+    std::function<void(LoadMinute&)> spoil;
+  };
+  const Case cases[] = {
+      {"pool", [](LoadMinute& r) { r.pool.clear(); }},
+      {"minute", [](LoadMinute& r) { r.minute = -1; }},
+      {"arrivals", [](LoadMinute& r) { r.arrivals = -1; }},
+      {"queue_depth", [](LoadMinute& r) { r.queue_depth = -3; }},
+      {"service_mean_s", [](LoadMinute& r) { r.service_mean_s = std::nan(""); }},
+      {"service_p95_s", [](LoadMinute& r) { r.service_p95_s = INFINITY; }},
+      {"agents_", [](LoadMinute& r) { r.agents_busy = -1; }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.field);
+    WriteBatch batch;
+    batch.upserts = {MakeRow(1)};
+    batch.load = {MakeLoad("web", 1), MakeLoad("web", 2)};
+    c.spoil(batch.load[1]);
+    absl::Status status = store_->Commit(batch);
+    ASSERT_FALSE(status.ok());
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr(c.field));
+  }
+  EXPECT_TRUE(LoadAll(*store_).empty());
+  EXPECT_TRUE(ReadLoad(*store_, "web", 0, kEnd).empty());
+  EXPECT_EQ(store_->Stats().commits, 0);
+}
+
 TEST_P(StoreConformance, DescribeNamesTheDriver) {
   EXPECT_EQ(store_->Describe().rfind(GetParam().name, 0), 0u) << store_->Describe();
 }
@@ -553,6 +749,81 @@ TEST_F(SqliteStoreTest, DataSurvivesCloseAndReopen) {
   ASSERT_TRUE(epoch.ok()) << epoch.status();
   EXPECT_EQ(*epoch, std::optional<std::string>("9"));
   EXPECT_EQ(store->Stats().commits, 0);  // stats count this process's commits only
+}
+
+TEST_F(SqliteStoreTest, LoadHistorySurvivesCloseAndReopen) {
+  {
+    std::unique_ptr<Store> store = Open();
+    ASSERT_NE(store, nullptr);
+    WriteBatch batch;
+    for (int64_t m = 0; m < 1440; ++m) batch.load.push_back(MakeLoad("web", 28'000'000 + m));
+    batch.load.push_back(MakeLoad("batch", 5));
+    ASSERT_TRUE(store->Commit(batch).ok());
+  }
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<LoadMinute> rows = ReadLoad(*store, "web", 0, kEnd);
+  ASSERT_EQ(rows.size(), 1440u);
+  for (const LoadMinute& row : rows) ExpectSameLoad(MakeLoad("web", row.minute), row);
+  EXPECT_EQ(LoadPools(*store), (std::vector<std::string>{"batch", "web"}));
+}
+
+TEST_F(SqliteStoreTest, UpgradeOfAVersion2DatabaseAddsLoadHistoryAndKeepsTasks) {
+  {
+    std::unique_ptr<Store> store = Open();
+    ASSERT_NE(store, nullptr);
+    WriteBatch batch;
+    batch.upserts = {MakeRow(1), MakeRow(2)};
+    ASSERT_TRUE(store->Commit(batch).ok());
+  }
+  // What a database written before 0003_load_history looks like.
+  {
+    RawDb raw(path_);
+    raw.Exec("DROP TABLE load_history");
+    raw.Exec("PRAGMA user_version = 2");
+  }
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Ids(LoadAll(*store)), (std::vector<uint64_t>{1, 2}));
+  WriteBatch batch;
+  batch.load = {MakeLoad("web", 1)};
+  ASSERT_TRUE(store->Commit(batch).ok());
+  EXPECT_EQ(ReadLoad(*store, "web", 0, kEnd).size(), 1u);
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), "3");
+}
+
+// The `detail` column of every step of EXPLAIN QUERY PLAN for `sql`, one per line.
+std::string QueryPlan(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::string plan;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << "sqlite3_open_v2(" << path << "): " << sqlite3_errmsg(db);
+  }
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db, ("EXPLAIN QUERY PLAN " + sql).c_str(), -1, &stmt, nullptr) !=
+      SQLITE_OK) {
+    ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
+  }
+  while (stmt != nullptr && sqlite3_step(stmt) == SQLITE_ROW) {
+    plan += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
+    plan += "\n";
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return plan;
+}
+
+TEST_F(SqliteStoreTest, LoadHistoryQueriesUseAnIndexAndNeverSort) {
+  ASSERT_NE(Open(), nullptr);
+  // The retention sweep goes by age across pools: the minute index, not a table scan.
+  EXPECT_THAT(QueryPlan(path_, "DELETE FROM load_history WHERE minute < 5"),
+              ::testing::HasSubstr("load_history_by_minute"));
+  // A pool's range is a range of the primary key, already in minute order.
+  const std::string range = QueryPlan(path_,
+                                      "SELECT minute FROM load_history WHERE pool = 'a' AND "
+                                      "minute >= 1 AND minute < 9 ORDER BY minute LIMIT 10");
+  EXPECT_THAT(range, ::testing::HasSubstr("PRIMARY KEY (pool=?"));
+  EXPECT_THAT(range, ::testing::Not(::testing::HasSubstr("TEMP B-TREE")));
 }
 
 TEST_F(SqliteStoreTest, ReopenAppliesNoMigrationTwice) {

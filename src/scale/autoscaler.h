@@ -1,4 +1,4 @@
-// core: the reactive autoscaler of a pool, faithful to the Kubernetes Horizontal Pod
+// scale: the reactive autoscaler of a pool, faithful to the Kubernetes Horizontal Pod
 // Autoscaler (autoscaling/v2 with its default behaviour).
 //
 // Each Evaluate() is one HPA sync (every 15 s by default):
@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,7 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 
-namespace drover::core {
+namespace drover::scale {
 
 struct ScalingPolicy {
   enum class Type : uint8_t { kPods, kPercent };
@@ -92,6 +93,26 @@ struct ScalingDecision {
   // (held at N)", "scale-up limit", "scale-down limit", "max bounds", "min bounds",
   // "budget cap", "activation from zero", "no change".
   std::string rule;
+  // Set when the pool forecasts (modes shadow and predictive; scale/predictive.h): what
+  // each rule answered, the forecast at 15, 30 and 60 minutes and the members' weights.
+  struct Horizon {
+    int minutes = 0;
+    double mean = 0, p10 = 0, p50 = 0, p90 = 0, confidence = 0;
+  };
+  struct Predictive {
+    std::string mode;  // "shadow" or "predictive"
+    int reactive = 0;
+    int predictive = 0;
+    int forecast_agents = 0;
+    int floor = 0;
+    double confidence = 0;
+    bool fallback = false;
+    bool applied = false;  // the predictive answer was applied (mode predictive)
+    std::string rule;      // the predictive rule (scale/predictive.h)
+    std::vector<Horizon> horizons;
+    std::vector<std::pair<std::string, double>> weights;  // at 15 minutes
+  };
+  std::optional<Predictive> predictive;
   std::string Describe() const;
 };
 
@@ -114,4 +135,4 @@ class Autoscaler {
   std::deque<std::pair<absl::Time, int>> down_events_;      // replicas removed, by time
 };
 
-}  // namespace drover::core
+}  // namespace drover::scale

@@ -1,11 +1,11 @@
-#include "core/autoscaler.h"
+#include "scale/autoscaler.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 
-namespace drover::core {
+namespace drover::scale {
 
 absl::Status ValidateAutoscalerSpec(const AutoscalerSpec& s) {
   auto bad = [](const std::string& field, const std::string& msg) {
@@ -196,4 +196,4 @@ ScalingDecision Autoscaler::Evaluate(absl::Time now, const ScalingInputs& in) {
   return d;
 }
 
-}  // namespace drover::core
+}  // namespace drover::scale
