@@ -33,3 +33,7 @@ NASA="$HERE/../traces/nasa_http_jul95.csv"
 if [ "$SMOKE" = 1 ]; then head -2001 "$NASA" >"$TMP/nasa.csv"; NASA="$TMP/nasa.csv"; fi
 "$BIN/drover" simulate --trace "$NASA" --service-time exp:1s --startup 30s \
   --policy static-peak --policy static-mean --policy hpa
+echo "== predictive autoscaling: training each forecaster on 14 days, then a forecast and a"
+echo "   decision per minute (goals: LSTM training <= 60 s; forecast + decision <= 5 ms)"
+"$BIN/forecast_bench" --trace "$HERE/../traces/nasa_http_jul95.csv" \
+  --train-days "$(big 14 1)" --minutes "$(big 1440 60)"

@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/pool_metrics.h"
 #include "core/codec.h"
 #include "core/names.h"
 #include "obs/metrics.h"
@@ -1118,6 +1119,7 @@ void Service::Metrics(Reply<std::string> done) {
                "Pool agents replaced after failing their health command.");
       for (const v1::PoolStatus& p : ps.pools())
         w.Sample({{"pool", p.name()}}, p.unhealthy_total());
+      WritePredictivePoolMetrics(ps, w);
       const std::vector<pool::PoolController::Latencies> lat = pools->Latencies();
       w.Family("drover_pool_acquire_seconds", "histogram",
                "From a task being ready to a pool agent taking it; start=\"warm\": the agent "

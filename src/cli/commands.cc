@@ -23,6 +23,7 @@
 #include "api/server.h"
 #include "cli/common.h"
 #include "cli/fleet_commands.h"
+#include "cli/forecast_command.h"
 #include "cli/history_command.h"
 #include "cli/simulate_command.h"
 #include "cli/workflow_commands.h"
@@ -389,6 +390,8 @@ int Main(int argc, char** argv) {
   fleet.Add(app);
   HistoryCommand history;
   history.Add(app);
+  ForecastCommand forecast;
+  forecast.Add(app);
   SimulateCommand simulate;
   simulate.Add(app);
 
@@ -443,6 +446,7 @@ int Main(int argc, char** argv) {
 
   if (serve->parsed()) return Serve(sf);
   if (simulate.parsed()) return simulate.Run();
+  if (forecast.offline()) return forecast.RunOffline();
 
   if (agent->parsed()) {
     if (!after_dashes.empty()) {
@@ -467,6 +471,7 @@ int Main(int argc, char** argv) {
   if (workflows.parsed()) return workflows.Run(*c);
   if (fleet.parsed()) return fleet.Run(*c);
   if (history.parsed()) return history.Run(*c);
+  if (forecast.parsed()) return forecast.Run(*c);
   if (message->parsed()) {
     v1::SendMessageRequest req;
     req.set_agent_id(msg.agent);

@@ -1,11 +1,13 @@
 #include "cli/fleet_commands.h"
 
+#include <algorithm>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/common.h"
 #include "fmt/core.h"
@@ -128,6 +130,20 @@ int FleetCommands::Pools(client::Client& c) {
     };
     fmt::print("  time to acquire an agent: warm {}; cold {}.  agent start: {}\n",
                latency(p.acquire_warm()), latency(p.acquire_cold()), latency(p.agent_start()));
+    if (!p.mode().empty() && p.mode() != "reactive") {
+      std::string line = fmt::format("  mode {}: fallbacks {}  trainings {}", p.mode(),
+                                     p.fallbacks_total(), p.model_fits_total());
+      if (p.mode() == "shadow") {
+        line += fmt::format("  answers differing {}", p.shadow_disagreements_total());
+      } else {
+        line += fmt::format("  saved {:.2f} agent-hours vs reactive", p.saved_agent_hours());
+      }
+      for (const v1::ForecastHorizon& h : p.forecast().horizons()) {
+        line += fmt::format("  {}m {:.1f}/min ({:.2f})", h.minutes(), h.p50(), h.confidence());
+      }
+      if (!p.model_error().empty()) line += "  model error: " + p.model_error();
+      fmt::print("{}  (drover forecast {})\n", line, p.name());
+    }
     for (const v1::PoolMember& m : p.members()) {
       fmt::print("  {:<16} pid {:<8} {:<9} agent {:<12} leased {:<3} attempts {}{}\n", m.id(),
                  m.pid(), m.state(), m.agent_id(), m.leased(), m.attempts(),
@@ -202,6 +218,25 @@ int FleetCommands::Decisions(client::Client& c) {
                                 absl::UTCTimeZone()),
                d.current(), d.metric(), d.target(), d.proposed(), d.stabilized(), d.desired(),
                d.rule());
+    if (d.mode().empty()) continue;
+    // Modes shadow and predictive: both answers, then the forecast it used.
+    std::string line =
+        absl::StrCat("    ", d.mode(), ": reactive ", d.reactive(), ", predictive ", d.predictive(),
+                     d.applied_predictive() ? " (applied)" : "", ", ", d.predictive_rule(),
+                     absl::StrFormat(", confidence %.2f", d.confidence()));
+    for (const v1::ForecastHorizon& h : d.forecast()) {
+      absl::StrAppend(&line, absl::StrFormat("; %dm %.1f [%.1f-%.1f]/min", h.minutes(), h.mean(),
+                                             h.p10(), h.p90()));
+    }
+    if (!d.weights().empty()) {
+      std::vector<std::string> w;
+      for (const auto& [model, weight] : d.weights()) {
+        w.push_back(absl::StrFormat("%s %.2f", model, weight));
+      }
+      std::sort(w.begin(), w.end());
+      absl::StrAppend(&line, "; weights ", absl::StrJoin(w, ", "));
+    }
+    fmt::print("{}\n", line);
   }
   return 0;
 }

@@ -360,8 +360,6 @@ absl::Status PoolController::Apply(const PoolSpec& spec, const v1::PoolConfig& c
           absl::StrCat("pool.runtime: pool \"", spec.name,
                        "\" cannot change its runtime; remove it and create it again"));
     }
-    p.spec = spec;
-    p.config = config;
     const bool same_models = p.spec.forecast.members == spec.forecast.members &&
                              p.spec.forecast.use == spec.forecast.use;
     p.spec = spec;
@@ -379,6 +377,7 @@ absl::Status PoolController::Apply(const PoolSpec& spec, const v1::PoolConfig& c
       p.ensemble = std::move(*e);
       p.next_fit = absl::Time();
       p.fitting.reset();
+      p.models_loaded = false;  // a saved model of the new set is loaded at the next round
     }
     return absl::OkStatus();
   }
@@ -678,7 +677,13 @@ void PoolController::CloseMinutes(Pool& p, absl::Time now, const Observation& se
     if (p.series.arrivals.empty()) p.series.start_minute = minute + kUnixToCalendar;
     return;
   }
-  if (minute <= p.open_minute) return;
+  p.open_arrivals = total.arrived - p.base.arrived;
+  // A training that finished on its thread is installed at the next round, not the next
+  // minute (a pool seeded with history forecasts at once).
+  if (minute <= p.open_minute) {
+    if (p.fitting && p.ensemble && p.ensemble->fits() == 0) Forecast(p, now);
+    return;
+  }
   // Everything since the open minute's start is that minute's (rounds come at least every
   // minute: NextDue); minutes with no round at all were empty.
   for (int64_t m = p.open_minute; m < minute; ++m) {
@@ -731,6 +736,7 @@ void PoolController::CloseMinutes(Pool& p, absl::Time now, const Observation& se
   }
   p.open_minute = minute;
   p.base = total;
+  p.open_arrivals = 0;
   p.minute_runs.clear();
   Forecast(p, now);
 }
@@ -855,7 +861,10 @@ void PoolController::Forecast(Pool& p, absl::Time now) {
       p.fitting.reset();
     }
   }
-  if (p.ensemble->fits() > 0) p.ensemble->OnMinute(p.series);
+  if (p.ensemble->fits() > 0 &&
+      p.ensemble->latest().origin != static_cast<int64_t>(p.series.size())) {
+    p.ensemble->OnMinute(p.series);
+  }
 }
 
 const scale::Snapshot* PoolController::Latest(const Pool& p) const {
@@ -883,8 +892,15 @@ void PoolController::Decide(Pool& p, absl::Time now, scale::ScalingDecision& d,
   double recent = 0;
   for (size_t i = n - std::min<size_t>(5, n); i < n; ++i) recent += p.series.arrivals[i];
   pi.recent_rate = n == 0 ? 0 : recent / static_cast<double>(std::min<size_t>(5, n));
+  // The last 60 s: the open minute so far, plus the part of the previous minute before it.
+  if (p.open_minute >= 0) {
+    const double into = std::clamp(
+        absl::ToDoubleSeconds(now - absl::FromUnixSeconds(p.open_minute * 60)), 0.0, 60.0);
+    const double last = n > 0 ? p.series.arrivals[n - 1] : 0;
+    pi.now_rate = static_cast<double>(p.open_arrivals) + last * (60 - into) / 60;
+  }
   pi.reactive = d.desired;
-  while (!p.up_targets.empty() && p.up_targets.front().first <= now - p.spec.predictive.hold) {
+  while (!p.up_targets.empty() && p.up_targets.front().first < now - p.spec.predictive.hold) {
     p.up_targets.pop_front();
   }
   for (const auto& [at, n] : p.up_targets) pi.recent_up = std::max(pi.recent_up, n);

@@ -281,8 +281,9 @@ class PoolController {
     bool removing = false;  // Remove(): desired 0 until its agents are gone, then erased
     absl::Time last_tick;
     // Load history and forecasting.
-    int64_t open_minute = -1;  // Unix minute being counted
-    core::TypeLoad base;       // counters at the open minute's start (types summed)
+    int64_t open_minute = -1;   // Unix minute being counted
+    core::TypeLoad base;        // counters at the open minute's start (types summed)
+    int64_t open_arrivals = 0;  // arrivals in the open minute so far
     std::vector<float> minute_runs;
     scale::Series series;                 // closed minutes (arrivals; queue depth at their ends)
     std::vector<store::LoadMinute> rows;  // closed, not yet taken

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -40,26 +41,45 @@ absl::StatusOr<std::unique_ptr<Ensemble>> Ensemble::Create(const EnsembleOptions
                      absl::StrJoin(o.members, ", "), ") nor \"ensemble\""));
   }
   e->running_.resize(o.members.size() + 1);
+  e->upper_.fill(1);
+  e->lower_.fill(1);
   return e;
 }
 
 absl::StatusOr<std::vector<std::unique_ptr<Forecaster>>> Ensemble::FitMembers(
     const EnsembleOptions& o, const Series& history,
     std::vector<std::unique_ptr<Forecaster>> from) {
-  std::vector<std::unique_ptr<Forecaster>> out;
-  for (size_t i = 0; i < o.members.size(); ++i) {
-    const std::string& name = o.members[i];
-    absl::Status st;
+  const size_t n = o.members.size();
+  std::vector<std::unique_ptr<Forecaster>> out(n);
+  std::vector<absl::Status> status(n);
+  // Each member trains on its own state only (its own seed and generator): trained on
+  // threads of their own they learn exactly what they would one after another.
+  auto train = [&](size_t i) {
     if (i < from.size() && from[i] != nullptr) {
-      st = from[i]->Update(history);
-      out.push_back(std::move(from[i]));
-    } else {
-      absl::StatusOr<std::unique_ptr<Forecaster>> f = NewForecaster(name, o.seed);
-      if (!f.ok()) return f.status();
-      st = (*f)->Fit(history);
-      out.push_back(std::move(*f));
+      status[i] = from[i]->Update(history);
+      out[i] = std::move(from[i]);
+      return;
     }
-    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(name, ": ", st.message()));
+    absl::StatusOr<std::unique_ptr<Forecaster>> f = NewForecaster(o.members[i], o.seed);
+    if (!f.ok()) {
+      status[i] = f.status();
+      return;
+    }
+    status[i] = (*f)->Fit(history);
+    out[i] = std::move(*f);
+  };
+  if (o.parallel_fit && n > 1) {
+    std::vector<std::future<void>> jobs;
+    for (size_t i = 1; i < n; ++i) jobs.push_back(std::async(std::launch::async, train, i));
+    train(0);
+    for (std::future<void>& j : jobs) j.get();
+  } else {
+    for (size_t i = 0; i < n; ++i) train(i);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (!status[i].ok()) {
+      return absl::Status(status[i].code(), absl::StrCat(o.members[i], ": ", status[i].message()));
+    }
   }
   return out;
 }
@@ -132,6 +152,14 @@ void Ensemble::Score(const Series& s) {
                      std::abs(static_cast<double>(AgentsFor(sizing_, mean)) - actual_agents);
       r.agents = r.agents * decay + actual_agents;
       r.cover = r.cover * decay + (actual >= lo - 1e-9 && actual <= hi + 1e-9 ? 1 : 0);
+      if (m + 1 == p.f.size()) {
+        // The ensemble (last): calibrate its band (see the header).
+        constexpr double kRate = 0.02, kTail = 0.1;
+        upper_[k] *= actual > hi + 1e-9 ? 1 + kRate * (1 - kTail) : 1 - kRate * kTail;
+        lower_[k] *= actual < lo - 1e-9 ? 1 + kRate * (1 - kTail) : 1 - kRate * kTail;
+        upper_[k] = std::clamp(upper_[k], 0.05, 20.0);
+        lower_[k] = std::clamp(lower_[k], 0.05, 20.0);
+      }
       r.ape_w *= decay;
       r.ape *= decay;
       if (actual > 0) {
@@ -160,6 +188,10 @@ Forecast Ensemble::Combine(const std::vector<Forecast>& fs, const Snapshot& snap
       q.p50 += w * fs[m].minutes[h].p50;
       q.p90 += w * fs[m].minutes[h].p90;
     }
+    // The calibrated band (the factors of the scored horizon at or above this minute).
+    const size_t kc = std::min<size_t>(kScored - 1, h / 5);
+    q.p90 = q.p50 + upper_[kc] * std::max(0.0, q.p90 - q.p50);
+    q.p10 = std::max(0.0, q.p50 - lower_[kc] * std::max(0.0, q.p50 - q.p10));
   }
   return out;
 }

@@ -13,6 +13,10 @@
 //      recent errors at that horizon (members with too few scored forecasts get no weight
 //      while others have enough; all equal while none has). Quantiles combine by the same
 //      weights (quantile averaging);
+//      The combined band is then calibrated on the ensemble's own record (adaptive conformal
+//      inference): per horizon the spreads above and below p50 are multiplied by factors
+//      that grow by 0.9 x 2 % after an actual window mean beyond the band's side and shrink
+//      by 0.1 x 2 % otherwise, which settles where 10 % fall beyond each side;
 //   3. rates its confidence per horizon, in [0, 1]:
 //         accuracy = 1 - min(1, MAE in agents / (2 x max(1, mean actual agents)))
 //         coverage = min(1, share of actual window means inside p10-p90 / 0.8)
@@ -45,6 +49,10 @@ struct EnsembleOptions {
   double half_life_minutes = kMinutesPerDay;
   int min_samples = 360;  // scored forecasts per horizon before confidence is given
   uint64_t seed = 1;
+  // Members train on threads of their own, at once (the simulator and the backtest, whose
+  // virtual clock waits for them); drover serve trains them one after another on its one
+  // training thread, to leave the engine its core.
+  bool parallel_fit = false;
 };
 
 struct Scores {
@@ -125,6 +133,10 @@ class Ensemble {
   };
   std::vector<Past> past_;                             // a ring of the last kMaxHorizon + 1 origins
   std::vector<std::array<Running, kScored>> running_;  // members..., ensemble
+  // Adaptive calibration of the ensemble's band per scored horizon: the spreads p90 - p50
+  // and p50 - p10 are scaled by these factors, nudged after every scored window so that
+  // 10 % of actual window means end above p90 and 10 % below p10.
+  std::array<double, kScored> upper_{}, lower_{};
   Snapshot latest_;
   int64_t fits_ = 0, fitted_minutes_ = 0, predict_errors_ = 0;
 };

@@ -542,6 +542,7 @@ struct LstmForecaster::Impl {
   Net net{nullptr};     // null: not trained (never fitted, or the short-history fallback)
   bool fitted = false;  // Fit or Load succeeded (with or without a network)
   Info info;
+  int64_t full_fit_minutes = 0;  // the history's length at the last Fit (Update's rule)
 };
 
 LstmForecaster::LstmForecaster(LstmOptions o) : impl_(std::make_unique<Impl>()) {
@@ -590,6 +591,7 @@ absl::Status LstmForecaster::Fit(const Series& history) {
   info.epochs = r.epochs;
   info.train_seconds = SecondsSince(start);
   impl_->info = info;
+  impl_->full_fit_minutes = static_cast<int64_t>(history.size());
   return absl::OkStatus();
 }
 
@@ -624,11 +626,19 @@ std::unique_ptr<Forecaster> LstmForecaster::Clone() const {
   if (!trained()) return nullptr;
   auto copy = std::make_unique<LstmForecaster>(impl_->options);
   if (!copy->Deserialize(Serialize(), "(copy)").ok()) return nullptr;
+  copy->impl_->full_fit_minutes = impl_->full_fit_minutes;
   return copy;
 }
 
 absl::Status LstmForecaster::Update(const Series& history) {
-  if (!trained() || impl_->info.refits + 1 >= kFullFitEvery) return Fit(history);
+  // Afresh while the history is young (each time it has grown fourfold: 4 h, 16 h, 64 h,
+  // ~11 days of minutes, then the training window is full), else a warm start.
+  if (!trained() ||
+      static_cast<int64_t>(history.size()) >= kFullFitGrowth * impl_->full_fit_minutes) {
+    absl::Status st = Fit(history);
+    if (st.ok()) impl_->full_fit_minutes = static_cast<int64_t>(history.size());
+    return st;
+  }
   return Refit(history);
 }
 

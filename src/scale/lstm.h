@@ -113,11 +113,13 @@ class LstmForecaster : public Forecaster {
   // The file's bytes, and reading them back ("what" names the source in errors).
   std::string Serialize() const;
   absl::Status Deserialize(absl::string_view data, const std::string& what);
-  // A trained copy (nullptr when untrained); Update refits it (a warm start) and trains
-  // afresh every kFullFitEvery updates, so the network does not drift from a fresh fit.
+  // A trained copy (nullptr when untrained); Update refits it (a warm start), and trains
+  // afresh whenever the history has grown kFullFitGrowth-fold since the last Fit (its
+  // normalisation and weights then come from the longer history; a model loaded from a
+  // file is trained afresh at its first Update).
   std::unique_ptr<Forecaster> Clone() const override;
   absl::Status Update(const Series& history) override;
-  static constexpr int kFullFitEvery = 7;
+  static constexpr int64_t kFullFitGrowth = 4;
 
   // The last training run (Fit or Refit) and the window it learned from, as calendar
   // minutes (Series::start_minute + index).

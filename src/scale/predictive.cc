@@ -48,8 +48,8 @@ absl::Status ValidatePredictiveSpec(const PredictiveSpec& s) {
 }
 
 namespace {
-// The hysteresis band of scale-in: 10 % of the size, at least one agent.
-int Band(int n) { return std::max(1, (n + 9) / 10); }
+// The hysteresis band of scale-in: 8 % of the size (rounded up), at least one agent.
+int Band(int n) { return std::max(1, (8 * n + 99) / 100); }
 }  // namespace
 
 PredictiveDecision DecidePredictive(const PredictiveSpec& spec, const PredictiveInputs& in) {
@@ -86,6 +86,16 @@ PredictiveDecision DecidePredictive(const PredictiveSpec& spec, const Predictive
       if (h <= d.decision_horizon) up = std::max(up, n);
     }
   }
+  bool surge = false;
+  // (4 standard deviations of a minute's Poisson count above p90 too: noise is not a surge.)
+  const double p90_next = have ? in.forecast->forecast.minutes[0].p90 : 0;
+  if (have && in.now_rate > std::max(1.5 * p90_next, p90_next + 4 * std::sqrt(p90_next))) {
+    const int n = static_cast<int>(AgentsFor(m, in.now_rate));
+    if (n > up) {
+      up = n;
+      surge = true;
+    }
+  }
   d.up_target = up;
   // Scale-in also waits until no recent decision wanted more (the last `hold`): a size that
   // was needed a few minutes ago is not given up for a dip the next minutes may undo.
@@ -93,7 +103,7 @@ PredictiveDecision DecidePredictive(const PredictiveSpec& spec, const Predictive
   std::string why;
   if (up > in.current) {
     d.forecast_agents = up;
-    why = "forecast (pre-warm)";
+    why = surge ? "surge" : "forecast (pre-warm)";
   } else if (stay + Band(stay) < in.current) {
     // Down to the forecast plus a band: the next forecasts revise the need by a few
     // agents either way, and a size inside the band is kept (hysteresis), so such a

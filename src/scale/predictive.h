@@ -7,11 +7,17 @@
 //   2. the forecast answer: up to max over h in [1, S + 1] of need(h), where S is the
 //      agents' start-up time in whole minutes (agents started now are ready in S minutes,
 //      so they are started one start-up time before the rise they are for); it goes down
-//      only when max over h in [1, max(2S + 1, hold)] of need(h) is below the current size,
-//      i.e. when the forecast says the load stays low for longer than an agent takes to
-//      start again (and at least `hold`, 10 minutes by default, so a dip is not a flap),
-//      and no decision of the last `hold` wanted more (the up answers are remembered by
-//      the caller: recent_up); with no forecast yet, h = 0 (the last 5 minutes' rate);
+//      only when max over h in [1, S + 1 + hold] of need(h), and every up answer of the last
+//      `hold` (10 minutes by default; the caller remembers them: recent_up), is below the
+//      current size by more than an 8 % band (at least one agent), and then to that need
+//      plus the band: the load must stay low for longer than an agent takes to start again,
+//      and the next forecasts' revisions do not reverse it (a dip is not a flap); with no
+//      forecast yet, h = 0 (the last 5 minutes' rate);
+//   2b. a surge: when the last 60 s's rate (the open minute included) exceeds the forecast's
+//      p90 for the next minute by 50 % and by 4 standard deviations of a Poisson count
+//      (sqrt(p90): noise is not a surge), the forecast answer is at least need(that rate)
+//      ("surge"): the forecast missed a burst, and the queue would otherwise wait for the
+//      minute to close;
 //   3. trust: confidence (ensemble.h) at the decision horizon S + 1 at or above
 //      `use_confidence` (0.8) takes the forecast answer; at or above `floor_confidence`
 //      (0.5) blends round(0.7 forecast + 0.3 reactive); below, the reactive answer is used
@@ -59,8 +65,11 @@ struct PredictiveInputs {
   int64_t pending = 0;
   int64_t busy_slots = 0;
   double recent_rate = 0;  // arrivals per minute over the last 5 minutes (horizon 0)
-  int recent_up = 0;       // the highest up_target of the decisions of the last `hold`
-  int reactive = 0;        // the reactive rule's answer this sync
+  // Arrivals per minute over the last 60 s, the current minute included (a surge shows here
+  // before its minute closes).
+  double now_rate = 0;
+  int recent_up = 0;  // the highest up_target of the decisions of the last `hold`
+  int reactive = 0;   // the reactive rule's answer this sync
   int min = 0, max = std::numeric_limits<int>::max();
   int budget_cap = std::numeric_limits<int>::max();
   bool oracle = false;  // the forecast is the truth: confidence 1

@@ -170,6 +170,7 @@ class Run1 : public pool::MemberDriver {
       if (policy_.model != "ensemble") s.forecast.members = {policy_.model};
       s.forecast.use = policy_.model;
       s.forecast.seed = config_.seed;
+      s.forecast.parallel_fit = true;  // the virtual clock waits for the training anyway
       if (policy_.oracle) s.forecast.members = {"seasonal_naive"};  // (unused: the truth)
     }
     return s;

@@ -25,4 +25,31 @@ check "a missing trace is named" contains "$err" "--trace: cannot read /nonexist
 printf 'minute,arrivals\n0,3\n2,1\n' >"$WORK/gap.csv"
 err=$("$DROVER" simulate --trace "$WORK/gap.csv" 2>&1 || true)
 check "a trace with a gap is refused at its line" contains "$err" "gap.csv:3: expected 1 in the first column"
+
+# Forecasting policies on three days of the NASA trace (minute buckets; the two classical
+# forecasters, which train in milliseconds), judged after the first day.
+NASA3="$WORK/nasa3.csv"
+head -4321 "$(dirname "$TRACE")/nasa_http_jul95.csv" >"$NASA3"
+fc=$("$DROVER" simulate --trace "$NASA3" --service-time lognormal:20s --startup 60s \
+  --judge-after 1d --models seasonal_naive --models holt_winters \
+  --policy hpa-util --policy shadow --policy predictive --policy oracle --out "$WORK/fc")
+echo "$fc"
+check "predictive, shadow and oracle run beside hpa-util" test "$(grep -cE '^(hpa-util|shadow|predictive|oracle) ' <<<"$fc")" = 4
+check "the figures count after the warm-up day" contains "$fc" "figures count from 24h"
+check "each policy's agent-hours against the oracle's" contains "$fc" "agent-hours / oracle's:"
+check "the forecasters' errors are reported" contains "$fc" "ensemble         15m MAE"
+check "shadow pays what hpa-util pays" test "$(awk '/^hpa-util /{print $2}' <<<"$fc")" = "$(awk '/^shadow /{print $2}' <<<"$fc")"
+check "the chart draws the forecast band" grep -q "forecast p10-p90" "$WORK/fc/predictive.svg"
+check "and labels its axes" grep -q "arrivals per minute" "$WORK/fc/predictive.svg"
+check "the CSV carries the forecast" grep -qE '^2000,[0-9]+,[0-9.]+,[0-9]+,[0-9]+,[0-9.]+,[01],[0-9.]+,' "$WORK/fc/predictive.csv"
+err=$("$DROVER" simulate --trace "$NASA3" --policy predictive:prophet 2>&1 || true)
+check "an unknown model is refused, naming it" contains "$err" '"prophet"'
+err=$("$DROVER" simulate --trace "$NASA3" --judge-after 9d 2>&1 || true)
+check "a judged window past the trace is refused" contains "$err" "--judge-after: 9d is not shorter"
+bt=$("$DROVER" forecast backtest --trace "$NASA3" --model seasonal_naive --model holt_winters --train 2d)
+echo "$bt"
+check "the backtest prints MAE, MAPE, coverage and MAE in agents per model and horizon" \
+  test "$(grep -cE '^(seasonal_naive|holt_winters|ensemble) +(15|30|60)m ' <<<"$bt")" = 9
+err=$("$DROVER" forecast backtest --trace "$NASA3" --horizons 7 2>&1 || true)
+check "a horizon that is not a multiple of 5 is refused" contains "$err" "--horizons: '7'"
 finish

@@ -295,7 +295,7 @@ TEST(Predictive, PreWarmAndHold) {
   EXPECT_EQ(d.decision_horizon, 2);
   EXPECT_EQ(d.desired, AgentsFor(m, 60));
   // A rise at minute 5 is not acted on yet (it is beyond the start-up), but holds the size
-  // the rise needs (within its 10 % band) instead of scaling in before it.
+  // the rise needs (within its 8 % band) instead of scaling in before it.
   const int rise_need = static_cast<int>(AgentsFor(m, 60));
   const Snapshot later = Flat(0, 0.9, [](int h) { return h >= 5 ? 60.0 : 6.0; });
   d = DecidePredictive(spec, Inputs(&later, rise_need + 1, 3));
@@ -303,15 +303,31 @@ TEST(Predictive, PreWarmAndHold) {
   EXPECT_EQ(d.rule, "forecast (hold)");
   d = DecidePredictive(spec, Inputs(&later, 1, 3));
   EXPECT_EQ(d.desired, AgentsFor(m, 6)) << "the rise is not started for before one start-up ahead";
-  // Low for the whole look-ahead: down to the need plus a 10 % band.
+  // Low for the whole look-ahead: down to the need plus an 8 % band.
   const Snapshot low = Flat(6, 0.9);
   d = DecidePredictive(spec, Inputs(&low, 30, 3));
   const int need = static_cast<int>(AgentsFor(m, 6));
-  EXPECT_EQ(d.desired, need + std::max(1, (need + 9) / 10));
+  EXPECT_EQ(d.desired, need + std::max(1, (8 * need + 99) / 100));
   // ... unless a decision of the last hold wanted more.
   PredictiveInputs in = Inputs(&low, 30, 3);
   in.recent_up = 30;
   EXPECT_EQ(DecidePredictive(spec, in).desired, 30);
+}
+
+TEST(Predictive, ASurgeBeyondTheBandIsMetAtOnce) {
+  PredictiveSpec spec;
+  SizingModel m{20, 1, 60, 0.95};
+  const Snapshot calm = Flat(20, 0.9);  // p90 20 a minute
+  PredictiveInputs in = Inputs(&calm, static_cast<int>(AgentsFor(m, 20)), 3);
+  // 30 a minute: above 1.25 x p90 but within 20 + 4 sqrt(20) = 37.9: noise, not a surge.
+  in.now_rate = 30;
+  EXPECT_EQ(DecidePredictive(spec, in).rule, "forecast (hold)");
+  // 60 a minute (3 x p90): a surge, met by need(60) now.
+  in.now_rate = 60;
+  PredictiveDecision d = DecidePredictive(spec, in);
+  EXPECT_EQ(d.rule, "surge");
+  EXPECT_EQ(d.desired, AgentsFor(m, 60));
+  EXPECT_EQ(d.up_target, AgentsFor(m, 60));  // held like a forecast's answer
 }
 
 TEST(Predictive, SpecValidationNamesTheField) {
