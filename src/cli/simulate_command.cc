@@ -158,6 +158,7 @@ int SimulateCommand::Run() {
           r->decisions > 0 ? 100.0 * r->fallbacks / r->decisions : 0.0, r->disagreements, r->fits,
           r->model_error.empty() ? "" : absl::StrCat(", model error: ", r->model_error));
       for (const scale::Ensemble::ModelScores& ms : r->scores) {
+        if (p.oracle) break;  // (the truth needs no scoring)
         std::string line;
         for (int h : {15, 30, 60}) {
           const scale::Scores& sc = ms.at[static_cast<size_t>(h / 5 - 1)];
