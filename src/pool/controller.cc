@@ -362,6 +362,14 @@ absl::Status PoolController::Apply(const PoolSpec& spec, const v1::PoolConfig& c
     }
     const bool same_models = p.spec.forecast.members == spec.forecast.members &&
                              p.spec.forecast.use == spec.forecast.use;
+    // New forecasters are made first: a refusal (the learned models' module cannot be
+    // loaded) leaves the pool as it was.
+    std::unique_ptr<scale::Ensemble> fresh;
+    if (spec.predictive.mode != scale::Mode::kReactive && (!p.ensemble || !same_models)) {
+      absl::StatusOr<std::unique_ptr<scale::Ensemble>> e = scale::Ensemble::Create(spec.forecast);
+      if (!e.ok()) return e.status();
+      fresh = std::move(*e);
+    }
     p.spec = spec;
     p.config = config;
     p.scaler = std::make_unique<scale::Autoscaler>(spec.scaler);
@@ -371,10 +379,9 @@ absl::Status PoolController::Apply(const PoolSpec& spec, const v1::PoolConfig& c
     // round), the same ones keep their training and scores.
     if (spec.predictive.mode == scale::Mode::kReactive) {
       p.ensemble.reset();
-    } else if (!p.ensemble || !same_models) {
-      absl::StatusOr<std::unique_ptr<scale::Ensemble>> e = scale::Ensemble::Create(spec.forecast);
-      if (!e.ok()) return e.status();
-      p.ensemble = std::move(*e);
+      p.fitting.reset();
+    } else if (fresh) {
+      p.ensemble = std::move(fresh);
       p.next_fit = absl::Time();
       p.fitting.reset();
       p.models_loaded = false;  // a saved model of the new set is loaded at the next round
