@@ -59,9 +59,15 @@ std::string Json(const google::protobuf::Message& m) {
 
 absl::StatusOr<absl::Duration> ParseDuration(const std::string& flag, const std::string& s) {
   absl::Duration d;
+  double days = 0;
+  // absl's durations stop at hours; "7d" (or "1.5d") is ours.
+  if (s.size() > 1 && s.back() == 'd' && absl::SimpleAtod(s.substr(0, s.size() - 1), &days) &&
+      days >= 0 && days <= 100 * 365) {
+    return absl::Hours(24) * days;
+  }
   if (!absl::ParseDuration(s, &d) || d < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": '", s, "' is not a duration like 500ms, 30s, 10m or 2h"));
+        absl::StrCat(flag, ": '", s, "' is not a duration like 500ms, 30s, 10m, 2h or 7d"));
   }
   return d;
 }

@@ -16,6 +16,7 @@ int Fail(const absl::Status& st);
 // The message as indented JSON with proto field names.
 std::string Json(const google::protobuf::Message& m);
 // "500ms", "30s", "10m", "2h"; an error names `flag`.
+// A duration of absl's form (500ms, 30s, 10m, 2h) or in days (7d, 1.5d); errors name the flag.
 absl::StatusOr<absl::Duration> ParseDuration(const std::string& flag, const std::string& s);
 // "12s", "5m", "3h", "2d" since `unix_ms`; "-" for 0.
 std::string Age(int64_t unix_ms);

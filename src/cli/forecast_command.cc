@@ -13,19 +13,6 @@
 #include "sim/simulator.h"
 
 namespace drover::cli {
-namespace {
-
-// "7d", "36h", "90m": days are taken here, the rest as durations.
-absl::StatusOr<absl::Duration> Span(const std::string& flag, const std::string& text) {
-  double days = 0;
-  if (!text.empty() && text.back() == 'd' &&
-      absl::SimpleAtod(text.substr(0, text.size() - 1), &days) && days > 0) {
-    return absl::Hours(24) * days;
-  }
-  return ParseDuration(flag, text);
-}
-
-}  // namespace
 
 void ForecastCommand::Add(CLI::App& app) {
   cmd_ = app.add_subcommand("forecast",
@@ -75,9 +62,9 @@ int ForecastCommand::RunOffline() {
     }
     horizons.push_back(v);
   }
-  absl::StatusOr<absl::Duration> train = Span("--train", train_);
+  absl::StatusOr<absl::Duration> train = ParseDuration("--train", train_);
   if (!train.ok()) return Fail(train.status());
-  absl::StatusOr<absl::Duration> refit = Span("--refit", refit_);
+  absl::StatusOr<absl::Duration> refit = ParseDuration("--refit", refit_);
   if (!refit.ok()) return Fail(refit.status());
   absl::StatusOr<absl::Duration> objective = ParseDuration("--wait-objective", objective_);
   if (!objective.ok()) return Fail(objective.status());

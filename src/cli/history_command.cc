@@ -33,7 +33,7 @@ std::string MinuteUtc(int64_t minute) {
 }
 
 // A minute given on the command line: a Unix minute (only digits, e.g. 28512000), or a
-// duration before `now` ("90m", "6h", "3d"; absl durations have no days, so "d" is ours).
+// duration before `now` ("90m", "6h", "3d").
 absl::StatusOr<int64_t> ParseMinute(const std::string& flag, const std::string& text,
                                     absl::Time now) {
   int64_t minute = 0;
@@ -41,20 +41,15 @@ absl::StatusOr<int64_t> ParseMinute(const std::string& flag, const std::string& 
       absl::SimpleAtoi(text, &minute)) {
     return minute;
   }
-  absl::Duration ago;
-  int64_t days = 0;
   constexpr int64_t kMaxDays = 100 * 365;
-  if (text.size() > 1 && text.back() == 'd' &&
-      absl::SimpleAtoi(text.substr(0, text.size() - 1), &days) && days >= 0 && days <= kMaxDays) {
-    ago = absl::Hours(24 * days);
-  } else if (!absl::ParseDuration(text, &ago) || ago < absl::ZeroDuration() ||
-             ago > absl::Hours(24 * kMaxDays)) {
+  absl::StatusOr<absl::Duration> ago = ParseDuration(flag, text);
+  if (!ago.ok() || *ago > absl::Hours(24 * kMaxDays)) {
     return absl::InvalidArgumentError(
         absl::StrCat(flag, ": '", text,
                      "' is not a Unix minute (e.g. 28512000) or a duration before now like 90m, "
                      "6h or 3d"));
   }
-  return std::max<int64_t>(0, UnixMinute(now - ago));
+  return std::max<int64_t>(0, UnixMinute(now - *ago));
 }
 
 }  // namespace

@@ -68,18 +68,9 @@ int SimulateCommand::Run() {
     *target = *d;
   }
   {
-    // "7d" is not an absl duration: days are taken here.
-    std::string text = judge_after_;
-    double days = 0;
-    absl::Duration d;
-    if (!text.empty() && text.back() == 'd' &&
-        absl::SimpleAtod(text.substr(0, text.size() - 1), &days) && days >= 0) {
-      d = absl::Hours(24) * days;
-    } else {
-      absl::StatusOr<absl::Duration> parsed = ParseDuration("--judge-after", text);
-      if (!parsed.ok()) return Fail(parsed.status());
-      d = *parsed;
-    }
+    absl::StatusOr<absl::Duration> parsed = ParseDuration("--judge-after", judge_after_);
+    if (!parsed.ok()) return Fail(parsed.status());
+    const absl::Duration d = *parsed;
     if (d >= trace->span()) {
       return Fail(absl::InvalidArgumentError(
           absl::StrCat("--judge-after: ", judge_after_, " is not shorter than the trace (",
