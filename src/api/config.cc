@@ -1,5 +1,6 @@
 #include "api/config.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/names.h"
 #include "google/protobuf/util/json_util.h"
@@ -73,8 +74,12 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
   ServeOptions o;
   if (!c.data_dir().empty()) o.data_dir = c.data_dir();
   if (!c.store().empty()) {
-    if (c.store() != "sqlite" && c.store() != "memory") {
-      return Bad(source, "store", absl::StrCat("'", c.store(), "' is not sqlite or memory"));
+    const bool pg =
+        absl::StartsWith(c.store(), "postgres://") || absl::StartsWith(c.store(), "postgresql://");
+    if (c.store() != "sqlite" && c.store() != "memory" && !pg) {
+      return Bad(source, "store",
+                 absl::StrCat("'", c.store().substr(0, 80),
+                              "' is not sqlite, memory or a postgres:// URL"));
     }
     o.store = c.store();
   }

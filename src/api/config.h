@@ -16,7 +16,7 @@ namespace drover::api {
 
 struct ServeOptions {
   std::string data_dir = "./drover-data";
-  std::string store = "sqlite";  // sqlite | memory
+  std::string store = "sqlite";  // sqlite | memory | postgres://... (a libpq URL)
   store::Durability durability = store::Durability::kNormal;
   std::string grpc_listen = "127.0.0.1:7070";
   std::string http_listen = "127.0.0.1:7071";  // empty: HTTP off

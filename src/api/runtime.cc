@@ -1,7 +1,9 @@
 #include "api/runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iterator>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -48,6 +50,13 @@ void Runtime::Stop() {
   store_thread_.join();
 }
 
+absl::Status Runtime::store_status() const {
+  if (!store_down_.load()) return absl::OkStatus();
+  std::lock_guard<std::mutex> lk(stats_mu_);
+  return absl::UnavailableError(
+      absl::StrCat("store unavailable (", store_down_reason_, "); retry shortly"));
+}
+
 bool Runtime::stopping() const {
   std::lock_guard<std::mutex> lk(mu_);
   return stopping_;
@@ -66,6 +75,9 @@ void Runtime::ReleaseWaiters() {
 }
 
 bool Runtime::Post(Command cmd, Lane lane) {
+  // While the store is down a request could only wait: refuse it now (Refused() says why).
+  // Control traffic still queues, up to its limit, so agents' completions are kept.
+  if (lane == kRequest && store_down_.load()) return false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     const size_t limit = lane == kControl ? 2 * queue_limit_ : queue_limit_;
@@ -278,7 +290,22 @@ void Runtime::PruneLoadHistory(absl::Time now) {
 }
 
 absl::Time Runtime::MaybePrune(absl::Time now) {
-  if (prune_cursor_ == 0) PruneLoadHistory(now);  // once per sweep, at its start
+  if (store_down_.load()) return now + prune_.sweep_interval;  // commits retry first
+  if (prune_cursor_ == 0) {                                    // once per sweep, at its start
+    PruneLoadHistory(now);
+    // Day tables of finished tasks (PostgreSQL): the coming days are created, and days
+    // wholly past the retention dropped. A no-op for other drivers.
+    const int64_t cutoff = prune_.retention == absl::InfiniteDuration()
+                               ? std::numeric_limits<int64_t>::min()
+                               : absl::ToUnixMillis(now - prune_.retention);
+    absl::StatusOr<int64_t> dropped = store_.DropFinishedBefore(cutoff, absl::ToUnixMillis(now));
+    if (!dropped.ok()) {
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      stats_.prune_failures++;
+      fmt::print(stderr, "drover: dropping old days of finished tasks failed: {}\n",
+                 dropped.status().ToString());
+    }
+  }
   if (prune_.retention == absl::InfiniteDuration()) return now + prune_.sweep_interval;
   store::PruneStep step;
   step.from_id = prune_cursor_;
@@ -303,15 +330,53 @@ absl::Time Runtime::MaybePrune(absl::Time now) {
   return now + prune_.sweep_interval;
 }
 
+absl::Status Runtime::CommitRetrying(const store::WriteBatch& batch) {
+  absl::Status st = store_.Commit(batch);
+  if (!absl::IsUnavailable(st)) return st;
+  // The database is unreachable (PostgreSQL restarting, a network fault). Whether the
+  // commit landed is unknown, and it does not matter: a batch is whole-row upserts,
+  // deletes and meta upserts, so committing it again gives the same rows. Until it lands
+  // nothing waiting is acknowledged, new requests are refused with UNAVAILABLE (Post) and
+  // /readyz fails. At shutdown the retries stop after kStopRetryLimit.
+  absl::Duration backoff = absl::Milliseconds(50);
+  absl::Time stop_seen = absl::InfiniteFuture();
+  int attempts = 1;
+  while (absl::IsUnavailable(st)) {
+    if (!store_down_.exchange(true)) {
+      fmt::print(stderr, "drover: store unavailable, retrying the commit: {}\n",
+                 std::string(st.message()));
+    }
+    {
+      std::lock_guard<std::mutex> lk(stats_mu_);
+      stats_.commit_retries++;
+      store_down_reason_ = std::string(st.message());
+    }
+    {
+      std::unique_lock<std::mutex> lk(store_mu_);
+      if (store_stopping_ && stop_seen == absl::InfiniteFuture()) stop_seen = absl::Now();
+      if (absl::Now() - stop_seen > kStopRetryLimit) break;
+      store_cv_.wait_for(lk, absl::ToChronoMilliseconds(backoff));
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+    st = store_.Commit(batch);
+    ++attempts;
+  }
+  if (st.ok()) {
+    store_down_.store(false);
+    fmt::print(stderr, "drover: store available again; the commit landed after {} attempts\n",
+               attempts);
+  }
+  return st;
+}
+
 void Runtime::StoreLoop() {
   std::deque<PendingBatch> work;
   std::vector<store::LoadMinute> load;
   std::vector<std::function<void(const absl::Status&)>> load_done;
   store::WriteBatch merged;
   // The first sweep waits one interval, so start-up and recovery are not slowed by it.
-  const bool pruning = prune_.retention != absl::InfiniteDuration() ||
-                       prune_.load_history_retention != absl::InfiniteDuration();
-  absl::Time next_prune = pruning ? absl::Now() + prune_.sweep_interval : absl::InfiniteFuture();
+  // Sweeps run even with nothing to prune: they also keep a driver's day tables ahead.
+  absl::Time next_prune = absl::Now() + prune_.sweep_interval;
   while (true) {
     {
       std::unique_lock<std::mutex> lk(store_mu_);
@@ -352,7 +417,7 @@ void Runtime::StoreLoop() {
     merged.load.swap(load);
     absl::Status st;
     const absl::Time start = absl::Now();
-    if (!merged.empty()) st = store_.Commit(merged);
+    if (!merged.empty()) st = CommitRetrying(merged);
     const double secs = absl::ToDoubleSeconds(absl::Now() - start);
     {
       std::lock_guard<std::mutex> lk(stats_mu_);

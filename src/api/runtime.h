@@ -10,6 +10,7 @@
 // Threading: Post() is thread-safe. Commands run on the engine thread and must not block.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -68,6 +69,7 @@ struct RuntimeStats {
   int64_t batches = 0;
   int64_t commands = 0;
   int64_t commit_failures = 0;
+  int64_t commit_retries = 0;  // commits sent again after the store was unavailable
   int64_t prune_steps = 0;
   int64_t prune_failures = 0;
   int64_t sweeps_completed = 0;
@@ -105,6 +107,9 @@ class Runtime {
   // stopping()); the caller answers RESOURCE_EXHAUSTED or UNAVAILABLE then.
   bool Post(Command cmd, Lane lane = kRequest);
   bool stopping() const;
+  // OK, or Unavailable naming the store's error while commits cannot reach it (PostgreSQL
+  // down): requests are refused then and /readyz fails. Any thread.
+  absl::Status store_status() const;
 
   // Answers every pending WaitTask with the task as it is (timed_out = true). Called at
   // shutdown so no call waits out its timeout.
@@ -165,6 +170,11 @@ class Runtime {
 
   void EngineLoop();
   void StoreLoop();
+  // Store thread: commits `batch`, retrying while the store is Unavailable.
+  absl::Status CommitRetrying(const store::WriteBatch& batch);
+  // How long shutdown keeps retrying a commit against an unavailable store before giving up
+  // (the batch's requests are then answered UNAVAILABLE and never acknowledged).
+  static constexpr absl::Duration kStopRetryLimit = absl::Seconds(30);
   void BuildBatch(Batch& batch, PendingBatch& pending);
   void AddWaitKey(uint64_t key, absl::Time deadline, WaitEnd end);
   void FireWaiters(const core::Outbox& out, PendingBatch& pending);
@@ -201,6 +211,8 @@ class Runtime {
 
   mutable std::mutex stats_mu_;
   RuntimeStats stats_;
+  std::atomic<bool> store_down_{false};
+  std::string store_down_reason_;  // under stats_mu_
 
   std::thread engine_thread_;
   std::thread store_thread_;

@@ -55,6 +55,10 @@ absl::StatusOr<uint64_t> MetaNumber(store::Store& s, const std::string& key) {
 
 }  // namespace
 
+bool IsPostgres(const std::string& store) {
+  return store.rfind("postgres://", 0) == 0 || store.rfind("postgresql://", 0) == 0;
+}
+
 absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
                                                             core::EngineOptions options,
                                                             const Clock& clock,
@@ -179,7 +183,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
           absl::StrCat("data_dir: ", options.data_dir, " is in use by another drover serve (",
                        lock_path, " is locked); give each server its own data directory"));
     }
-    auto st = store::OpenSqliteStore(options.data_dir + "/drover.db", options.durability);
+    auto st = IsPostgres(options.store)
+                  ? store::OpenPostgresStore(options.store)
+                  : store::OpenSqliteStore(options.data_dir + "/drover.db", options.durability);
     if (!st.ok()) return st.status();
     impl->store = std::move(*st);
   }
@@ -281,5 +287,6 @@ void Server::Stop() {
 int Server::grpc_port() const { return impl_->grpc->port(); }
 int Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
 const RecoveryReport& Server::recovery() const { return impl_->recovery; }
+std::string Server::store_description() const { return impl_->store->Describe(); }
 
 }  // namespace drover::api

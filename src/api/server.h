@@ -1,6 +1,6 @@
 // drover serve: wires the concrete parts together (the one place that does).
 //
-//   store (SQLite | memory) -> recovery -> Engine -> Runtime (engine + store threads)
+//   store (SQLite | PostgreSQL | memory) -> recovery -> Engine -> Runtime (engine + store threads)
 //   -> Service -> GrpcServer + HttpServer
 //
 // Life cycle: Start() returns once recovered and listening, or an error naming what
@@ -27,6 +27,9 @@ struct RecoveryReport {
   uint32_t epoch = 0;
 };
 
+// Whether ServeOptions::store names a PostgreSQL database (postgres:// or postgresql://).
+bool IsPostgres(const std::string& store);
+
 // Rebuilds an engine from `store` (start-up recovery): bumps the store's epoch, loads every
 // task, returns tasks that were leased to the queue and persists that. Used by Server::Start
 // and by the recovery benchmark.
@@ -44,6 +47,8 @@ class Server {
   int grpc_port() const;
   int http_port() const;
   const RecoveryReport& recovery() const;
+  // The store as logs show it ("postgres:postgresql://user@host:port/db", no password).
+  std::string store_description() const;
 
   struct Impl;
 

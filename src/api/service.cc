@@ -18,6 +18,7 @@ absl::Status Busy();
 // Why a command could not be queued.
 absl::Status Refused(const Runtime& runtime) {
   if (runtime.stopping()) return absl::UnavailableError("server is shutting down; retry shortly");
+  if (absl::Status st = runtime.store_status(); !st.ok()) return st;
   return Busy();
 }
 
@@ -1148,6 +1149,11 @@ void Service::Metrics(Reply<std::string> done) {
       s.Counter("drover_store_rows_written_total", "Task rows written.", ss.rows_written);
       s.Counter("drover_store_commit_failures_total", "Store transactions that failed.",
                 rs.commit_failures);
+      s.Counter("drover_store_commit_retries_total",
+                "Commits sent again because the store was unavailable (PostgreSQL down).",
+                rs.commit_retries);
+      s.Gauge("drover_store_up", "1 while commits reach the store, 0 while it is unavailable.",
+              runtime.store_status().ok() ? 1.0 : 0.0);
       s.Counter("drover_store_rows_pruned_total",
                 "Finished task rows deleted from the store after store_retention_ms.",
                 ss.rows_pruned);

@@ -238,8 +238,9 @@ int Serve(const ServeFlags& f) {
   auto server = api::Server::Start(*options);
   if (!server.ok()) return Fail(server.status());
   const api::RecoveryReport& rec = (*server)->recovery();
-  const std::string store =
-      options->store == "memory" ? "memory (not durable)" : options->data_dir + "/drover.db";
+  const std::string store = options->store == "memory"        ? "memory (not durable)"
+                            : api::IsPostgres(options->store) ? (*server)->store_description()
+                                                              : options->data_dir + "/drover.db";
   fmt::print(stderr,
              "drover serve: store {}; recovered {} tasks ({} requeued, {} finished ones left in "
              "the store) in {:.0f} ms; epoch {}\n",
@@ -300,7 +301,8 @@ int Main(int argc, char** argv) {
                     "host:port for HTTP/JSON and /metrics (default 127.0.0.1:7071; off disables)");
   serve->add_option("--data-dir", sf.data_dir,
                     "where the SQLite store lives (default ./drover-data)");
-  serve->add_option("--store", sf.store, "sqlite (default) or memory");
+  serve->add_option("--store", sf.store,
+                    "sqlite (default), memory, or a PostgreSQL URL postgres://user@host:port/db");
   serve->add_option("--durability", sf.durability, "normal (default) or full");
   serve->add_option("--capacity", sf.capacity, "outstanding tasks admitted (default 1000000)");
   serve->add_option("--lease-ttl", sf.lease_ttl, "lease TTL, e.g. 30s");

@@ -17,5 +17,8 @@ struct Migration {
 // Ascending by version; versions are exactly 1..kSqliteMigrationCount (the generator checks).
 extern const Migration kSqliteMigrations[];
 extern const int kSqliteMigrationCount;
+// The same for migrations/postgres/*.sql (postgres_migrations.cc).
+extern const Migration kPostgresMigrations[];
+extern const int kPostgresMigrationCount;
 
 }  // namespace drover::store::internal

@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace drover::store {
 
@@ -180,6 +181,16 @@ class Store {
   // The pools that have load rows, in name order.
   virtual absl::StatusOr<std::vector<std::string>> LoadHistoryPools() = 0;
 
+  // Drivers that keep finished tasks in day tables (PostgreSQL) drop, whole, the days that
+  // ended at or before `cutoff_unix_ms`, and create the coming days' tables; returns about
+  // how many rows went (the catalog's estimate). Others keep finished rows in the table
+  // PruneRows sweeps and return 0. Run by the retention sweep before its PruneRows steps.
+  virtual absl::StatusOr<int64_t> DropFinishedBefore(int64_t cutoff_unix_ms, int64_t now_unix_ms) {
+    (void)cutoff_unix_ms;
+    (void)now_unix_ms;
+    return 0;
+  }
+
   virtual StoreStats Stats() const = 0;
 };
 
@@ -193,6 +204,19 @@ enum class Durability {
 // path when the file cannot be opened or is not a drover database.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
                                                        Durability durability);
+
+// The PostgreSQL driver (src/store/postgres_store.cc): `url` is a libpq URI or key=value
+// string (postgres://user@host:port/db?sslmode=...), plus drover's own `prepare=off` (no
+// named prepared statements, for PgBouncer in transaction mode before 1.21). Runs the
+// numbered migrations of src/store/migrations/postgres/ under a transaction-scoped
+// advisory lock. Every call returns Unavailable, within `statement_timeout`, when the
+// database cannot be reached; the next call reconnects.
+struct PostgresOptions {
+  absl::Duration connect_timeout = absl::Seconds(5);
+  absl::Duration statement_timeout = absl::Seconds(30);
+};
+absl::StatusOr<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url,
+                                                         const PostgresOptions& options = {});
 
 // A store kept in memory, for tests and the simulator. Loses everything on destruction.
 std::unique_ptr<Store> NewMemoryStore();
