@@ -182,6 +182,12 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     }
     o.load_history_retention = absl::Milliseconds(c.load_history_retention_ms());
   }
+  if (c.ownership_ttl_ms() != 0) {
+    if (c.ownership_ttl_ms() < 1500 || c.ownership_ttl_ms() > 600'000) {
+      return Bad(source, "ownership_ttl_ms", "must be 1500 to 600000 (10 minutes)");
+    }
+    o.ownership_ttl = absl::Milliseconds(c.ownership_ttl_ms());
+  }
   auto defaults = ToDefaults(c.defaults(), o.engine.defaults, source, "defaults");
   if (!defaults.ok()) return defaults.status();
   o.engine.defaults = *defaults;

@@ -28,6 +28,9 @@ struct ServeOptions {
   // Pools' per-minute load history rows are deleted this long after their minute; infinite
   // keeps them. Five weeks by default: a weekly forecaster needs more than one week.
   absl::Duration load_history_retention = absl::Hours(24 * 35);
+  // PostgreSQL store: the TTL of the lease on the work (docs/postgres.md). A standby takes
+  // over this long after the owner stops renewing.
+  absl::Duration ownership_ttl = absl::Seconds(6);
   core::EngineOptions engine;
   std::vector<pool::PoolSpec> pools;  // agent pools drover runs (docs/pools.md)
   double fleet_hourly_budget = 0;     // over every pool; 0: none

@@ -1,6 +1,7 @@
 #include "api/server.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,9 +16,11 @@
 #include "api/http_server.h"
 #include "api/runtime.h"
 #include "api/service.h"
+#include "cluster/lease.h"
 #include "core/codec.h"
 #include "fmt/core.h"
 #include "google/protobuf/util/json_util.h"
+#include "store/pg_conn.h"
 #include "util/clock.h"
 
 namespace drover::api {
@@ -32,6 +35,7 @@ struct Server::Impl {
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<pool::PoolManager> pools;
+  std::unique_ptr<cluster::Lease> lease;  // PostgreSQL: ownership of the work
   RecoveryReport recovery;
   int lock_fd = -1;  // flock on data_dir/drover.lock: one server per data directory
   bool stopped = false;
@@ -51,6 +55,47 @@ absl::StatusOr<uint64_t> MetaNumber(store::Store& s, const std::string& key) {
     return absl::DataLossError(absl::StrCat("store: meta ", key, " is not a number"));
   }
   return n;
+}
+
+// PostgreSQL: waits for the lease on the work (another server may hold it: this one is
+// then a standby), then fences every write of the store with its epoch. SIGINT/SIGTERM
+// (blocked by drover serve, so pending) end the wait.
+absl::StatusOr<std::unique_ptr<cluster::Lease>> TakeOwnership(const ServeOptions& options,
+                                                              store::Store& store) {
+  bool prepare = true;
+  cluster::LeaseOptions lo;
+  lo.url = store::pg::StripDroverOptions(options.store, &prepare);
+  lo.name = "partition/0";
+  lo.owner = cluster::ServerId();
+  lo.address = options.grpc_listen;
+  lo.ttl = options.ownership_ttl;
+  lo.margin = std::max(lo.ttl / 6, absl::Milliseconds(250));
+  auto lease = std::make_unique<cluster::Lease>(lo);
+  auto epoch = lease->Acquire(
+      [](const cluster::LeaseRow& row) {
+        fmt::print(stderr,
+                   "drover serve: standby: the work is owned by {} ({}) at epoch {}, lease "
+                   "expires in {:.1f} s; waiting to take over\n",
+                   row.owner, row.address, row.epoch, absl::ToDoubleSeconds(row.expires_in));
+      },
+      [] {
+        sigset_t pending;
+        sigpending(&pending);
+        return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+      });
+  if (!epoch.ok()) return epoch.status();
+  fmt::print(stderr, "drover serve: owner of the work at epoch {} (lease {}, ttl {} ms)\n", *epoch,
+             lo.name, absl::ToInt64Milliseconds(lo.ttl));
+  if (absl::Status st = store.SetFence({lo.name, lo.owner, *epoch}); !st.ok()) return st;
+  // Renewals start now: recovery of a large queue may outlast a third of the TTL.
+  lease->Run([](const std::string& why) {
+    // Every write is fenced, so nothing stale can land; stop acting at once and let a
+    // supervisor restart the process, which then waits as a standby.
+    fmt::print(stderr, "drover serve: lost ownership of the work: {}; exiting\n", why);
+    std::fflush(stderr);
+    std::_Exit(75);
+  });
+  return lease;
 }
 
 }  // namespace
@@ -189,6 +234,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     if (!st.ok()) return st.status();
     impl->store = std::move(*st);
   }
+  if (IsPostgres(options.store)) {
+    auto lease = TakeOwnership(options, *impl->store);
+    if (!lease.ok()) return lease.status();
+    impl->lease = std::move(*lease);
+  }
   auto engine = RecoverEngine(*impl->store, options.engine, impl->clock, &impl->recovery);
   if (!engine.ok()) return engine.status();
   impl->engine = std::move(*engine);
@@ -211,6 +261,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   if (absl::Status st = impl->grpc->Start(options.grpc_listen); !st.ok()) {
     impl->runtime->Stop();
     return st;
+  }
+  if (impl->lease) {
+    const std::string host = options.grpc_listen.substr(0, options.grpc_listen.rfind(':'));
+    impl->lease->SetAddress(absl::StrCat(host, ":", impl->grpc->port()));
   }
   if (!options.http_listen.empty()) {
     impl->http = std::make_unique<HttpServer>(*impl->service, options.http_threads);
@@ -282,6 +336,12 @@ void Server::Stop() {
   if (impl_->http) impl_->http->Stop();
   impl_->grpc->Stop();
   impl_->runtime->Stop();
+  // Everything is committed: hand the work over at once instead of after the TTL.
+  if (impl_->lease) {
+    absl::Status st = impl_->lease->Release();
+    fmt::print(stderr, "drover serve: released the lease on the work{}\n",
+               st.ok() ? "" : absl::StrCat(" (failed: ", st.message(), ")"));
+  }
 }
 
 int Server::grpc_port() const { return impl_->grpc->port(); }

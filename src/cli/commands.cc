@@ -206,7 +206,8 @@ absl::Status ParseLabels(const std::vector<std::string>& in,
 // --- serve ------------------------------------------------------------------------------
 
 struct ServeFlags {
-  std::string config, grpc_listen, http_listen, data_dir, store, durability, lease_ttl, port_file;
+  std::string config, grpc_listen, http_listen, data_dir, store, durability, lease_ttl, port_file,
+      ownership_ttl;
   int64_t capacity = 0;
 };
 
@@ -222,6 +223,11 @@ int Serve(const ServeFlags& f) {
     auto d = ParseDuration("--lease-ttl", f.lease_ttl);
     if (!d.ok()) return Fail(d.status());
     flags.set_lease_ttl_ms(absl::ToInt64Milliseconds(*d));
+  }
+  if (!f.ownership_ttl.empty()) {
+    auto d = ParseDuration("--ownership-ttl", f.ownership_ttl);
+    if (!d.ok()) return Fail(d.status());
+    flags.set_ownership_ttl_ms(absl::ToInt64Milliseconds(*d));
   }
   auto options = api::LoadServeOptions(f.config, flags);
   if (!options.ok()) return Fail(options.status());
@@ -306,6 +312,9 @@ int Main(int argc, char** argv) {
   serve->add_option("--durability", sf.durability, "normal (default) or full");
   serve->add_option("--capacity", sf.capacity, "outstanding tasks admitted (default 1000000)");
   serve->add_option("--lease-ttl", sf.lease_ttl, "lease TTL, e.g. 30s");
+  serve->add_option("--ownership-ttl", sf.ownership_ttl,
+                    "PostgreSQL store: TTL of this server's lease on the work, e.g. 6s (a "
+                    "standby takes over this long after the owner dies)");
   serve->add_option("--port-file", sf.port_file, "write 'GRPC_PORT HTTP_PORT' here once listening");
 
   // submit

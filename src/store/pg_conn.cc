@@ -125,6 +125,7 @@ absl::Status ResultError(const PGresult* r, std::string_view what) {
                                  primary ? primary : PQresultErrorMessage(r), " (SQLSTATE ",
                                  sqlstate.empty() ? "none" : sqlstate, ")");
   if (UnavailableState(sqlstate)) return absl::UnavailableError(msg);
+  if (sqlstate == kFencedState) return absl::FailedPreconditionError(absl::StrCat("fenced: ", msg));
   if (sqlstate == "40001" || sqlstate == "40P01") return absl::AbortedError(msg);
   return absl::InternalError(msg);
 }
@@ -152,6 +153,9 @@ absl::StatusOr<std::unique_ptr<Conn>> Conn::Connect(const std::string& conninfo,
     poll_status = PQconnectPoll(c);
   }
   if (PQsetnonblocking(c, 1) != 0) return conn->Broken("set non-blocking");
+  // NOTICEs ("relation ... already exists, skipping") are expected chatter, not for logs.
+  PQsetNoticeProcessor(
+      c, [](void*, const char*) {}, nullptr);
   return conn;
 }
 

@@ -143,6 +143,10 @@ class Conn {
   PGconn* conn_ = nullptr;
 };
 
+// The SQLSTATE drover_fence() raises when the writer no longer holds its lease
+// (migrations/postgres/0002_leases.sql); ResultError makes it FailedPrecondition "fenced: ...".
+inline constexpr char kFencedState[] = "DR001";
+
 // The status for a failed PGresult (FATAL_ERROR): Unavailable / FailedPrecondition /
 // Internal as described at the top, with `what` and the server's message.
 absl::Status ResultError(const PGresult* r, std::string_view what);

@@ -132,6 +132,7 @@ const Sql kStatements[] = {
      "WITH RECURSIVE p(pool) AS (SELECT min(pool) FROM load_history UNION ALL "
      "SELECT (SELECT min(pool) FROM load_history WHERE pool > p.pool) FROM p "
      "WHERE p.pool IS NOT NULL) SELECT pool FROM p WHERE pool IS NOT NULL"},
+    {"fence", "SELECT drover_fence($1::text, $2::text, $3::int8)"},
     {"list_days",
      "SELECT c.relname::text, c.reltuples::float8 FROM pg_inherits i "
      "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'task_history'::regclass "
@@ -203,6 +204,10 @@ class PostgresStore final : public Store {
   absl::StatusOr<std::vector<std::string>> LoadHistoryPools() override;
   absl::StatusOr<int64_t> DropFinishedBefore(int64_t cutoff_unix_ms, int64_t now_unix_ms) override;
   StoreStats Stats() const override { return stats_; }
+  absl::Status SetFence(const Fence& fence) override {
+    fence_ = fence;
+    return absl::OkStatus();
+  }
 
   absl::Status LoadTaskRange(uint64_t first, uint64_t last,
                              const std::function<void(TaskRow&&)>& fn);
@@ -232,6 +237,15 @@ class PostgresStore final : public Store {
   StoreStats stats_;
   bool loading_ = false;
   int64_t days_created_through_ = 0;  // the last day table known to exist (its start, ms)
+  std::optional<Fence> fence_;
+  // BEGIN, then the fence check when one is set: the head of every write transaction.
+  void Begin(std::vector<pg::Statement>& stmts) const {
+    stmts.push_back({"BEGIN", {}, false});
+    if (fence_) {
+      stmts.push_back(Stmt(
+          "fence", {pg::Text(fence_->lease), pg::Text(fence_->owner), pg::Int8(fence_->epoch)}));
+    }
+  }
 };
 
 absl::Status PostgresStore::Ready() {
@@ -372,7 +386,7 @@ absl::Status PostgresStore::Commit(const WriteBatch& batch) {
     (fin ? f_blob : h_blob).AddBytes(r.blob);
   }
   std::vector<pg::Statement> stmts;
-  stmts.push_back({"BEGIN", {}, false});
+  Begin(stmts);
   if (h_id.size() > 0) {
     stmts.push_back(
         Stmt("up_tasks", {h_id.Finish(), h_tenant.Finish(), h_type.Finish(), h_state.Finish(),
@@ -572,7 +586,8 @@ absl::StatusOr<PruneResult> PostgresStore::PruneRows(const PruneStep& step) {
   for (int s : step.states) states.AddInt4(s);
   pg::Param st = states.Finish();
   std::vector<pg::Statement> stmts;
-  stmts.push_back({"BEGIN", {}, false});
+  Begin(stmts);
+  const size_t first = stmts.size();
   stmts.push_back(Stmt("prune_tasks", {hot.Finish(), st, pg::Int8(step.updated_before_unix_ms)}));
   stmts.push_back(
       Stmt("prune_history", {hist.Finish(), st, pg::Int8(step.updated_before_unix_ms)}));
@@ -580,7 +595,7 @@ absl::StatusOr<PruneResult> PostgresStore::PruneRows(const PruneStep& step) {
   if (absl::Status s = Ready(); !s.ok()) return s;
   auto r = conn_->Pipeline(stmts, Deadline());
   if (!r.ok()) return r.status();
-  result.deleted = (*r)[1].affected() + (*r)[2].affected();
+  result.deleted = (*r)[first].affected() + (*r)[first + 1].affected();
   stats_.rows_pruned += result.deleted;
   return result;
 }

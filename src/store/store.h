@@ -191,6 +191,19 @@ class Store {
     return 0;
   }
 
+  // Fencing (PostgreSQL): once set, every write transaction first checks that `owner` still
+  // holds the lease row `lease` at `epoch`, and fails with FailedPrecondition ("fenced: ...")
+  // otherwise, writing nothing. Drivers without leases (one process owns the file) return
+  // Unimplemented.
+  struct Fence {
+    std::string lease, owner;
+    int64_t epoch = 0;
+  };
+  virtual absl::Status SetFence(const Fence& fence) {
+    (void)fence;
+    return absl::UnimplementedError(Describe() + ": no leases to fence writes with");
+  }
+
   virtual StoreStats Stats() const = 0;
 };
 
