@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -546,13 +547,25 @@ int Main(int argc, char** argv) {
       n->set_amount(amount);
     }
     if (s.count < 1) return Fail(absl::InvalidArgumentError("--count: must be >= 1"));
+    // Without a key of the user's, each task gets one of its own, so a submission the
+    // client sends again after a lost reply (a server failing over) is not doubled.
+    const std::string auto_key =
+        s.idempotency_key.empty()
+            ? absl::StrCat("cli-",
+                           absl::Hex(absl::Uniform<uint64_t>(absl::BitGen()), absl::kZeroPad16))
+            : "";
     std::vector<v1::SubmitTaskResponse> results;
     if (s.count == 1) {
+      if (!auto_key.empty()) spec.set_idempotency_key(auto_key);
       auto r = c->Submit(spec);
       if (!r.ok()) return Fail(r.status());
       results.push_back(*r);
     } else {
-      auto r = c->SubmitBatch(std::vector<v1::TaskSpec>(static_cast<size_t>(s.count), spec));
+      std::vector<v1::TaskSpec> specs(static_cast<size_t>(s.count), spec);
+      for (size_t i = 0; i < specs.size() && !auto_key.empty(); ++i) {
+        specs[i].set_idempotency_key(absl::StrCat(auto_key, "-", i));
+      }
+      auto r = c->SubmitBatch(specs);
       if (!r.ok()) return Fail(r.status());
       results.assign(r->results().begin(), r->results().end());
     }

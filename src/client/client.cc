@@ -1,7 +1,11 @@
 #include "client/client.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
 
 namespace drover::client {
@@ -23,6 +27,19 @@ absl::Status Convert(const grpc::Status& st, const grpc::ClientContext& ctx) {
 
 }  // namespace
 
+std::string ChannelTarget(const std::string& address) {
+  if (address.find(',') == std::string::npos) return address;
+  // Several servers: one channel over all of them (pick_first: the first that accepts a
+  // connection; a standby does not listen until it owns the work).
+  std::vector<std::string> parts;
+  for (absl::string_view a : absl::StrSplit(address, ',', absl::SkipWhitespace())) {
+    std::string one(absl::StripAsciiWhitespace(a));
+    if (absl::StartsWith(one, "localhost:")) one = "127.0.0.1:" + one.substr(10);
+    parts.push_back(one);
+  }
+  return absl::StrCat("ipv4:", absl::StrJoin(parts, ","));
+}
+
 int64_t RetryAfterMs(const absl::Status& st) {
   auto p = st.GetPayload(kRetryAfterPayload);
   int64_t ms = 0;
@@ -40,7 +57,18 @@ std::unique_ptr<Client> Client::Connect(const std::string& address, ClientOption
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  const bool several = address.find(',') != std::string::npos;
+  // Calls that fail with UNAVAILABLE (a server restarting, or dying mid-call) are sent
+  // again, up to 5 attempts. Every drover call is safe to repeat: reads, submissions with
+  // an idempotency key (the CLI always sets one), completions carry their lease token.
+  // With several servers a call also waits for one to be reachable (failover) instead of
+  // failing at once, up to its deadline.
+  args.SetServiceConfigJSON(absl::StrCat(
+      R"({"methodConfig": [{"name": [{}], "waitForReady": )", several ? "true" : "false",
+      R"(, "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "1s",)",
+      R"( "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})"));
+  auto channel =
+      grpc::CreateCustomChannel(ChannelTarget(address), grpc::InsecureChannelCredentials(), args);
   return std::unique_ptr<Client>(new Client(std::move(channel), options));
 }
 

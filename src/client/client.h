@@ -23,7 +23,9 @@ struct ClientOptions {
 
 class Client {
  public:
-  // Creates a channel to "host:port". Connection is lazy; the first call connects.
+  // Creates a channel to "host:port", or to several servers "ip:port,ip:port" (IPv4
+  // literals or localhost): calls go to the first that accepts connections and move to the
+  // next when it fails. Connection is lazy; the first call connects.
   static std::unique_ptr<Client> Connect(const std::string& address, ClientOptions options = {});
 
   // Waits until the channel is connected, up to `timeout`.
@@ -106,6 +108,9 @@ class Client {
 
 // The retry-after hint (ms) the server attached to a RESOURCE_EXHAUSTED answer, if any;
 // kept in the status payload under "drover.retry_after_ms".
+// The gRPC target for an address list ("a:1,b:2" -> "ipv4:a:1,b:2"; one address as is).
+std::string ChannelTarget(const std::string& address);
+
 int64_t RetryAfterMs(const absl::Status& st);
 
 }  // namespace drover::client
