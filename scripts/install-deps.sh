@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev
   libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format
-  libtorch-dev libxgboost-dev libpq-dev postgresql-15
+  libtorch-dev libxgboost-dev libpq-dev postgresql-15 pgbouncer
   prometheus sqlite3 curl procps python3
   podman runc busybox-static
 )
