@@ -12,7 +12,7 @@ echo '{"shed_fraction": 1.5}' >"$WORK/bad2.json"
 out=$("$DROVER" serve --config "$WORK/bad2.json" --data-dir "$WORK/x" 2>&1 || true)
 check "bad config value is named" contains "$out" "shed_fraction: must be in (0, 1]"
 out=$("$DROVER" serve --store tape --data-dir "$WORK/x" 2>&1 || true)
-check "bad flag value is named" contains "$out" "store: 'tape' is not sqlite or memory"
+check "bad flag value is named" contains "$out" "store: 'tape' is not sqlite, memory or a postgres:// URL"
 
 start_server
 out=$("$DROVER" serve --data-dir "$WORK/data" --grpc-listen 127.0.0.1:0 --http-listen off 2>&1 || true)
@@ -76,4 +76,9 @@ check "at 100 % even critical gets 429 with Retry-After" bash -c "grep -q '^HTTP
 # After all that, the server still serves and nothing accepted was lost.
 check "server still healthy" contains "$(curl -s "$HTTP/readyz")" "SERVING"
 check "the accepted task is intact" contains "$("$DROVER" get "$good")" "payload: keep-me"
+# PostgreSQL: an unreachable database and an out-of-range lease TTL are named.
+out=$(timeout 20 "$DROVER" serve --store postgres://postgres@127.0.0.1:1/drover --data-dir "$WORK/pgx" 2>&1 || true)
+check "an unreachable PostgreSQL is named" contains "$out" "cannot connect"
+out=$("$DROVER" serve --store postgres://postgres@127.0.0.1:1/drover --ownership-ttl 1s --data-dir "$WORK/pgx" 2>&1 || true)
+check "a too short ownership TTL is named" contains "$out" "ownership_ttl_ms: must be 1500 to 600000"
 finish
