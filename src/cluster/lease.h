@@ -1,11 +1,13 @@
 // cluster/lease: ownership of a named piece of work through a lease row in PostgreSQL.
 //
 // A Lease is held by at most one live server at a time. Acquiring increments the row's
-// epoch; the holder renews every third of the TTL on a connection of its own (so a slow
-// commit never delays a renewal); every write the holder makes is fenced by the epoch
+// epoch (after locking the row FOR UPDATE, which waits for writes in flight); the holder
+// renews every third of the TTL after its last renewal was sent, on a connection of its own
+// (the fence's key-share lock does not block renewals); every write the holder makes is
+// fenced by the epoch
 // (store::Store::SetFence). Expiry is the database's clock (now()); the holder's own
-// deadline is measured on its monotonic clock from the moment it *sent* the last renewal
-// that succeeded, minus a margin, so it always ends before the database's: the holder stops
+// deadline is measured on its monotonic clock (steady_clock) from the moment it *sent* the last
+// renewal that succeeded, minus a margin, so it always ends before the database's: the holder stops
 // acting (self-fences) before anyone else can take over.
 //
 // Threading: Acquire and Release from one thread; Run starts the renewal thread; valid()
@@ -20,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -41,6 +44,13 @@ struct LeaseOptions {
   absl::Duration margin = absl::Seconds(1);
   // How often a waiting server looks at the row while another holds it.
   absl::Duration poll = absl::Milliseconds(250);
+};
+
+// A row of the servers table (drover cluster).
+struct ServerRow {
+  std::string id, address, role;
+  absl::Duration heartbeat_age;
+  absl::Time started;
 };
 
 // What a lease row says (drover cluster, logs).
@@ -83,19 +93,28 @@ class Lease {
 
   // Reads every lease row (any server; for drover cluster).
   static absl::StatusOr<std::vector<LeaseRow>> List(const std::string& url);
+  // Reads every server row, oldest first.
+  static absl::StatusOr<std::vector<ServerRow>> Servers(const std::string& url);
 
  private:
-  absl::Status Connect();
+  absl::Status Connect(absl::Duration timeout);
+  static int64_t MonoNs();
+  // Time left until the local deadline (negative once past).
+  absl::Duration Left() const;
   // One renewal; OK when the row still names us at our epoch.
   absl::Status Renew();
+  // Refreshes this server's row in the servers table (role owner or standby); failures are
+  // ignored (the row is informational).
+  void Heartbeat(const char* role);
   void Loop();
   std::string address();
 
   const LeaseOptions options_;
   std::unique_ptr<store::pg::Conn> conn_;
   std::atomic<int64_t> epoch_{0};
-  // absl::Now() in ns at which acting must stop; only grows while renewals succeed.
+  // Monotonic ns (MonoNs) at which acting must stop; only grows while renewals succeed.
   std::atomic<int64_t> valid_until_ns_{0};
+  int64_t last_sent_ns_ = 0;  // MonoNs when the last successful acquire/renewal was sent
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -103,6 +122,9 @@ class Lease {
   bool lost_ = false;
   std::function<void(const std::string&)> on_lost_;
   std::string address_;
+  absl::Time started_ = absl::Now();
+  absl::Time last_heartbeat_ = absl::InfinitePast();
+  std::string heartbeat_address_, heartbeat_role_;  // what the last heartbeat wrote
   std::thread thread_;
 };
 

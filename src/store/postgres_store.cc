@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -341,6 +342,11 @@ absl::Status PostgresStore::CreateDays(int64_t now_unix_ms) {
     if (!st.ok()) {
       if (conn_->healthy()) (void)conn_->Exec("ROLLBACK", Deadline());
       if (absl::IsUnavailable(st)) return st;
+      // Another server created it between our IF NOT EXISTS and the catalog insert.
+      if (absl::StrContains(st.message(), "SQLSTATE 42P07") ||
+          absl::StrContains(st.message(), "SQLSTATE 23505")) {
+        continue;
+      }
       // Rows of that day already sit in the default table (PostgreSQL refuses the new
       // table then); they are pruned row by row. Not an error for the caller.
       fmt::print(stderr, "drover: {}: day table {} not created: {}\n", Describe(), DayTable(day),

@@ -15,15 +15,16 @@ CREATE TABLE leases (
   address    text        NOT NULL DEFAULT ''  -- where the owner serves gRPC
 );
 
--- The fence: the first statement of every write transaction of an owner. It takes a share
--- lock on the lease row, so a server taking the lease over (an UPDATE of that row) waits
--- for the writer's transaction to end, and every transaction after the takeover sees the
--- new epoch and fails here with SQLSTATE DR001: a paused or cut-off former owner can write
--- nothing once it has been replaced.
+-- The fence: the first statement of every write transaction of an owner. It takes a key-share
+-- lock on the lease row; a server taking the lease over first locks the row FOR UPDATE, which
+-- waits for every writer's transaction to end, and every transaction after the takeover sees
+-- the new epoch and fails here with SQLSTATE DR001: a paused or cut-off former owner can
+-- write nothing once it has been replaced. Renewals (UPDATEs of non-key columns) do not
+-- conflict with key-share locks, so a long commit does not hold up the holder's renewal.
 CREATE FUNCTION drover_fence(p_name text, p_owner text, p_epoch bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM 1 FROM leases WHERE name = p_name AND owner = p_owner AND epoch = p_epoch FOR SHARE;
+  PERFORM 1 FROM leases WHERE name = p_name AND owner = p_owner AND epoch = p_epoch FOR KEY SHARE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'lease % is no longer held by % at epoch %', p_name, p_owner, p_epoch
       USING ERRCODE = 'DR001';
