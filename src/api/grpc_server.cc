@@ -171,45 +171,32 @@ void WorkStream::OnDone() {
   delete this;
 }
 
+// One unary RPC handled by the Service method of the same name: the request (or none) and
+// a Finisher that writes the response. Each service class below is a table of these.
+#define DROVER_UNARY(Method, Request, Response)                                  \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req, \
+                             v1::Response* resp) override {                      \
+    auto* r = ctx->DefaultReactor();                                             \
+    s_.Method(*req, Finisher(ctx, r, resp));                                     \
+    return r;                                                                    \
+  }
+#define DROVER_UNARY_NO_REQUEST(Method, Request, Response)                                       \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request*, v1::Response* resp) \
+      override {                                                                                 \
+    auto* r = ctx->DefaultReactor();                                                             \
+    s_.Method(Finisher(ctx, r, resp));                                                           \
+    return r;                                                                                    \
+  }
+
 class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
   explicit TaskServiceImpl(api::Service& s) : s_(s) {}
-  ServerUnaryReactor* SubmitTask(CallbackServerContext* ctx, const v1::SubmitTaskRequest* req,
-                                 v1::SubmitTaskResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.SubmitTask(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* SubmitTasks(CallbackServerContext* ctx, const v1::SubmitTasksRequest* req,
-                                  v1::SubmitTasksResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.SubmitTasks(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* GetTask(CallbackServerContext* ctx, const v1::GetTaskRequest* req,
-                              v1::Task* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.GetTask(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ListTasks(CallbackServerContext* ctx, const v1::ListTasksRequest* req,
-                                v1::ListTasksResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ListTasks(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* CancelTask(CallbackServerContext* ctx, const v1::CancelTaskRequest* req,
-                                 v1::Task* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.CancelTask(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* WaitTask(CallbackServerContext* ctx, const v1::WaitTaskRequest* req,
-                               v1::WaitTaskResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.WaitTask(*req, Finisher(ctx, r, resp));
-    return r;
-  }
+  DROVER_UNARY(SubmitTask, SubmitTaskRequest, SubmitTaskResponse)
+  DROVER_UNARY(SubmitTasks, SubmitTasksRequest, SubmitTasksResponse)
+  DROVER_UNARY(GetTask, GetTaskRequest, Task)
+  DROVER_UNARY(ListTasks, ListTasksRequest, ListTasksResponse)
+  DROVER_UNARY(CancelTask, CancelTaskRequest, Task)
+  DROVER_UNARY(WaitTask, WaitTaskRequest, WaitTaskResponse)
 
  private:
   api::Service& s_;
@@ -218,45 +205,12 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
 class WorkflowServiceImpl final : public v1::WorkflowService::CallbackService {
  public:
   explicit WorkflowServiceImpl(api::Service& s) : s_(s) {}
-  ServerUnaryReactor* SubmitWorkflow(CallbackServerContext* ctx,
-                                     const v1::SubmitWorkflowRequest* req,
-                                     v1::Workflow* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.SubmitWorkflow(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* SubmitMapReduce(CallbackServerContext* ctx,
-                                      const v1::SubmitMapReduceRequest* req,
-                                      v1::Workflow* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.SubmitMapReduce(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* GetWorkflow(CallbackServerContext* ctx, const v1::GetWorkflowRequest* req,
-                                  v1::Workflow* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.GetWorkflow(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ListWorkflows(CallbackServerContext* ctx, const v1::ListWorkflowsRequest* req,
-                                    v1::ListWorkflowsResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ListWorkflows(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* CancelWorkflow(CallbackServerContext* ctx,
-                                     const v1::CancelWorkflowRequest* req,
-                                     v1::Workflow* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.CancelWorkflow(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* WaitWorkflow(CallbackServerContext* ctx, const v1::WaitWorkflowRequest* req,
-                                   v1::WaitWorkflowResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.WaitWorkflow(*req, Finisher(ctx, r, resp));
-    return r;
-  }
+  DROVER_UNARY(SubmitWorkflow, SubmitWorkflowRequest, Workflow)
+  DROVER_UNARY(SubmitMapReduce, SubmitMapReduceRequest, Workflow)
+  DROVER_UNARY(GetWorkflow, GetWorkflowRequest, Workflow)
+  DROVER_UNARY(ListWorkflows, ListWorkflowsRequest, ListWorkflowsResponse)
+  DROVER_UNARY(CancelWorkflow, CancelWorkflowRequest, Workflow)
+  DROVER_UNARY(WaitWorkflow, WaitWorkflowRequest, WaitWorkflowResponse)
 
  private:
   api::Service& s_;
@@ -265,18 +219,8 @@ class WorkflowServiceImpl final : public v1::WorkflowService::CallbackService {
 class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
   AgentServiceImpl(api::Service& s, StreamRegistry& reg) : s_(s), reg_(reg) {}
-  ServerUnaryReactor* RegisterAgent(CallbackServerContext* ctx, const v1::RegisterAgentRequest* req,
-                                    v1::RegisterAgentResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.RegisterAgent(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* Heartbeat(CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
-                                v1::HeartbeatResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.Heartbeat(*req, Finisher(ctx, r, resp));
-    return r;
-  }
+  DROVER_UNARY(RegisterAgent, RegisterAgentRequest, RegisterAgentResponse)
+  DROVER_UNARY(Heartbeat, HeartbeatRequest, HeartbeatResponse)
   grpc::ServerWriteReactor<v1::WorkItem>* OpenWorkStream(
       CallbackServerContext* ctx, const v1::OpenWorkStreamRequest* req) override {
     auto* stream = new WorkStream(&reg_, &s_, req->agent_id());
@@ -286,43 +230,12 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     });
     return stream;
   }
-  ServerUnaryReactor* CompleteTask(CallbackServerContext* ctx, const v1::CompleteTaskRequest* req,
-                                   v1::Ack* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.CompleteTask(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* CompleteTasks(CallbackServerContext* ctx, const v1::CompleteTasksRequest* req,
-                                    v1::CompleteTasksResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.CompleteTasks(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* FailTask(CallbackServerContext* ctx, const v1::FailTaskRequest* req,
-                               v1::Ack* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.FailTask(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* Checkpoint(CallbackServerContext* ctx, const v1::CheckpointRequest* req,
-                                 v1::Ack* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.Checkpoint(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ExtendLease(CallbackServerContext* ctx, const v1::ExtendLeaseRequest* req,
-                                  v1::ExtendLeaseResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ExtendLease(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* DeregisterAgent(CallbackServerContext* ctx,
-                                      const v1::DeregisterAgentRequest* req,
-                                      v1::Ack* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.DeregisterAgent(*req, Finisher(ctx, r, resp));
-    return r;
-  }
+  DROVER_UNARY(CompleteTask, CompleteTaskRequest, Ack)
+  DROVER_UNARY(CompleteTasks, CompleteTasksRequest, CompleteTasksResponse)
+  DROVER_UNARY(FailTask, FailTaskRequest, Ack)
+  DROVER_UNARY(Checkpoint, CheckpointRequest, Ack)
+  DROVER_UNARY(ExtendLease, ExtendLeaseRequest, ExtendLeaseResponse)
+  DROVER_UNARY(DeregisterAgent, DeregisterAgentRequest, Ack)
 
  private:
   api::Service& s_;
@@ -332,112 +245,30 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
   explicit AdminServiceImpl(api::Service& s) : s_(s) {}
-  ServerUnaryReactor* Health(CallbackServerContext* ctx, const v1::HealthRequest*,
-                             v1::HealthResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.Health(Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* Ready(CallbackServerContext* ctx, const v1::HealthRequest*,
-                            v1::HealthResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.Ready(Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* Stats(CallbackServerContext* ctx, const v1::StatsRequest*,
-                            v1::StatsResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.Stats(Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ListDeadLetters(CallbackServerContext* ctx,
-                                      const v1::ListDeadLettersRequest* req,
-                                      v1::ListTasksResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ListDeadLetters(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ReprocessDeadLetters(CallbackServerContext* ctx,
-                                           const v1::ReprocessDeadLettersRequest* req,
-                                           v1::ReprocessDeadLettersResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ReprocessDeadLetters(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* PurgeDeadLetters(CallbackServerContext* ctx,
-                                       const v1::PurgeDeadLettersRequest* req,
-                                       v1::PurgeDeadLettersResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.PurgeDeadLetters(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* SendMessage(CallbackServerContext* ctx, const v1::SendMessageRequest* req,
-                                  v1::SendMessageResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.SendMessage(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* GetUsage(CallbackServerContext* ctx, const v1::UsageRequest*,
-                               v1::UsageResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.GetUsage(Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ListPools(CallbackServerContext* ctx, const v1::ListPoolsRequest*,
-                                v1::ListPoolsResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ListPools(Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ApplyPool(CallbackServerContext* ctx, const v1::ApplyPoolRequest* req,
-                                v1::Ack* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ApplyPool(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* DeletePool(CallbackServerContext* ctx, const v1::DeletePoolRequest* req,
-                                 v1::Ack* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.DeletePool(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* StopPoolAgent(CallbackServerContext* ctx, const v1::StopPoolAgentRequest* req,
-                                    v1::Ack* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.StopPoolAgent(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ListScalingDecisions(CallbackServerContext* ctx,
-                                           const v1::ListScalingDecisionsRequest* req,
-                                           v1::ListScalingDecisionsResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ListScalingDecisions(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* GetLoadHistory(CallbackServerContext* ctx,
-                                     const v1::GetLoadHistoryRequest* req,
-                                     v1::GetLoadHistoryResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.GetLoadHistory(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ImportLoadHistory(CallbackServerContext* ctx,
-                                        const v1::ImportLoadHistoryRequest* req,
-                                        v1::ImportLoadHistoryResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ImportLoadHistory(*req, Finisher(ctx, r, resp));
-    return r;
-  }
-  ServerUnaryReactor* ListAgents(CallbackServerContext* ctx, const v1::ListAgentsRequest*,
-                                 v1::ListAgentsResponse* resp) override {
-    auto* r = ctx->DefaultReactor();
-    s_.ListAgents(Finisher(ctx, r, resp));
-    return r;
-  }
+  DROVER_UNARY_NO_REQUEST(Health, HealthRequest, HealthResponse)
+  DROVER_UNARY_NO_REQUEST(Ready, HealthRequest, HealthResponse)
+  DROVER_UNARY_NO_REQUEST(Stats, StatsRequest, StatsResponse)
+  DROVER_UNARY(ListDeadLetters, ListDeadLettersRequest, ListTasksResponse)
+  DROVER_UNARY(ReprocessDeadLetters, ReprocessDeadLettersRequest, ReprocessDeadLettersResponse)
+  DROVER_UNARY(PurgeDeadLetters, PurgeDeadLettersRequest, PurgeDeadLettersResponse)
+  DROVER_UNARY(SendMessage, SendMessageRequest, SendMessageResponse)
+  DROVER_UNARY_NO_REQUEST(GetUsage, UsageRequest, UsageResponse)
+  DROVER_UNARY_NO_REQUEST(ListPools, ListPoolsRequest, ListPoolsResponse)
+  DROVER_UNARY(ApplyPool, ApplyPoolRequest, Ack)
+  DROVER_UNARY(DeletePool, DeletePoolRequest, Ack)
+  DROVER_UNARY(StopPoolAgent, StopPoolAgentRequest, Ack)
+  DROVER_UNARY(ListScalingDecisions, ListScalingDecisionsRequest, ListScalingDecisionsResponse)
+  DROVER_UNARY(GetLoadHistory, GetLoadHistoryRequest, GetLoadHistoryResponse)
+  DROVER_UNARY(ImportLoadHistory, ImportLoadHistoryRequest, ImportLoadHistoryResponse)
+  DROVER_UNARY_NO_REQUEST(ListAgents, ListAgentsRequest, ListAgentsResponse)
+  DROVER_UNARY(GetCluster, GetClusterRequest, ClusterStatus)
 
  private:
   api::Service& s_;
 };
+
+#undef DROVER_UNARY
+#undef DROVER_UNARY_NO_REQUEST
 
 }  // namespace
 

@@ -297,6 +297,11 @@ void HttpServer::Routes() {
     Answer(res, Await<v1::ListAgentsResponse>(
                     [&](Reply<v1::ListAgentsResponse> done) { svc->ListAgents(std::move(done)); }));
   });
+  s.Get("/v1/cluster", [svc](const httplib::Request&, httplib::Response& res) {
+    Answer(res, Await<v1::ClusterStatus>([&](Reply<v1::ClusterStatus> done) {
+             svc->GetCluster(v1::GetClusterRequest(), std::move(done));
+           }));
+  });
   s.Get("/v1/pools", [svc](const httplib::Request&, httplib::Response& res) {
     Answer(res, Await<v1::ListPoolsResponse>(
                     [&](Reply<v1::ListPoolsResponse> done) { svc->ListPools(std::move(done)); }));

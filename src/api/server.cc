@@ -100,6 +100,57 @@ absl::StatusOr<std::unique_ptr<cluster::Lease>> TakeOwnership(const ServeOptions
 
 }  // namespace
 
+// The servers and leases on the store, for drover cluster. SQLite and memory: this server.
+Service::ClusterFn Server::ClusterStatusFn(Impl& impl) {
+  const std::string store = impl.store->Describe();
+  const std::string self = impl.lease ? impl.lease->options().owner : cluster::ServerId();
+  const std::string address =
+      absl::StrCat(impl.options.grpc_listen.substr(0, impl.options.grpc_listen.rfind(':')), ":",
+                   impl.grpc->port());
+  const absl::Time started = absl::Now();
+  if (!impl.lease) {
+    return [store, self, address, started]() -> absl::StatusOr<v1::ClusterStatus> {
+      v1::ClusterStatus c;
+      c.set_store(store);
+      c.set_self(self);
+      v1::ClusterServer* s = c.add_servers();
+      s->set_id(self);
+      s->set_address(address);
+      s->set_role("owner");
+      s->set_started_unix_ms(absl::ToUnixMillis(started));
+      return c;
+    };
+  }
+  const std::string url = impl.lease->options().url;
+  return [store, self, url]() -> absl::StatusOr<v1::ClusterStatus> {
+    v1::ClusterStatus c;
+    c.set_store(store);
+    c.set_self(self);
+    auto servers = cluster::Lease::Servers(url);
+    if (!servers.ok()) return servers.status();
+    for (const cluster::ServerRow& row : *servers) {
+      v1::ClusterServer* s = c.add_servers();
+      s->set_id(row.id);
+      s->set_address(row.address);
+      s->set_role(row.role);
+      s->set_heartbeat_age_ms(absl::ToInt64Milliseconds(row.heartbeat_age));
+      s->set_started_unix_ms(absl::ToUnixMillis(row.started));
+    }
+    auto leases = cluster::Lease::List(url);
+    if (!leases.ok()) return leases.status();
+    for (const cluster::LeaseRow& row : *leases) {
+      v1::ClusterLease* l = c.add_leases();
+      l->set_name(row.name);
+      l->set_owner(row.owner);
+      l->set_address(row.address);
+      l->set_epoch(row.epoch);
+      l->set_expires_in_ms(absl::ToInt64Milliseconds(row.expires_in));
+      l->set_renewed_age_ms(absl::ToInt64Milliseconds(row.renewed_ago));
+    }
+    return c;
+  };
+}
+
 bool IsPostgres(const std::string& store) {
   return store.rfind("postgres://", 0) == 0 || store.rfind("postgresql://", 0) == 0;
 }
@@ -322,6 +373,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     }
     impl->service->SetPools(impl->pools.get());
   }
+  impl->service->SetCluster(ClusterStatusFn(*impl));
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "api/config.h"
+#include "api/service.h"
 #include "core/engine.h"
 #include "store/store.h"
 #include "util/clock.h"
@@ -51,6 +52,7 @@ class Server {
   std::string store_description() const;
 
   struct Impl;
+  static Service::ClusterFn ClusterStatusFn(Impl& impl);
 
  private:
   explicit Server(std::unique_ptr<Impl> impl);

@@ -863,6 +863,11 @@ void Service::ImportLoadHistory(const v1::ImportLoadHistoryRequest& req,
   if (!st.ok()) (*shared)(st);
 }
 
+void Service::GetCluster(const v1::GetClusterRequest&, Reply<v1::ClusterStatus> done) {
+  if (!cluster_) return done(absl::UnavailableError("server is starting; retry shortly"));
+  done(cluster_());
+}
+
 void Service::ListAgents(Reply<v1::ListAgentsResponse> done) {
   RunOn<v1::ListAgentsResponse>(runtime_, std::move(done),
                                 [](Engine& e) -> absl::StatusOr<v1::ListAgentsResponse> {

@@ -69,6 +69,10 @@ class Service {
   void GetUsage(Reply<v1::UsageResponse> done);
   // Pools (none unless the config has some). Not through the engine thread.
   void SetPools(pool::PoolManager* pools) { pools_ = pools; }
+  // What GetCluster answers (the servers and leases on the store), set by Server. Called on
+  // the calling transport thread; it may read the database (a short admin call).
+  using ClusterFn = std::function<absl::StatusOr<v1::ClusterStatus>()>;
+  void SetCluster(ClusterFn fn) { cluster_ = std::move(fn); }
   void ListPools(Reply<v1::ListPoolsResponse> done);
   void ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done);
   void DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done);
@@ -80,6 +84,7 @@ class Service {
   void ImportLoadHistory(const v1::ImportLoadHistoryRequest& req,
                          Reply<v1::ImportLoadHistoryResponse> done);
   void ListAgents(Reply<v1::ListAgentsResponse> done);
+  void GetCluster(const v1::GetClusterRequest& req, Reply<v1::ClusterStatus> done);
 
  private:
   // Writes the pools defined through the API to the store meta, then answers.
@@ -89,6 +94,7 @@ class Service {
   store::Store& store_;
   absl::Time started_;
   pool::PoolManager* pools_ = nullptr;
+  ClusterFn cluster_;
 };
 
 }  // namespace drover::api

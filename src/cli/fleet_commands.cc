@@ -46,6 +46,9 @@ void FleetCommands::Add(CLI::App& app) {
       ->required();
   stop_->add_flag("--force", force_,
                   "stop it now: its running tasks go back to the queue (uncounted)");
+  cluster_ = app.add_subcommand(
+      "cluster", "The servers on this store (owner, standbys) and the leases on the work");
+  cluster_->add_flag("--json", json_, "print JSON");
 }
 
 int FleetCommands::Run(client::Client& c) {
@@ -54,6 +57,7 @@ int FleetCommands::Run(client::Client& c) {
   if (apply_->parsed()) return Apply(c);
   if (delete_->parsed()) return Delete(c);
   if (stop_->parsed()) return Stop(c);
+  if (cluster_->parsed()) return Cluster(c);
   if (pools_->parsed()) return Pools(c);
   return Agents(c);
 }
@@ -260,6 +264,36 @@ int FleetCommands::Agents(client::Client& c) {
                a.name().empty() ? "-" : a.name().substr(0, 16), absl::StrJoin(types, ","),
                absl::StrCat(a.leased(), "/", a.max_concurrency()), a.cost_factor(), a.breaker(),
                a.connected() ? "open" : "closed", Age(a.last_seen_unix_ms()));
+  }
+  return 0;
+}
+
+// `drover cluster`: who serves this store and who owns the work.
+int FleetCommands::Cluster(client::Client& c) {
+  auto r = c.GetCluster();
+  if (!r.ok()) return Fail(r.status());
+  if (json_) {
+    fmt::print("{}", Json(*r));
+    return 0;
+  }
+  auto secs = [](int64_t ms) { return absl::StrFormat("%.1fs", static_cast<double>(ms) / 1000); };
+  fmt::print("store {}\n\n", r->store());
+  fmt::print("{:<36} {:<22} {:<8} {}\n", "SERVER", "ADDRESS", "ROLE", "HEARTBEAT");
+  for (const v1::ClusterServer& s : r->servers()) {
+    fmt::print("{:<36} {:<22} {:<8} {}{}\n", s.id(), s.address(), s.role(),
+               s.heartbeat_age_ms() > 0 ? secs(s.heartbeat_age_ms()) + " ago" : "-",
+               s.id() == r->self() ? "  (answered this)" : "");
+  }
+  if (r->leases_size() == 0) {
+    fmt::print("\nno leases: one server owns its store (SQLite or memory)\n");
+    return 0;
+  }
+  fmt::print("\n{:<14} {:<36} {:>6} {:>11} {:>10}\n", "LEASE", "OWNER", "EPOCH", "EXPIRES IN",
+             "RENEWED");
+  for (const v1::ClusterLease& l : r->leases()) {
+    fmt::print("{:<14} {:<36} {:>6} {:>11} {:>10}\n", l.name(), l.owner(), l.epoch(),
+               l.expires_in_ms() < 0 ? "expired" : secs(l.expires_in_ms()),
+               secs(l.renewed_age_ms()) + " ago");
   }
   return 0;
 }

@@ -12,7 +12,7 @@ class FleetCommands {
   void Add(CLI::App& app);
   bool parsed() const {
     return (usage_ != nullptr && usage_->parsed()) || (agents_ != nullptr && agents_->parsed()) ||
-           (pools_ != nullptr && pools_->parsed());
+           (pools_ != nullptr && pools_->parsed()) || (cluster_ != nullptr && cluster_->parsed());
   }
   int Run(client::Client& c);
 
@@ -24,6 +24,7 @@ class FleetCommands {
   int Apply(client::Client& c);
   int Delete(client::Client& c);
   int Stop(client::Client& c);
+  int Cluster(client::Client& c);
 
   CLI::App* usage_ = nullptr;
   CLI::App* agents_ = nullptr;
@@ -32,6 +33,7 @@ class FleetCommands {
   CLI::App* apply_ = nullptr;
   CLI::App* delete_ = nullptr;
   CLI::App* stop_ = nullptr;
+  CLI::App* cluster_ = nullptr;
   std::string file_;
   bool force_ = false;
   std::string pool_;

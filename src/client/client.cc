@@ -366,6 +366,14 @@ absl::StatusOr<v1::ListAgentsResponse> Client::ListAgents() {
   return resp;
 }
 
+absl::StatusOr<v1::ClusterStatus> Client::GetCluster() {
+  v1::GetClusterRequest req;
+  v1::ClusterStatus resp;
+  DROVER_CALL(admin_, GetCluster, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::ListPoolsResponse> Client::ListPools() {
   v1::ListPoolsRequest req;
   v1::ListPoolsResponse resp;

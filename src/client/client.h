@@ -84,6 +84,7 @@ class Client {
   absl::StatusOr<v1::SendMessageResponse> SendMessage(const v1::SendMessageRequest& req);
   absl::StatusOr<v1::UsageResponse> GetUsage();
   absl::StatusOr<v1::ListAgentsResponse> ListAgents();
+  absl::StatusOr<v1::ClusterStatus> GetCluster();
   absl::StatusOr<v1::ListPoolsResponse> ListPools();
   absl::Status ApplyPool(const v1::ApplyPoolRequest& req);
   absl::Status DeletePool(const v1::DeletePoolRequest& req);

@@ -98,6 +98,11 @@ start b
 sleep 0.5
 check "the second server waits as a standby (not serving)" [ ! -f "$WORK/b.ports" ]
 grep -q "standby" "$WORK/b.log" && echo "     $(grep -m1 standby "$WORK/b.log")"
+sleep 1
+out=$("$DROVER" cluster 2>&1 || true)
+check "drover cluster lists the owner" contains "$out" "owner"
+check "drover cluster lists the standby" contains "$out" "standby"
+check "drover cluster shows the lease on the work" contains "$out" "partition/0"
 for i in 1 2; do start_agent "w$i" crash 4 "$AGENT"; done
 
 : >"$WORK/acked"
