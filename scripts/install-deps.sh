@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev
   libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format
   libtorch-dev libxgboost-dev libpq-dev postgresql-15 pgbouncer
-  prometheus sqlite3 curl procps python3
+  prometheus sqlite3 curl procps python3 python3-pytest
   podman runc busybox-static
 )
 
