@@ -63,11 +63,18 @@ start a
 for _ in $(seq 1 250); do [ -f "$WORK/a.ports" ] && break; sleep 0.02; done
 start b
 for i in 1 2; do start_agent "w$i" crash 4 "$AGENT"; done
+# History for history_check.py: acknowledged batches (client.jsonl) and, from record.sh,
+# every lease the agents received.
+export RECORD_DIR="$WORK/history"
+mkdir -p "$RECORD_DIR"
+: >"$RECORD_DIR/client.jsonl"
 : >"$WORK/acked"
 (
   while [ ! -f "$WORK/stop" ]; do
-    if ids=$("$DROVER" submit -q --type crash --payload p --count 10 2>>"$WORK/submit.err"); then
-      echo "$ids" >>"$WORK/acked"
+    if out=$("$DROVER" submit --json --type crash --payload p --count 10 2>>"$WORK/submit.err"); then
+      line=$(printf '%s' "$out" | tr -d '\n')
+      printf '%s\n' "$line" >>"$RECORD_DIR/client.jsonl"
+      { grep -o '"task": *{ *"id": *"[0-9]*"' <<<"$line" || true; } | tr -dc '0-9\n' >>"$WORK/acked"
     else
       sleep 0.05
     fi
@@ -136,6 +143,9 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 check "nothing outstanding after the drain" [ "$out" = 0 ]
+check "the history checks out (history_check.py)" python3 "$(dirname "$0")/history_check.py" \
+  "$RECORD_DIR" --agent-log "$WORK/agent-w1.log" --agent-log "$WORK/agent-w2.log" \
+  --drover "$DROVER" --expect-state SUCCEEDED
 tr ' ' '\n' <"$WORK/acked" | grep -E '^[0-9]+$' | sort -u >"$WORK/acked.ids"
 echo "     acknowledged submissions: $(wc -l <"$WORK/acked.ids")"
 psql -c "SELECT id, state FROM tasks UNION ALL SELECT id, state FROM task_history" |
