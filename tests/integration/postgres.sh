@@ -180,8 +180,12 @@ for _ in $(seq 1 150); do
   sleep 0.1
 done
 check "a server owns the work and serves after PostgreSQL restarted" [ -n "$o" ]
-check "the owner saw the outage and retried its commits" \
-  grep -q "store unavailable, retrying" "$WORK/a.log" "$WORK/b.log"
+# Through PgBouncer a commit may instead wait inside PgBouncer until PostgreSQL is back,
+# without an error reaching drover, so only the direct run requires the retries.
+if [ "${PGBOUNCER:-0}" != 1 ]; then
+  check "the owner saw the outage and retried its commits" \
+    grep -q "store unavailable, retrying" "$WORK/a.log" "$WORK/b.log"
+fi
 for n in a b; do kill -0 "${PID[$n]}" 2>/dev/null || start "$n"; done
 
 touch "$WORK/stop"
