@@ -242,48 +242,7 @@ absl::Status Conn::Send(const Statement& stmt) {
   return absl::OkStatus();
 }
 
-absl::Status Conn::Exec(std::string_view sql, absl::Time deadline) {
-  if (!healthy()) return absl::UnavailableError("postgres: not connected");
-  if (PQsendQuery(conn_, std::string(sql).c_str()) == 0) return Broken("send query");
-  if (absl::Status st = Flush(deadline); !st.ok()) return st;
-  absl::Status first;
-  for (;;) {
-    PGresult* r = nullptr;
-    if (absl::Status st = Next(deadline, &r); !st.ok()) return st;
-    if (r == nullptr) break;
-    Result owned(r);
-    const ExecStatusType s = PQresultStatus(r);
-    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && first.ok()) {
-      first = ResultError(r, sql.substr(0, 60));
-    }
-  }
-  return first;
-}
-
-absl::Status Conn::Prepare(const std::string& name, const std::string& sql,
-                           const std::vector<Oid>& types, absl::Time deadline) {
-  if (!healthy()) return absl::UnavailableError("postgres: not connected");
-  if (PQsendPrepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(types.size()),
-                    types.data()) == 0) {
-    return Broken("prepare");
-  }
-  if (absl::Status st = Flush(deadline); !st.ok()) return st;
-  absl::Status first;
-  for (;;) {
-    PGresult* r = nullptr;
-    if (absl::Status st = Next(deadline, &r); !st.ok()) return st;
-    if (r == nullptr) break;
-    Result owned(r);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && first.ok()) {
-      first = ResultError(r, absl::StrCat("prepare ", name));
-    }
-  }
-  return first;
-}
-
-absl::StatusOr<Result> Conn::Query(const Statement& stmt, absl::Time deadline) {
-  if (!healthy()) return absl::UnavailableError("postgres: not connected");
-  if (absl::Status st = Send(stmt); !st.ok()) return st;
+absl::StatusOr<Result> Conn::Collect(absl::Time deadline, std::string_view what) {
   if (absl::Status st = Flush(deadline); !st.ok()) return st;
   Result last;
   absl::Status first;
@@ -293,7 +252,7 @@ absl::StatusOr<Result> Conn::Query(const Statement& stmt, absl::Time deadline) {
     if (r == nullptr) break;
     const ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-      if (first.ok()) first = ResultError(r, stmt.sql.substr(0, 60));
+      if (first.ok()) first = ResultError(r, what);
       PQclear(r);
       continue;
     }
@@ -301,6 +260,28 @@ absl::StatusOr<Result> Conn::Query(const Statement& stmt, absl::Time deadline) {
   }
   if (!first.ok()) return first;
   return last;
+}
+
+absl::Status Conn::Exec(std::string_view sql, absl::Time deadline) {
+  if (!healthy()) return absl::UnavailableError("postgres: not connected");
+  if (PQsendQuery(conn_, std::string(sql).c_str()) == 0) return Broken("send query");
+  return Collect(deadline, sql.substr(0, 60)).status();
+}
+
+absl::Status Conn::Prepare(const std::string& name, const std::string& sql,
+                           const std::vector<Oid>& types, absl::Time deadline) {
+  if (!healthy()) return absl::UnavailableError("postgres: not connected");
+  if (PQsendPrepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(types.size()),
+                    types.data()) == 0) {
+    return Broken("prepare");
+  }
+  return Collect(deadline, absl::StrCat("prepare ", name)).status();
+}
+
+absl::StatusOr<Result> Conn::Query(const Statement& stmt, absl::Time deadline) {
+  if (!healthy()) return absl::UnavailableError("postgres: not connected");
+  if (absl::Status st = Send(stmt); !st.ok()) return st;
+  return Collect(deadline, std::string_view(stmt.sql).substr(0, 60));
 }
 
 absl::StatusOr<std::vector<Result>> Conn::Pipeline(const std::vector<Statement>& stmts,

@@ -133,6 +133,9 @@ class Conn {
   explicit Conn(PGconn* c) : conn_(c) {}
   absl::Status Send(const Statement& stmt);
   absl::Status Flush(absl::Time deadline);
+  // Flushes what was sent, then reads every result of one query until libpq says it is
+  // done: the last successful result, or the first error (`what` names it).
+  absl::StatusOr<Result> Collect(absl::Time deadline, std::string_view what);
   // Waits until a result can be read without blocking; nullptr in *out means "no more
   // results for the current query".
   absl::Status Next(absl::Time deadline, PGresult** out);

@@ -149,6 +149,32 @@ const char* SqlOf(const char* name) {
 
 // Statements are prepared without parameter types: every $n is cast in its SQL.
 
+// Task rows as the binary array parameters of up_tasks and ins_history ($1..$7: id, tenant,
+// type, state, priority, updated_unix_ms, blob).
+class TaskArrays {
+ public:
+  void Add(const TaskRow& r) {
+    id_.AddInt8(static_cast<int64_t>(r.id));
+    tenant_.AddBytes(r.tenant);
+    type_.AddBytes(r.type);
+    state_.AddInt4(r.state);
+    priority_.AddInt4(r.priority);
+    updated_.AddInt8(r.updated_unix_ms);
+    blob_.AddBytes(r.blob);
+  }
+  size_t size() const { return id_.size(); }
+  std::vector<pg::Param> Finish() {
+    return {id_.Finish(),       tenant_.Finish(),  type_.Finish(), state_.Finish(),
+            priority_.Finish(), updated_.Finish(), blob_.Finish()};
+  }
+
+ private:
+  pg::ArrayBuilder id_{pg::kInt8Array, pg::kInt8}, tenant_{pg::kTextArray, pg::kText},
+      type_{pg::kTextArray, pg::kText}, state_{pg::kInt4Array, pg::kInt4},
+      priority_{pg::kInt4Array, pg::kInt4}, updated_{pg::kInt8Array, pg::kInt8},
+      blob_{pg::kByteaArray, pg::kBytea};
+};
+
 TaskRow ReadTask(const pg::Result& r, int i, int64_t* rev) {
   TaskRow row;
   row.id = static_cast<uint64_t>(r.Int8(i, 0));
@@ -371,40 +397,20 @@ absl::Status PostgresStore::Commit(const WriteBatch& batch) {
   std::unordered_map<uint64_t, size_t> last_task;
   last_task.reserve(batch.upserts.size());
   for (size_t i = 0; i < batch.upserts.size(); ++i) last_task[batch.upserts[i].id] = i;
-  pg::ArrayBuilder h_id(pg::kInt8Array, pg::kInt8), h_tenant(pg::kTextArray, pg::kText),
-      h_type(pg::kTextArray, pg::kText), h_state(pg::kInt4Array, pg::kInt4),
-      h_prio(pg::kInt4Array, pg::kInt4), h_upd(pg::kInt8Array, pg::kInt8),
-      h_blob(pg::kByteaArray, pg::kBytea);
-  pg::ArrayBuilder f_id(pg::kInt8Array, pg::kInt8), f_tenant(pg::kTextArray, pg::kText),
-      f_type(pg::kTextArray, pg::kText), f_state(pg::kInt4Array, pg::kInt4),
-      f_prio(pg::kInt4Array, pg::kInt4), f_upd(pg::kInt8Array, pg::kInt8),
-      f_blob(pg::kByteaArray, pg::kBytea);
+  TaskArrays hot, finished;
   for (size_t i = 0; i < batch.upserts.size(); ++i) {
     const TaskRow& r = batch.upserts[i];
     if (last_task[r.id] != i) continue;
-    const bool fin = Finished(r.state);
-    (fin ? f_id : h_id).AddInt8(static_cast<int64_t>(r.id));
-    (fin ? f_tenant : h_tenant).AddBytes(r.tenant);
-    (fin ? f_type : h_type).AddBytes(r.type);
-    (fin ? f_state : h_state).AddInt4(r.state);
-    (fin ? f_prio : h_prio).AddInt4(r.priority);
-    (fin ? f_upd : h_upd).AddInt8(r.updated_unix_ms);
-    (fin ? f_blob : h_blob).AddBytes(r.blob);
+    (Finished(r.state) ? finished : hot).Add(r);
   }
   std::vector<pg::Statement> stmts;
   Begin(stmts);
-  if (h_id.size() > 0) {
-    stmts.push_back(
-        Stmt("up_tasks", {h_id.Finish(), h_tenant.Finish(), h_type.Finish(), h_state.Finish(),
-                          h_prio.Finish(), h_upd.Finish(), h_blob.Finish()}));
-  }
-  if (f_id.size() > 0) {
+  if (hot.size() > 0) stmts.push_back(Stmt("up_tasks", hot.Finish()));
+  if (finished.size() > 0) {
     // A finished task leaves the hot table and joins its day's history table.
-    pg::Param ids = f_id.Finish();
-    stmts.push_back(Stmt("del_tasks", {ids}));
-    stmts.push_back(
-        Stmt("ins_history", {std::move(ids), f_tenant.Finish(), f_type.Finish(), f_state.Finish(),
-                             f_prio.Finish(), f_upd.Finish(), f_blob.Finish()}));
+    std::vector<pg::Param> columns = finished.Finish();
+    stmts.push_back(Stmt("del_tasks", {columns[0]}));
+    stmts.push_back(Stmt("ins_history", std::move(columns)));
   }
   if (!batch.deletes.empty()) {
     pg::ArrayBuilder d(pg::kInt8Array, pg::kInt8);
