@@ -14,7 +14,6 @@ export DROVER
 # record.sh writes its lease records here; the loader its acknowledgements.
 export RECORD_DIR="$WORK/history"
 mkdir -p "$RECORD_DIR"
-: >"$RECORD_DIR/client.jsonl"
 KILLS=${KILLS:-22}
 SEED=${SEED:-$RANDOM}
 echo "seed $SEED (replay with SEED=$SEED)"
@@ -24,19 +23,8 @@ echo '{"lease_ttl_ms": 3000, "defaults": {"backoff_base_ms": 50, "backoff_cap_ms
 start_server --config "$WORK/config.json"
 for i in 1 2 3; do start_agent "w$i" crash 4 "$AGENT"; done
 
-# Load: batches of 10 through the CLI; a batch is recorded only once acknowledged, as its
-# JSON reply on one line (ids and idempotency keys).
-(
-  while [ ! -f "$WORK/stop" ]; do
-    if out=$("$DROVER" submit --json --type crash --payload p --count 10 2>/dev/null); then
-      printf '%s\n' "$(printf '%s' "$out" | tr -d '\n')" >>"$RECORD_DIR/client.jsonl"
-    else
-      sleep 0.05
-    fi
-  done
-) &
-PIDS+=("$!")
-LOADER=$!
+# Load: batches of 10 through the CLI, each recorded once acknowledged (lib.sh).
+start_loader crash
 
 for k in $(seq 1 "$KILLS"); do
   sleep "0.$(( RANDOM % 9 + 2 ))"
@@ -44,17 +32,10 @@ for k in $(seq 1 "$KILLS"); do
   wait "$SERVER_PID" 2>/dev/null || true
   start_server --config "$WORK/config.json"
 done
-touch "$WORK/stop"
-wait "$LOADER" 2>/dev/null || true
+# Stop the load, then let the agents drain everything.
+stop_loader_and_drain
 check "the server was killed $KILLS times and restarted" [ "$(grep -c 'recovered' "$WORK/serve.log")" = "$((KILLS + 1))" ]
-
-# Let the agents drain everything.
-for _ in $(seq 1 600); do
-  out=$("$DROVER" stats --json 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin).get("outstanding","0"))' || echo x)
-  [ "$out" = 0 ] && break
-  sleep 0.2
-done
-check "nothing outstanding after the drain" [ "$out" = 0 ]
+check "nothing outstanding after the drain" [ "$OUTSTANDING" = 0 ]
 acked=$({ grep -o '"task": *{ *"id": *"[0-9]*"' "$RECORD_DIR/client.jsonl" || true; } |
   tr -dc '0-9\n' | sort -u | wc -l)
 echo "acknowledged submissions: $acked"

@@ -77,3 +77,40 @@ finish() {
   echo "$((CHECKS - FAILS)) passed, $FAILS failed"
   [ "$FAILS" = 0 ]
 }
+
+# start_loader TYPE: submits batches of 10 tasks of TYPE through the CLI until $WORK/stop
+# exists. An acknowledged batch is recorded as its JSON reply on one line in
+# $RECORD_DIR/client.jsonl (ids and idempotency keys, for history_check.py) and its ids in
+# $WORK/acked; a refused one is not. Sets RECORD_DIR (default $WORK/history) and LOADER.
+start_loader() {
+  local type=$1
+  export RECORD_DIR="${RECORD_DIR:-$WORK/history}"
+  mkdir -p "$RECORD_DIR"
+  : >"$RECORD_DIR/client.jsonl"
+  : >"$WORK/acked"
+  (
+    while [ ! -f "$WORK/stop" ]; do
+      if out=$("$DROVER" submit --json --type "$type" --payload p --count 10 2>>"$WORK/submit.err"); then
+        line=$(printf '%s' "$out" | tr -d '\n')
+        printf '%s\n' "$line" >>"$RECORD_DIR/client.jsonl"
+        { grep -o '"task": *{ *"id": *"[0-9]*"' <<<"$line" || true; } | tr -dc '0-9\n' >>"$WORK/acked"
+      else
+        sleep 0.05
+      fi
+    done
+  ) &
+  PIDS+=("$!")
+  LOADER=$!
+}
+
+# stop_loader_and_drain: stops the loader, then waits (up to 2 min) until the server counts
+# nothing outstanding; sets OUTSTANDING to the last count read.
+stop_loader_and_drain() {
+  touch "$WORK/stop"
+  wait "$LOADER" 2>/dev/null || true
+  for _ in $(seq 1 600); do
+    OUTSTANDING=$("$DROVER" stats --json 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin).get("outstanding","0"))' || echo x)
+    [ "$OUTSTANDING" = 0 ] && break
+    sleep 0.2
+  done
+}

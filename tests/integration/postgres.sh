@@ -9,19 +9,10 @@
 #   PGBOUNCER=1: the servers reach PostgreSQL through PgBouncer in transaction mode (Debian 12
 #   has 1.18, which cannot keep prepared statements: hence prepare=off).
 source "$(dirname "$0")/lib.sh"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-PGS="$ROOT/scripts/pg-test-server.sh"
-AGENT="$(cd "$(dirname "$0")" && pwd)/agents/record.sh"
+source "$(dirname "$0")/pg_lib.sh"
 KILLS=${KILLS:-3}
-TTL=${TTL:-2s}
 
-# Not under $WORK: the server runs as the postgres user, which cannot enter a 0700 dir.
-PGDIR=/tmp/drover-pg-it.$$
-PG_FSYNC=off bash "$PGS" start "$PGDIR" >/dev/null
-trap 'bash "$PGS" stop "$PGDIR" >/dev/null 2>&1 || true; cleanup' EXIT
-URL=$(cat "$PGDIR/dsn")
-psql() { command psql -X -q -At "$URL" "$@"; }
-SERVE_URL=$URL
+pg_start
 if [ "${PGBOUNCER:-0}" = 1 ]; then
   command -v pgbouncer >/dev/null || { echo "pgbouncer missing: apt-get install pgbouncer"; exit 1; }
   BPORT=$(free_port)
@@ -48,7 +39,7 @@ INI
   RUNAS=()
   if [ "$(id -u)" = 0 ]; then chown -R postgres "$BDIR"; RUNAS=(runuser -u postgres --); fi
   "${RUNAS[@]}" pgbouncer -d "$BDIR/pgbouncer.ini"
-  trap 'kill "$(cat "$BDIR/pgbouncer.pid" 2>/dev/null)" 2>/dev/null; rm -rf "$BDIR"; bash "$PGS" stop "$PGDIR" >/dev/null 2>&1 || true; cleanup' EXIT
+  trap 'kill "$(cat "$BDIR/pgbouncer.pid" 2>/dev/null)" 2>/dev/null; rm -rf "$BDIR"; '"$PG_STOP"'; cleanup' EXIT
   for _ in $(seq 1 100); do
     command psql -X -q -At "postgresql://postgres@127.0.0.1:$BPORT/drover" -c 'select 1' >/dev/null 2>&1 && break
     sleep 0.05
@@ -57,29 +48,6 @@ INI
   echo "     through PgBouncer (transaction mode) on port $BPORT"
 fi
 
-echo '{"lease_ttl_ms": 3000, "defaults": {"backoff_base_ms": 50, "backoff_cap_ms": 500}}' >"$WORK/config.json"
-declare -A PORT PID
-PORT[a]=$(free_port)
-PORT[b]=$(free_port)
-export DROVER_SERVER="127.0.0.1:${PORT[a]},127.0.0.1:${PORT[b]}"
-
-# start NAME: a server on its fixed port; it serves once it owns the work (else it waits).
-start() {
-  rm -f "$WORK/$1.ports"
-  "$DROVER" serve --store "$SERVE_URL" --data-dir "$WORK/$1" --grpc-listen "127.0.0.1:${PORT[$1]}" \
-    --http-listen off --port-file "$WORK/$1.ports" --config "$WORK/config.json" \
-    --ownership-ttl "$TTL" >>"$WORK/$1.log" 2>&1 &
-  PID[$1]=$!
-  PIDS+=("$!")
-}
-# The server that owns the work now (by the lease row's pid), or "" while none does.
-owner() {
-  local pid
-  pid=$(psql -c "SELECT split_part(owner, '/', 2) FROM leases WHERE expires_at > now()")
-  for n in a b; do [ "${PID[$n]}" = "$pid" ] && { echo "$n"; return; }; done
-  echo ""
-}
-other() { [ "$1" = a ] && echo b || echo a; }
 # Seconds until NAME answers calls (its port file appears once it owns the work).
 wait_serving() {
   local t0=$1 name=$2
@@ -105,25 +73,7 @@ check "drover cluster lists the standby" contains "$out" "standby"
 check "drover cluster shows the lease on the work" contains "$out" "partition/0"
 for i in 1 2; do start_agent "w$i" crash 4 "$AGENT"; done
 
-# History for history_check.py: acknowledged batches (client.jsonl) and, from record.sh,
-# every lease the agents received.
-export RECORD_DIR="$WORK/history"
-mkdir -p "$RECORD_DIR"
-: >"$RECORD_DIR/client.jsonl"
-: >"$WORK/acked"
-(
-  while [ ! -f "$WORK/stop" ]; do
-    if out=$("$DROVER" submit --json --type crash --payload p --count 10 2>>"$WORK/submit.err"); then
-      line=$(printf '%s' "$out" | tr -d '\n')
-      printf '%s\n' "$line" >>"$RECORD_DIR/client.jsonl"
-      { grep -o '"task": *{ *"id": *"[0-9]*"' <<<"$line" || true; } | tr -dc '0-9\n' >>"$WORK/acked"
-    else
-      sleep 0.05
-    fi
-  done
-) &
-PIDS+=("$!")
-LOADER=$!
+start_loader crash
 sleep 1
 
 : >"$WORK/failover"
@@ -174,11 +124,7 @@ sleep 1
 # The owner retries its commits meanwhile; an outage longer than its lease costs the lease
 # (it exits, and whichever server gets the lease next serves).
 bash "$PGS" restart "$PGDIR" >/dev/null
-for _ in $(seq 1 150); do
-  o=$(owner)
-  [ -n "$o" ] && [ -f "$WORK/$o.ports" ] && kill -0 "${PID[$o]}" 2>/dev/null && break
-  sleep 0.1
-done
+o=$(serving 15)
 check "a server owns the work and serves after PostgreSQL restarted" [ -n "$o" ]
 # Through PgBouncer a commit may instead wait inside PgBouncer until PostgreSQL is back,
 # without an error reaching drover, so only the direct run requires the retries.
@@ -186,32 +132,10 @@ if [ "${PGBOUNCER:-0}" != 1 ]; then
   check "the owner saw the outage and retried its commits" \
     grep -q "store unavailable, retrying" "$WORK/a.log" "$WORK/b.log"
 fi
-for n in a b; do kill -0 "${PID[$n]}" 2>/dev/null || start "$n"; done
+restart_dead
 
-touch "$WORK/stop"
-wait "$LOADER" 2>/dev/null || true
-for _ in $(seq 1 600); do
-  out=$("$DROVER" stats --json 2>/dev/null | python3 -c 'import sys,json; print(json.load(sys.stdin).get("outstanding","0"))' || echo x)
-  [ "$out" = 0 ] && break
-  sleep 0.2
-done
-check "nothing outstanding after the drain" [ "$out" = 0 ]
-check "the history checks out (history_check.py)" python3 "$(dirname "$0")/history_check.py" \
-  "$RECORD_DIR" --agent-log "$WORK/agent-w1.log" --agent-log "$WORK/agent-w2.log" \
-  --drover "$DROVER" --expect-state SUCCEEDED
-
-tr ' ' '\n' <"$WORK/acked" | grep -E '^[0-9]+$' | sort -u >"$WORK/acked.ids"
-acked=$(wc -l <"$WORK/acked.ids")
-echo "     acknowledged submissions: $acked"
-check "load was acknowledged at all" [ "$acked" -gt 100 ]
-psql -c "SELECT id, state FROM tasks UNION ALL SELECT id, state FROM task_history" |
-  tr '|' ' ' | sort -u >"$WORK/stored"
-missing=$(cut -d' ' -f1 "$WORK/stored" | sort -u | comm -23 "$WORK/acked.ids" - | wc -l)
-check "every acknowledged submission is in PostgreSQL ($missing missing)" [ "$missing" = 0 ]
-not_done=$(awk '$2 != 5 {print $1}' "$WORK/stored" | sort -u | comm -12 "$WORK/acked.ids" - | wc -l)
-check "every acknowledged submission succeeded ($not_done did not)" [ "$not_done" = 0 ]
-dups=$(psql -c "SELECT count(*) FROM (SELECT id FROM task_history GROUP BY id HAVING count(*) > 1) d")
-check "no task finished twice ($dups did)" [ "$dups" = 0 ]
+stop_loader_and_drain
+pg_final_checks
 worst=$(awk '/kill -9/ {print $3}' "$WORK/failover" | sort -n | tail -1)
 echo "     slowest takeover after kill -9: $worst s (lease ttl $TTL)"
 check "every takeover after kill -9 took under TTL + 3 s" \
