@@ -2,8 +2,10 @@
 # Starts drover serve (SQLite store, acks after commit), an agents process and a load
 # process, and prints both processes' figures.
 #   bench/run_e2e.sh BIN_DIR throughput|latency TASKS
+# AUTH=off runs the server with auth off (bench/run_auth.sh compares the two).
 set -euo pipefail
 BIN=$1 MODE=$2 TASKS=$3
+AUTH=${AUTH:-on}
 TMP=$(mktemp -d /tmp/drover-e2e.XXXXXX)
 PIDS=()
 cleanup() {
@@ -13,9 +15,12 @@ cleanup() {
 }
 trap cleanup EXIT
 "$BIN/drover" serve --data-dir "$TMP/data" --grpc-listen 127.0.0.1:0 --http-listen off \
-  --port-file "$TMP/ports" 2>"$TMP/serve.log" &
+  --auth "$AUTH" --port-file "$TMP/ports" 2>"$TMP/serve.log" &
 PIDS+=("$!")
 for _ in $(seq 1 200); do [ -f "$TMP/ports" ] && break; sleep 0.05; done
+# The load and the agents use the admin token the server wrote (auth on).
+unset DROVER_TOKEN DROVER_TOKEN_FILE
+[ "$AUTH" = off ] || export DROVER_TOKEN_FILE="$TMP/data/admin.token"
 ADDR=127.0.0.1:$(cut -d' ' -f1 "$TMP/ports")
 "$BIN/e2e_bench" agents --server "$ADDR" --agents 8 --slots 256 --workers 4 >"$TMP/agents.out" 2>&1 &
 AGENTS=$!

@@ -57,6 +57,9 @@ bold "1. drover serve (SQLite store in $WORK/data)"
 PIDS+=("$!")
 for _ in $(seq 1 100); do [ -f "$WORK/ports" ] && break; sleep 0.05; done
 sed 's/^/   /' "$WORK/serve.log"
+# Auth is on: the first start wrote an admin token there; the CLI and curl below use it.
+export DROVER_TOKEN_FILE="$WORK/data/admin.token"
+echo "   (auth on: every call carries the admin token from $DROVER_TOKEN_FILE; drover token create makes others)"
 
 bold "2. agent pools: summarizers (1 to 4 agents x 4 slots), reviewers (1 to 3 x 3 slots)"
 for _ in $(seq 1 100); do
@@ -79,7 +82,8 @@ done | python3 -c '
 import sys, json
 tasks = [json.loads(l) for l in sys.stdin]
 print(json.dumps({"tasks": tasks}))' >"$WORK/batch.json"
-resp=$(curl -s -XPOST -H "Content-Type: application/json" "http://127.0.0.1:$HTTP_PORT/v1/tasks:batch" --data-binary @"$WORK/batch.json")
+resp=$(curl -s -XPOST -H "Content-Type: application/json" -H "Authorization: Bearer $(cat "$DROVER_TOKEN_FILE")" \
+  "http://127.0.0.1:$HTTP_PORT/v1/tasks:batch" --data-binary @"$WORK/batch.json")
 case "$resp" in *'"results"'*) ;; *) echo "   batch refused: $resp"; exit 1 ;; esac
 echo "   submitted 150 tasks in one batch over HTTP/JSON (curl -XPOST .../v1/tasks:batch)"
 urgent=$("$DROVER" submit -q --type summarize --priority critical --payload "incident report: production is down")
@@ -149,8 +153,11 @@ cat <<EOF2
    drover pools; drover pools decisions summarizers   # agents by state, every scaling decision
    drover pools stop summarizers/1            # drain one agent (the pool replaces it)
    drover forecast backtest --trace traces/nasa_http_jul95.csv   # the forecasters, judged
-   curl http://127.0.0.1:$HTTP_PORT/metrics        # Prometheus metrics
-   curl http://127.0.0.1:$HTTP_PORT/v1/stats       # the same API as gRPC, in JSON
+   drover token create ci --role submitter@default --ttl 30d   # a token for someone else
+   drover audit --limit 20                    # who changed what, and every refused call
+   curl -H "Authorization: Bearer \$(cat $DROVER_TOKEN_FILE)" http://127.0.0.1:$HTTP_PORT/metrics
+   curl -H "Authorization: Bearer \$(cat $DROVER_TOKEN_FILE)" http://127.0.0.1:$HTTP_PORT/v1/stats
    logs: $WORK/serve.log, agents: $WORK/data/pools/<pool>/<n>.log
-   (set DROVER_SERVER=$DROVER_SERVER for the CLI; run KEEP=1 make demo to keep it all running)
+   (set DROVER_SERVER=$DROVER_SERVER DROVER_TOKEN_FILE=$DROVER_TOKEN_FILE for the CLI;
+    run KEEP=1 make demo to keep it all running)
 EOF2

@@ -1,5 +1,7 @@
 #include "api/config.h"
 
+#include <cstdio>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/names.h"
@@ -251,6 +253,37 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
   }
   if (!(c.fleet_hourly_budget() >= 0)) return Bad(source, "fleet_hourly_budget", "must be >= 0");
   o.fleet_hourly_budget = c.fleet_hourly_budget();
+  const v1::AuthConfig& a = c.auth();
+  if (a.mode() == "off") {
+    o.auth = false;
+  } else if (!a.mode().empty() && a.mode() != "on") {
+    return Bad(source, "auth.mode",
+               absl::StrCat("'", a.mode().substr(0, 40), "' is not on or off"));
+  }
+  if (a.audit_retention_ms() == -1) {
+    o.audit_retention = absl::InfiniteDuration();
+  } else if (a.audit_retention_ms() != 0) {
+    constexpr int64_t kTenYearsMs = 10LL * 365 * 24 * 3600 * 1000;
+    if (a.audit_retention_ms() < 60'000 || a.audit_retention_ms() > kTenYearsMs) {
+      return Bad(source, "auth.audit_retention_ms",
+                 "must be 60000 (1 minute) to 315360000000 (10 years), or -1 to keep it forever");
+    }
+    o.audit_retention = absl::Milliseconds(a.audit_retention_ms());
+  }
+  o.public_metrics = a.public_metrics();
+  if (!o.auth) {
+    // Without auth anyone who reaches a port may do anything: only this machine may.
+    for (const auto& [field, addr] :
+         {std::pair<const char*, const std::string&>{"grpc_listen", o.grpc_listen},
+          {"http_listen", o.http_listen}}) {
+      if (!addr.empty() && !IsLoopbackAddress(addr)) {
+        return Bad(source, field,
+                   absl::StrCat("'", addr,
+                                "' is not a loopback address, and auth is off: with "
+                                "auth off drover listens on loopback only (127.0.0.1, ::1)"));
+      }
+    }
+  }
   if (c.preempt_after_ms() == -1) {
     o.engine.preempt_after = absl::ZeroDuration();
   } else if (c.preempt_after_ms() != 0) {
@@ -260,6 +293,22 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     o.engine.preempt_after = absl::Milliseconds(c.preempt_after_ms());
   }
   return o;
+}
+
+bool IsLoopbackAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost" || host == "::1") return true;
+  // 127.0.0.0/8
+  int a = 0, b = 0, c = 0, d = 0;
+  char tail = 0;
+  if (std::sscanf(host.c_str(), "%d.%d.%d.%d%c", &a, &b, &c, &d, &tail) == 4) {
+    return a == 127 && b >= 0 && b <= 255 && c >= 0 && c <= 255 && d >= 0 && d <= 255;
+  }
+  return false;
 }
 
 absl::StatusOr<ServeOptions> LoadServeOptions(const std::string& path,

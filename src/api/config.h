@@ -34,7 +34,15 @@ struct ServeOptions {
   core::EngineOptions engine;
   std::vector<pool::PoolSpec> pools;  // agent pools drover runs (docs/pools.md)
   double fleet_hourly_budget = 0;     // over every pool; 0: none
+  // Auth (docs/security.md): on unless the config or --auth says off (then only loopback
+  // listen addresses are accepted).
+  bool auth = true;
+  absl::Duration audit_retention = absl::Hours(24 * 90);
+  bool public_metrics = false;
 };
+
+// Whether a listen address ("127.0.0.1:7070", "[::1]:7070", "localhost:7070") is loopback.
+bool IsLoopbackAddress(const std::string& address);
 
 // Reads `path` (may be empty: defaults only), applies `flags` over it (fields set in
 // `flags` win) and checks every value.

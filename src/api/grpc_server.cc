@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "api/gate.h"
 #include "api/status_map.h"
 #include "drover/v1/drover.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -171,26 +172,62 @@ void WorkStream::OnDone() {
   delete this;
 }
 
-// One unary RPC handled by the Service method of the same name: the request (or none) and
-// a Finisher that writes the response. Each service class below is a table of these.
+// What the gate needs to know about a gRPC call.
+CallMeta GrpcMeta(CallbackServerContext* ctx, absl::string_view method) {
+  CallMeta m;
+  m.method = method;
+  m.transport = "grpc";
+  const auto& md = ctx->client_metadata();
+  auto get = [&md](const char* key) -> absl::string_view {
+    auto it = md.find(key);
+    if (it == md.end()) return {};
+    return absl::string_view(it->second.data(), it->second.size());
+  };
+  m.authorization = get("authorization");
+  m.user_agent = get("user-agent");
+  m.request_id = get("x-request-id");
+  m.traceparent = get("traceparent");
+  m.peer = ctx->peer();
+  return m;
+}
+
+// One unary RPC handled by the Service method of the same name: the gate admits the call
+// (or answers its refusal), then the Service method gets the caller, the request (or none)
+// and a Finisher that writes the response. Each service class below is a table of these.
 #define DROVER_UNARY(Method, Request, Response)                                  \
   ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req, \
                              v1::Response* resp) override {                      \
     auto* r = ctx->DefaultReactor();                                             \
-    s_.Method(*req, Finisher(ctx, r, resp));                                     \
+    static const std::string kMethod = std::string(kService) + "/" #Method;      \
+    auto caller = gate_.Admit(GrpcMeta(ctx, kMethod), req);                      \
+    if (!caller.ok()) {                                                          \
+      r->Finish(ToGrpc(caller.status()));                                        \
+      return r;                                                                  \
+    }                                                                            \
+    s_.Method(*caller, *req, Finisher(ctx, r, resp));                            \
     return r;                                                                    \
   }
-#define DROVER_UNARY_NO_REQUEST(Method, Request, Response)                                       \
-  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request*, v1::Response* resp) \
-      override {                                                                                 \
-    auto* r = ctx->DefaultReactor();                                                             \
-    s_.Method(Finisher(ctx, r, resp));                                                           \
-    return r;                                                                                    \
+#define DROVER_UNARY_NO_REQUEST(Method, Request, Response)                       \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req, \
+                             v1::Response* resp) override {                      \
+    auto* r = ctx->DefaultReactor();                                             \
+    static const std::string kMethod = std::string(kService) + "/" #Method;      \
+    auto caller = gate_.Admit(GrpcMeta(ctx, kMethod), req);                      \
+    if (!caller.ok()) {                                                          \
+      r->Finish(ToGrpc(caller.status()));                                        \
+      return r;                                                                  \
+    }                                                                            \
+    s_.Method(*caller, Finisher(ctx, r, resp));                                  \
+    return r;                                                                    \
   }
+#define DROVER_SERVICE_MEMBERS \
+  api::Service& s_;            \
+  Gate& gate_
 
 class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
-  explicit TaskServiceImpl(api::Service& s) : s_(s) {}
+  static constexpr char kService[] = "drover.v1.TaskService";
+  TaskServiceImpl(api::Service& s, Gate& g) : s_(s), gate_(g) {}
   DROVER_UNARY(SubmitTask, SubmitTaskRequest, SubmitTaskResponse)
   DROVER_UNARY(SubmitTasks, SubmitTasksRequest, SubmitTasksResponse)
   DROVER_UNARY(GetTask, GetTaskRequest, Task)
@@ -199,12 +236,13 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
   DROVER_UNARY(WaitTask, WaitTaskRequest, WaitTaskResponse)
 
  private:
-  api::Service& s_;
+  DROVER_SERVICE_MEMBERS;
 };
 
 class WorkflowServiceImpl final : public v1::WorkflowService::CallbackService {
  public:
-  explicit WorkflowServiceImpl(api::Service& s) : s_(s) {}
+  static constexpr char kService[] = "drover.v1.WorkflowService";
+  WorkflowServiceImpl(api::Service& s, Gate& g) : s_(s), gate_(g) {}
   DROVER_UNARY(SubmitWorkflow, SubmitWorkflowRequest, Workflow)
   DROVER_UNARY(SubmitMapReduce, SubmitMapReduceRequest, Workflow)
   DROVER_UNARY(GetWorkflow, GetWorkflowRequest, Workflow)
@@ -213,19 +251,26 @@ class WorkflowServiceImpl final : public v1::WorkflowService::CallbackService {
   DROVER_UNARY(WaitWorkflow, WaitWorkflowRequest, WaitWorkflowResponse)
 
  private:
-  api::Service& s_;
+  DROVER_SERVICE_MEMBERS;
 };
 
 class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
-  AgentServiceImpl(api::Service& s, StreamRegistry& reg) : s_(s), reg_(reg) {}
+  static constexpr char kService[] = "drover.v1.AgentService";
+  AgentServiceImpl(api::Service& s, Gate& g, StreamRegistry& reg) : s_(s), gate_(g), reg_(reg) {}
   DROVER_UNARY(RegisterAgent, RegisterAgentRequest, RegisterAgentResponse)
   DROVER_UNARY(Heartbeat, HeartbeatRequest, HeartbeatResponse)
   grpc::ServerWriteReactor<v1::WorkItem>* OpenWorkStream(
       CallbackServerContext* ctx, const v1::OpenWorkStreamRequest* req) override {
+    static const std::string kMethod = std::string(kService) + "/OpenWorkStream";
     auto* stream = new WorkStream(&reg_, &s_, req->agent_id());
+    auto caller = gate_.Admit(GrpcMeta(ctx, kMethod), req);
+    if (!caller.ok()) {
+      stream->Close(ToGrpc(caller.status()));  // never registered: nothing is pushed to it
+      return stream;
+    }
     reg_.Add(req->agent_id(), stream);
-    s_.OpenStream(req->agent_id(), [stream](absl::StatusOr<bool> res) {
+    s_.OpenStream(*caller, req->agent_id(), [stream](absl::StatusOr<bool> res) {
       if (!res.ok()) stream->Close(ToGrpc(res.status()));
     });
     return stream;
@@ -238,13 +283,14 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   DROVER_UNARY(DeregisterAgent, DeregisterAgentRequest, Ack)
 
  private:
-  api::Service& s_;
+  DROVER_SERVICE_MEMBERS;
   StreamRegistry& reg_;
 };
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  explicit AdminServiceImpl(api::Service& s) : s_(s) {}
+  static constexpr char kService[] = "drover.v1.AdminService";
+  AdminServiceImpl(api::Service& s, Gate& g) : s_(s), gate_(g) {}
   DROVER_UNARY_NO_REQUEST(Health, HealthRequest, HealthResponse)
   DROVER_UNARY_NO_REQUEST(Ready, HealthRequest, HealthResponse)
   DROVER_UNARY_NO_REQUEST(Stats, StatsRequest, StatsResponse)
@@ -264,26 +310,49 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   DROVER_UNARY(GetCluster, GetClusterRequest, ClusterStatus)
 
  private:
-  api::Service& s_;
+  DROVER_SERVICE_MEMBERS;
+};
+
+class AuthServiceImpl final : public v1::AuthService::CallbackService {
+ public:
+  static constexpr char kService[] = "drover.v1.AuthService";
+  AuthServiceImpl(api::Service& s, Gate& g) : s_(s), gate_(g) {}
+  DROVER_UNARY(CreateToken, CreateTokenRequest, CreateTokenResponse)
+  DROVER_UNARY(ListTokens, ListTokensRequest, ListTokensResponse)
+  DROVER_UNARY(RevokeToken, RevokeTokenRequest, Token)
+  DROVER_UNARY(WhoAmI, WhoAmIRequest, WhoAmIResponse)
+  DROVER_UNARY(ListAudit, ListAuditRequest, ListAuditResponse)
+
+ private:
+  DROVER_SERVICE_MEMBERS;
 };
 
 #undef DROVER_UNARY
 #undef DROVER_UNARY_NO_REQUEST
+#undef DROVER_SERVICE_MEMBERS
 
 }  // namespace
 
 struct GrpcServer::Impl {
-  explicit Impl(Service& s) : registry(s), tasks(s), workflows(s), agents(s, registry), admin(s) {}
+  Impl(Service& s, Gate& g)
+      : registry(s),
+        tasks(s, g),
+        workflows(s, g),
+        agents(s, g, registry),
+        admin(s, g),
+        auth(s, g) {}
   StreamRegistry registry;
   TaskServiceImpl tasks;
   WorkflowServiceImpl workflows;
   AgentServiceImpl agents;
   AdminServiceImpl admin;
+  AuthServiceImpl auth;
   std::unique_ptr<grpc::Server> server;
   bool stopped = false;
 };
 
-GrpcServer::GrpcServer(Service& service) : impl_(std::make_unique<Impl>(service)) {}
+GrpcServer::GrpcServer(Service& service, Gate& gate)
+    : impl_(std::make_unique<Impl>(service, gate)) {}
 GrpcServer::~GrpcServer() { Stop(); }
 
 PushSink& GrpcServer::sink() { return impl_->registry; }
@@ -301,6 +370,7 @@ absl::Status GrpcServer::Start(const std::string& address) {
   builder.RegisterService(&impl_->workflows);
   builder.RegisterService(&impl_->agents);
   builder.RegisterService(&impl_->admin);
+  builder.RegisterService(&impl_->auth);
   impl_->server = builder.BuildAndStart();
   if (!impl_->server || port_ == 0) {
     return absl::UnavailableError(

@@ -1,4 +1,5 @@
-// The gRPC surface: TaskService, AgentService and AdminService over the Service.
+// The gRPC surface: TaskService, WorkflowService, AgentService, AdminService and
+// AuthService over the Service, every call admitted by the Gate first.
 //
 // Handlers use gRPC's callback API: no thread waits for the engine; each reply is sent
 // from the store thread when its batch has committed. Agents' work streams are server
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "api/gate.h"
 #include "api/runtime.h"
 #include "api/service.h"
 
@@ -18,7 +20,7 @@ namespace drover::api {
 
 class GrpcServer {
  public:
-  explicit GrpcServer(Service& service);
+  GrpcServer(Service& service, Gate& gate);
   ~GrpcServer();
 
   // Binds `address` ("127.0.0.1:7070", port 0 picks one) and starts serving.

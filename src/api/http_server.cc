@@ -6,7 +6,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/status_map.h"
+#include "auth/access.h"
 #include "core/engine.h"
+#include "fmt/format.h"
 #include "google/protobuf/util/json_util.h"
 #include "httplib.h"
 
@@ -136,221 +138,320 @@ absl::Status ParseIntParam(const httplib::Request& req, const std::string& key, 
 
 }  // namespace
 
-HttpServer::HttpServer(Service& service, int threads) : service_(service), threads_(threads) {}
+HttpServer::HttpServer(Service& service, Gate& gate, int threads, bool public_metrics)
+    : service_(service), gate_(gate), threads_(threads), public_metrics_(public_metrics) {}
 
 HttpServer::~HttpServer() { Stop(); }
 
-// GET <pattern> with the id in the path and ?timeout_ms=: the shape tasks and workflows
-// share (WaitTask, WaitWorkflow).
-template <typename Req, typename Resp, typename Call>
-static void AddWaitRoute(httplib::Server& s, const char* pattern, Call call) {
-  s.Get(pattern, [call](const httplib::Request& req, httplib::Response& res) {
-    Req r;
-    auto id = PathId(req);
-    if (!id.ok()) return WriteError(res, id.status());
-    r.set_id(*id);
-    int64_t timeout = 0;
-    if (auto st = ParseIntParam(req, "timeout_ms", &timeout); !st.ok()) return WriteError(res, st);
-    r.set_timeout_ms(timeout);
-    Answer(res, Await<Resp>([&](Reply<Resp> done) { call(r, std::move(done)); }));
-  });
+// One call's admission: the handler parses its request and passes it here, so the gate
+// can read the tenants it names. Every handler must call it once (Add checks).
+class HttpServer::Admit {
+ public:
+  Admit(Gate& gate, const httplib::Request& req, absl::string_view method)
+      : gate_(gate), req_(req), method_(method) {}
+  absl::StatusOr<auth::Caller> operator()(const pb::Message* request) const {
+    used_ = true;
+    const std::string authorization = req_.get_header_value("Authorization");
+    const std::string user_agent = req_.get_header_value("User-Agent");
+    const std::string request_id = req_.get_header_value("X-Request-Id");
+    const std::string traceparent = req_.get_header_value("traceparent");
+    CallMeta m;
+    m.method = method_;
+    m.transport = "http";
+    m.authorization = authorization;
+    m.user_agent = user_agent;
+    m.request_id = request_id;
+    m.traceparent = traceparent;
+    m.peer = absl::StrCat(req_.remote_addr, ":", req_.remote_port);
+    return gate_.Admit(m, request);
+  }
+  bool used() const { return used_; }
+  // For a route that is open by configuration (public /metrics): no check, no audit record.
+  void Open() const { used_ = true; }
+
+ private:
+  Gate& gate_;
+  const httplib::Request& req_;
+  absl::string_view method_;
+  mutable bool used_ = false;
+};
+
+void HttpServer::Add(const char* verb, const char* pattern, Handler handler) {
+  const auth::HttpRoute* route = nullptr;
+  for (const auth::HttpRoute& r : auth::HttpRoutes()) {
+    if (r.verb == verb && r.pattern == pattern) route = &r;
+  }
+  if (route == nullptr) {
+    // A route outside the access table would be open to anyone: refuse to start.
+    fmt::print(stderr, "drover: HTTP route {} {} has no access rule (src/auth/access.cc)\n", verb,
+               pattern);
+    std::abort();
+  }
+  routes_.push_back(*route);
+  Gate* gate = &gate_;
+  const absl::string_view method = route->method;
+  auto fn = [gate, method, handler = std::move(handler)](const httplib::Request& req,
+                                                         httplib::Response& res) {
+    Admit admit(*gate, req, method);
+    handler(req, res, admit);
+    if (!admit.used()) {
+      WriteError(res,
+                 absl::InternalError(absl::StrCat("route for ", method, " did not check access")));
+    }
+  };
+  if (std::string_view(verb) == "GET") {
+    server_->Get(pattern, std::move(fn));
+  } else {
+    server_->Post(pattern, std::move(fn));
+  }
 }
 
+namespace {
+
+// POST routes whose body is the whole request message.
+template <typename Req, typename Resp>
+HttpServer::Handler BodyRoute(Service* svc,
+                              void (Service::*call)(const auth::Caller&, const Req&, Reply<Resp>)) {
+  return [svc, call](const httplib::Request& req, httplib::Response& res,
+                     const HttpServer::Admit& admit) {
+    Req r;
+    absl::Status parsed = ParseBody(req, &r);
+    auto caller = admit(parsed.ok() ? &r : nullptr);
+    if (!caller.ok()) return WriteError(res, caller.status());
+    if (!parsed.ok()) return WriteError(res, parsed);
+    Answer(res, Await<Resp>([&](Reply<Resp> done) { (svc->*call)(*caller, r, std::move(done)); }));
+  };
+}
+
+// GET routes of calls without a request message.
+template <typename Resp>
+HttpServer::Handler NoRequestRoute(Service* svc,
+                                   void (Service::*call)(const auth::Caller&, Reply<Resp>)) {
+  return
+      [svc, call](const httplib::Request&, httplib::Response& res, const HttpServer::Admit& admit) {
+        auto caller = admit(nullptr);
+        if (!caller.ok()) return WriteError(res, caller.status());
+        Answer(res, Await<Resp>([&](Reply<Resp> done) { (svc->*call)(*caller, std::move(done)); }));
+      };
+}
+
+// Routes with the id in the path: GET (get), POST with an optional body (cancel), or GET
+// with ?timeout_ms= (wait).
+enum class IdRoute { kGet, kPostBody, kWait };
+template <typename Req, typename Resp>
+HttpServer::Handler PathIdRoute(Service* svc,
+                                void (Service::*call)(const auth::Caller&, const Req&, Reply<Resp>),
+                                IdRoute kind) {
+  return [svc, call, kind](const httplib::Request& req, httplib::Response& res,
+                           const HttpServer::Admit& admit) {
+    Req r;
+    absl::Status st = kind == IdRoute::kPostBody ? ParseBody(req, &r) : absl::OkStatus();
+    auto id = PathId(req);
+    if (st.ok() && !id.ok()) st = id.status();
+    if (st.ok()) r.set_id(*id);
+    if constexpr (requires(Req x) { x.set_timeout_ms(0); }) {
+      int64_t timeout = 0;
+      if (st.ok()) st = ParseIntParam(req, "timeout_ms", &timeout);
+      r.set_timeout_ms(timeout);
+    }
+    auto caller = admit(&r);
+    if (!caller.ok()) return WriteError(res, caller.status());
+    if (!st.ok()) return WriteError(res, st);
+    Answer(res, Await<Resp>([&](Reply<Resp> done) { (svc->*call)(*caller, r, std::move(done)); }));
+  };
+}
+
+// GET routes whose request is built from the query (and path): `build` fills it.
+template <typename Req, typename Resp>
+HttpServer::Handler QueryRoute(Service* svc,
+                               void (Service::*call)(const auth::Caller&, const Req&, Reply<Resp>),
+                               absl::Status (*build)(const httplib::Request&, Req*)) {
+  return [svc, call, build](const httplib::Request& req, httplib::Response& res,
+                            const HttpServer::Admit& admit) {
+    Req r;
+    absl::Status st = build(req, &r);
+    auto caller = admit(&r);
+    if (!caller.ok()) return WriteError(res, caller.status());
+    if (!st.ok()) return WriteError(res, st);
+    Answer(res, Await<Resp>([&](Reply<Resp> done) { (svc->*call)(*caller, r, std::move(done)); }));
+  };
+}
+
+int32_t ClampInt32(int64_t v) {
+  return static_cast<int32_t>(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
+}
+
+absl::Status BuildListTasks(const httplib::Request& req, v1::ListTasksRequest* r) {
+  v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
+  v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
+  int64_t page_size = 0;
+  r->set_type(req.get_param_value("type"));
+  r->set_tenant(req.get_param_value("tenant"));
+  r->set_page_token(req.get_param_value("page_token"));
+  for (absl::Status st :
+       {ParseEnumParam<v1::TaskState>(req, "state", "TASK_STATE_", &v1::TaskState_Parse, &state),
+        ParseEnumParam<v1::Priority>(req, "priority", "PRIORITY_", &v1::Priority_Parse, &priority),
+        ParseIntParam(req, "page_size", &page_size)}) {
+    if (!st.ok()) return st;
+  }
+  r->set_state(state);
+  r->set_priority(priority);
+  r->set_page_size(ClampInt32(page_size));
+  return absl::OkStatus();
+}
+
+absl::Status BuildListWorkflows(const httplib::Request& req, v1::ListWorkflowsRequest* r) {
+  v1::WorkflowState state = v1::WORKFLOW_STATE_UNSPECIFIED;
+  int64_t page_size = 0;
+  r->set_tenant(req.get_param_value("tenant"));
+  r->set_page_token(req.get_param_value("page_token"));
+  for (absl::Status st : {ParseEnumParam<v1::WorkflowState>(req, "state", "WORKFLOW_STATE_",
+                                                            &v1::WorkflowState_Parse, &state),
+                          ParseIntParam(req, "page_size", &page_size)}) {
+    if (!st.ok()) return st;
+  }
+  r->set_state(state);
+  r->set_page_size(ClampInt32(page_size));
+  return absl::OkStatus();
+}
+
+absl::Status BuildListDeadLetters(const httplib::Request& req, v1::ListDeadLettersRequest* r) {
+  int64_t page_size = 0;
+  r->set_type(req.get_param_value("type"));
+  r->set_tenant(req.get_param_value("tenant"));
+  r->set_page_token(req.get_param_value("page_token"));
+  if (absl::Status st = ParseIntParam(req, "page_size", &page_size); !st.ok()) return st;
+  r->set_page_size(ClampInt32(page_size));
+  return absl::OkStatus();
+}
+
+absl::Status BuildDecisions(const httplib::Request& req, v1::ListScalingDecisionsRequest* r) {
+  r->set_pool(req.matches[1].str());
+  int64_t limit = 0;
+  if (req.has_param("limit") && !absl::SimpleAtoi(req.get_param_value("limit"), &limit)) {
+    return absl::InvalidArgumentError("limit: not a number");
+  }
+  r->set_limit(static_cast<int32_t>(std::clamp<int64_t>(limit, 0, 1000)));
+  return absl::OkStatus();
+}
+
+absl::Status BuildHistory(const httplib::Request& req, v1::GetLoadHistoryRequest* r) {
+  r->set_pool(req.matches[1].str());
+  int64_t since = 0, until = 0, limit = 0;
+  for (absl::Status st : {ParseIntParam(req, "since", &since), ParseIntParam(req, "until", &until),
+                          ParseIntParam(req, "limit", &limit)}) {
+    if (!st.ok()) return st;
+  }
+  r->set_since_unix_minute(since);
+  r->set_until_unix_minute(until);
+  // Out of int32 range stays out of range, so the service's error names it.
+  r->set_limit(ClampInt32(limit));
+  return absl::OkStatus();
+}
+
+absl::Status BuildCluster(const httplib::Request&, v1::GetClusterRequest*) {
+  return absl::OkStatus();
+}
+absl::Status BuildListTokens(const httplib::Request&, v1::ListTokensRequest*) {
+  return absl::OkStatus();
+}
+absl::Status BuildWhoAmI(const httplib::Request&, v1::WhoAmIRequest*) { return absl::OkStatus(); }
+
+absl::Status BuildRevoke(const httplib::Request& req, v1::RevokeTokenRequest* r) {
+  r->set_id(req.matches[1].str());
+  return absl::OkStatus();
+}
+
+absl::Status BuildAudit(const httplib::Request& req, v1::ListAuditRequest* r) {
+  int64_t since = 0, page_size = 0;
+  r->set_principal(req.get_param_value("principal"));
+  r->set_tenant(req.get_param_value("tenant"));
+  r->set_page_token(req.get_param_value("page_token"));
+  for (absl::Status st :
+       {ParseIntParam(req, "since_unix_ms", &since), ParseIntParam(req, "page_size", &page_size)}) {
+    if (!st.ok()) return st;
+  }
+  r->set_since_unix_ms(since);
+  r->set_page_size(ClampInt32(page_size));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 void HttpServer::Routes() {
-  httplib::Server& s = *server_;
   Service* svc = &service_;
+  using S = Service;
 
-  // Body-only POST routes: one request message in, one answer out.
-#define DROVER_POST(path, Req, Resp, method)                                              \
-  s.Post(path, [svc](const httplib::Request& req, httplib::Response& res) {               \
-    Req r;                                                                                \
-    if (auto st = ParseBody(req, &r); !st.ok()) return WriteError(res, st);               \
-    Answer(res, Await<Resp>([&](Reply<Resp> done) { svc->method(r, std::move(done)); })); \
-  })
-  DROVER_POST("/v1/tasks", v1::SubmitTaskRequest, v1::SubmitTaskResponse, SubmitTask);
-  DROVER_POST("/v1/tasks:batch", v1::SubmitTasksRequest, v1::SubmitTasksResponse, SubmitTasks);
-  DROVER_POST("/v1/workflows", v1::SubmitWorkflowRequest, v1::Workflow, SubmitWorkflow);
-  DROVER_POST("/v1/mapreduce", v1::SubmitMapReduceRequest, v1::Workflow, SubmitMapReduce);
-  DROVER_POST("/v1/agents", v1::RegisterAgentRequest, v1::RegisterAgentResponse, RegisterAgent);
-  DROVER_POST("/v1/agents:heartbeat", v1::HeartbeatRequest, v1::HeartbeatResponse, Heartbeat);
-  DROVER_POST("/v1/agents:deregister", v1::DeregisterAgentRequest, v1::Ack, DeregisterAgent);
-  DROVER_POST("/v1/leases:complete", v1::CompleteTaskRequest, v1::Ack, CompleteTask);
-  DROVER_POST("/v1/leases:completeBatch", v1::CompleteTasksRequest, v1::CompleteTasksResponse,
-              CompleteTasks);
-  DROVER_POST("/v1/leases:fail", v1::FailTaskRequest, v1::Ack, FailTask);
-  DROVER_POST("/v1/leases:checkpoint", v1::CheckpointRequest, v1::Ack, Checkpoint);
-  DROVER_POST("/v1/leases:extend", v1::ExtendLeaseRequest, v1::ExtendLeaseResponse, ExtendLease);
-  DROVER_POST("/v1/dlq:reprocess", v1::ReprocessDeadLettersRequest,
-              v1::ReprocessDeadLettersResponse, ReprocessDeadLetters);
-  DROVER_POST("/v1/dlq:purge", v1::PurgeDeadLettersRequest, v1::PurgeDeadLettersResponse,
-              PurgeDeadLetters);
-  DROVER_POST("/v1/messages", v1::SendMessageRequest, v1::SendMessageResponse, SendMessage);
-  DROVER_POST("/v1/pools", v1::ApplyPoolRequest, v1::Ack, ApplyPool);
-  DROVER_POST("/v1/pools:delete", v1::DeletePoolRequest, v1::Ack, DeletePool);
-  DROVER_POST("/v1/pools:stop-agent", v1::StopPoolAgentRequest, v1::Ack, StopPoolAgent);
-  DROVER_POST("/v1/pools:import-history", v1::ImportLoadHistoryRequest,
-              v1::ImportLoadHistoryResponse, ImportLoadHistory);
-#undef DROVER_POST
+  Add("POST", "/v1/tasks", BodyRoute(svc, &S::SubmitTask));
+  Add("POST", "/v1/tasks:batch", BodyRoute(svc, &S::SubmitTasks));
+  Add("GET", R"(/v1/tasks/(\d+))", PathIdRoute(svc, &S::GetTask, IdRoute::kGet));
+  Add("POST", R"(/v1/tasks/(\d+):cancel)", PathIdRoute(svc, &S::CancelTask, IdRoute::kPostBody));
+  Add("GET", R"(/v1/tasks/(\d+):wait)", PathIdRoute(svc, &S::WaitTask, IdRoute::kWait));
+  Add("GET", "/v1/tasks", QueryRoute(svc, &S::ListTasks, &BuildListTasks));
 
-  s.Get(R"(/v1/tasks/(\d+))", [svc](const httplib::Request& req, httplib::Response& res) {
-    auto id = PathId(req);
-    if (!id.ok()) return WriteError(res, id.status());
-    v1::GetTaskRequest r;
-    r.set_id(*id);
-    Answer(res, Await<v1::Task>([&](Reply<v1::Task> done) { svc->GetTask(r, std::move(done)); }));
-  });
-  s.Post(R"(/v1/tasks/(\d+):cancel)", [svc](const httplib::Request& req, httplib::Response& res) {
-    v1::CancelTaskRequest r;
-    if (auto st = ParseBody(req, &r); !st.ok()) return WriteError(res, st);
-    auto id = PathId(req);
-    if (!id.ok()) return WriteError(res, id.status());
-    r.set_id(*id);
-    Answer(res,
-           Await<v1::Task>([&](Reply<v1::Task> done) { svc->CancelTask(r, std::move(done)); }));
-  });
-  AddWaitRoute<v1::WaitTaskRequest, v1::WaitTaskResponse>(
-      s, R"(/v1/tasks/(\d+):wait)",
-      [svc](const v1::WaitTaskRequest& r, auto done) { svc->WaitTask(r, std::move(done)); });
-  s.Get("/v1/tasks", [svc](const httplib::Request& req, httplib::Response& res) {
-    v1::ListTasksRequest r;
-    v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
-    v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
-    int64_t page_size = 0;
-    for (absl::Status st :
-         {ParseEnumParam<v1::TaskState>(req, "state", "TASK_STATE_", &v1::TaskState_Parse, &state),
-          ParseEnumParam<v1::Priority>(req, "priority", "PRIORITY_", &v1::Priority_Parse,
-                                       &priority),
-          ParseIntParam(req, "page_size", &page_size)}) {
-      if (!st.ok()) return WriteError(res, st);
-    }
-    r.set_state(state);
-    r.set_priority(priority);
-    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, INT32_MIN, INT32_MAX)));
-    r.set_type(req.get_param_value("type"));
-    r.set_tenant(req.get_param_value("tenant"));
-    r.set_page_token(req.get_param_value("page_token"));
-    Answer(res, Await<v1::ListTasksResponse>([&](Reply<v1::ListTasksResponse> done) {
-             svc->ListTasks(r, std::move(done));
-           }));
-  });
-  s.Get(R"(/v1/workflows/(\d+))", [svc](const httplib::Request& req, httplib::Response& res) {
-    auto id = PathId(req);
-    if (!id.ok()) return WriteError(res, id.status());
-    v1::GetWorkflowRequest r;
-    r.set_id(*id);
-    Answer(res, Await<v1::Workflow>(
-                    [&](Reply<v1::Workflow> done) { svc->GetWorkflow(r, std::move(done)); }));
-  });
-  s.Post(R"(/v1/workflows/(\d+):cancel)",
-         [svc](const httplib::Request& req, httplib::Response& res) {
-           v1::CancelWorkflowRequest r;
-           if (auto st = ParseBody(req, &r); !st.ok()) return WriteError(res, st);
-           auto id = PathId(req);
-           if (!id.ok()) return WriteError(res, id.status());
-           r.set_id(*id);
-           Answer(res, Await<v1::Workflow>([&](Reply<v1::Workflow> done) {
-                    svc->CancelWorkflow(r, std::move(done));
-                  }));
-         });
-  AddWaitRoute<v1::WaitWorkflowRequest, v1::WaitWorkflowResponse>(
-      s, R"(/v1/workflows/(\d+):wait)", [svc](const v1::WaitWorkflowRequest& r, auto done) {
-        svc->WaitWorkflow(r, std::move(done));
+  Add("POST", "/v1/workflows", BodyRoute(svc, &S::SubmitWorkflow));
+  Add("POST", "/v1/mapreduce", BodyRoute(svc, &S::SubmitMapReduce));
+  Add("GET", R"(/v1/workflows/(\d+))", PathIdRoute(svc, &S::GetWorkflow, IdRoute::kGet));
+  Add("POST", R"(/v1/workflows/(\d+):cancel)",
+      PathIdRoute(svc, &S::CancelWorkflow, IdRoute::kPostBody));
+  Add("GET", R"(/v1/workflows/(\d+):wait)", PathIdRoute(svc, &S::WaitWorkflow, IdRoute::kWait));
+  Add("GET", "/v1/workflows", QueryRoute(svc, &S::ListWorkflows, &BuildListWorkflows));
+
+  Add("POST", "/v1/agents", BodyRoute(svc, &S::RegisterAgent));
+  Add("POST", "/v1/agents:heartbeat", BodyRoute(svc, &S::Heartbeat));
+  Add("POST", "/v1/agents:deregister", BodyRoute(svc, &S::DeregisterAgent));
+  Add("POST", "/v1/leases:complete", BodyRoute(svc, &S::CompleteTask));
+  Add("POST", "/v1/leases:completeBatch", BodyRoute(svc, &S::CompleteTasks));
+  Add("POST", "/v1/leases:fail", BodyRoute(svc, &S::FailTask));
+  Add("POST", "/v1/leases:checkpoint", BodyRoute(svc, &S::Checkpoint));
+  Add("POST", "/v1/leases:extend", BodyRoute(svc, &S::ExtendLease));
+
+  Add("GET", "/v1/dlq", QueryRoute(svc, &S::ListDeadLetters, &BuildListDeadLetters));
+  Add("POST", "/v1/dlq:reprocess", BodyRoute(svc, &S::ReprocessDeadLetters));
+  Add("POST", "/v1/dlq:purge", BodyRoute(svc, &S::PurgeDeadLetters));
+  Add("POST", "/v1/messages", BodyRoute(svc, &S::SendMessage));
+  Add("GET", "/v1/stats", NoRequestRoute(svc, &S::Stats));
+  Add("GET", "/v1/usage", NoRequestRoute(svc, &S::GetUsage));
+  Add("GET", "/v1/agents", NoRequestRoute(svc, &S::ListAgents));
+  Add("GET", "/v1/cluster", QueryRoute(svc, &S::GetCluster, &BuildCluster));
+
+  Add("GET", "/v1/pools", NoRequestRoute(svc, &S::ListPools));
+  Add("POST", "/v1/pools", BodyRoute(svc, &S::ApplyPool));
+  Add("POST", "/v1/pools:delete", BodyRoute(svc, &S::DeletePool));
+  Add("POST", "/v1/pools:stop-agent", BodyRoute(svc, &S::StopPoolAgent));
+  Add("POST", "/v1/pools:import-history", BodyRoute(svc, &S::ImportLoadHistory));
+  Add("GET", R"(/v1/pools/([A-Za-z0-9_.-]+)/decisions)",
+      QueryRoute(svc, &S::ListScalingDecisions, &BuildDecisions));
+  Add("GET", R"(/v1/pools/([A-Za-z0-9_.-]+)/history)",
+      QueryRoute(svc, &S::GetLoadHistory, &BuildHistory));
+
+  Add("POST", "/v1/tokens", BodyRoute(svc, &S::CreateToken));
+  Add("GET", "/v1/tokens", QueryRoute(svc, &S::ListTokens, &BuildListTokens));
+  Add("POST", R"(/v1/tokens/([A-Za-z0-9_.@-]+):revoke)",
+      QueryRoute(svc, &S::RevokeToken, &BuildRevoke));
+  Add("GET", "/v1/whoami", QueryRoute(svc, &S::WhoAmI, &BuildWhoAmI));
+  Add("GET", "/v1/audit", QueryRoute(svc, &S::ListAudit, &BuildAudit));
+
+  Add("GET", "/healthz", NoRequestRoute(svc, &S::Health));
+  Add("GET", "/readyz", NoRequestRoute(svc, &S::Ready));
+  const bool public_metrics = public_metrics_;
+  Add("GET", "/metrics",
+      [svc, public_metrics](const httplib::Request&, httplib::Response& res, const Admit& admit) {
+        auth::Caller c;
+        if (public_metrics) {
+          admit.Open();
+        } else {
+          auto caller = admit(nullptr);
+          if (!caller.ok()) return WriteError(res, caller.status());
+          c = *caller;
+        }
+        auto r =
+            Await<std::string>([&](Reply<std::string> done) { svc->Metrics(c, std::move(done)); });
+        if (!r.ok()) return WriteError(res, r.status());
+        res.set_content(*r, "text/plain; version=0.0.4; charset=utf-8");
       });
-  s.Get("/v1/workflows", [svc](const httplib::Request& req, httplib::Response& res) {
-    v1::ListWorkflowsRequest r;
-    v1::WorkflowState state = v1::WORKFLOW_STATE_UNSPECIFIED;
-    int64_t page_size = 0;
-    for (absl::Status st : {ParseEnumParam<v1::WorkflowState>(req, "state", "WORKFLOW_STATE_",
-                                                              &v1::WorkflowState_Parse, &state),
-                            ParseIntParam(req, "page_size", &page_size)}) {
-      if (!st.ok()) return WriteError(res, st);
-    }
-    r.set_state(state);
-    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, INT32_MIN, INT32_MAX)));
-    r.set_tenant(req.get_param_value("tenant"));
-    r.set_page_token(req.get_param_value("page_token"));
-    Answer(res, Await<v1::ListWorkflowsResponse>([&](Reply<v1::ListWorkflowsResponse> done) {
-             svc->ListWorkflows(r, std::move(done));
-           }));
-  });
-  s.Get("/v1/dlq", [svc](const httplib::Request& req, httplib::Response& res) {
-    v1::ListDeadLettersRequest r;
-    int64_t page_size = 0;
-    if (auto st = ParseIntParam(req, "page_size", &page_size); !st.ok()) return WriteError(res, st);
-    r.set_page_size(static_cast<int32_t>(std::clamp<int64_t>(page_size, INT32_MIN, INT32_MAX)));
-    r.set_type(req.get_param_value("type"));
-    r.set_tenant(req.get_param_value("tenant"));
-    r.set_page_token(req.get_param_value("page_token"));
-    Answer(res, Await<v1::ListTasksResponse>([&](Reply<v1::ListTasksResponse> done) {
-             svc->ListDeadLetters(r, std::move(done));
-           }));
-  });
-  s.Get("/v1/stats", [svc](const httplib::Request&, httplib::Response& res) {
-    Answer(res, Await<v1::StatsResponse>(
-                    [&](Reply<v1::StatsResponse> done) { svc->Stats(std::move(done)); }));
-  });
-  s.Get("/v1/usage", [svc](const httplib::Request&, httplib::Response& res) {
-    Answer(res, Await<v1::UsageResponse>(
-                    [&](Reply<v1::UsageResponse> done) { svc->GetUsage(std::move(done)); }));
-  });
-  s.Get("/v1/agents", [svc](const httplib::Request&, httplib::Response& res) {
-    Answer(res, Await<v1::ListAgentsResponse>(
-                    [&](Reply<v1::ListAgentsResponse> done) { svc->ListAgents(std::move(done)); }));
-  });
-  s.Get("/v1/cluster", [svc](const httplib::Request&, httplib::Response& res) {
-    Answer(res, Await<v1::ClusterStatus>([&](Reply<v1::ClusterStatus> done) {
-             svc->GetCluster(v1::GetClusterRequest(), std::move(done));
-           }));
-  });
-  s.Get("/v1/pools", [svc](const httplib::Request&, httplib::Response& res) {
-    Answer(res, Await<v1::ListPoolsResponse>(
-                    [&](Reply<v1::ListPoolsResponse> done) { svc->ListPools(std::move(done)); }));
-  });
-  s.Get(R"(/v1/pools/([A-Za-z0-9_.-]+)/decisions)",
-        [svc](const httplib::Request& req, httplib::Response& res) {
-          v1::ListScalingDecisionsRequest r;
-          r.set_pool(req.matches[1].str());
-          int64_t limit = 0;
-          if (req.has_param("limit") && !absl::SimpleAtoi(req.get_param_value("limit"), &limit)) {
-            return WriteError(res, absl::InvalidArgumentError("limit: not a number"));
-          }
-          r.set_limit(static_cast<int32_t>(std::clamp<int64_t>(limit, 0, 1000)));
-          Answer(res, Await<v1::ListScalingDecisionsResponse>(
-                          [&](Reply<v1::ListScalingDecisionsResponse> done) {
-                            svc->ListScalingDecisions(r, std::move(done));
-                          }));
-        });
-  s.Get(R"(/v1/pools/([A-Za-z0-9_.-]+)/history)", [svc](const httplib::Request& req,
-                                                        httplib::Response& res) {
-    v1::GetLoadHistoryRequest r;
-    r.set_pool(req.matches[1].str());
-    int64_t since = 0, until = 0, limit = 0;
-    for (absl::Status st :
-         {ParseIntParam(req, "since", &since), ParseIntParam(req, "until", &until),
-          ParseIntParam(req, "limit", &limit)}) {
-      if (!st.ok()) return WriteError(res, st);
-    }
-    r.set_since_unix_minute(since);
-    r.set_until_unix_minute(until);
-    // Out of int32 range stays out of range, so the service's error names it.
-    r.set_limit(static_cast<int32_t>(std::clamp<int64_t>(limit, INT32_MIN, INT32_MAX)));
-    Answer(res, Await<v1::GetLoadHistoryResponse>([&](Reply<v1::GetLoadHistoryResponse> done) {
-             svc->GetLoadHistory(r, std::move(done));
-           }));
-  });
-  s.Get("/healthz", [svc](const httplib::Request&, httplib::Response& res) {
-    Answer(res, Await<v1::HealthResponse>(
-                    [&](Reply<v1::HealthResponse> done) { svc->Health(std::move(done)); }));
-  });
-  s.Get("/readyz", [svc](const httplib::Request&, httplib::Response& res) {
-    Answer(res, Await<v1::HealthResponse>(
-                    [&](Reply<v1::HealthResponse> done) { svc->Ready(std::move(done)); }));
-  });
-  s.Get("/metrics", [svc](const httplib::Request&, httplib::Response& res) {
-    auto r = Await<std::string>([&](Reply<std::string> done) { svc->Metrics(std::move(done)); });
-    if (!r.ok()) return WriteError(res, r.status());
-    res.set_content(*r, "text/plain; version=0.0.4; charset=utf-8");
-  });
+
+  httplib::Server& s = *server_;
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404 && res.body.empty()) {
       WriteError(res, absl::NotFoundError(absl::StrCat("path: no route for ", req.method, " ",

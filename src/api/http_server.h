@@ -4,33 +4,52 @@
 // Threading: cpp-httplib's worker pool runs handlers; each waits for its Service answer.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "api/gate.h"
 #include "api/service.h"
+#include "auth/access.h"
 
 namespace httplib {
 class Server;
-}
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace drover::api {
 
 class HttpServer {
  public:
-  HttpServer(Service& service, int threads);
+  // `public_metrics`: /metrics answers without a token (AuthConfig.public_metrics).
+  HttpServer(Service& service, Gate& gate, int threads, bool public_metrics = false);
   ~HttpServer();
 
   // Binds "host:port" (port 0 picks one) and serves on a background thread.
   absl::Status Start(const std::string& address);
   int port() const { return port_; }
   void Stop();  // idempotent
+  // The routes registered, each with the access-table entry it is checked against (the
+  // completeness test compares them with auth::HttpRoutes()).
+  const std::vector<auth::HttpRoute>& routes() const { return routes_; }
+
+  class Admit;
+  using Handler =
+      std::function<void(const httplib::Request&, httplib::Response&, const Admit& admit)>;
 
  private:
   void Routes();
+  // Registers a route; aborts when (verb, pattern) is not in the access table.
+  void Add(const char* verb, const char* pattern, Handler handler);
   Service& service_;
+  Gate& gate_;
   int threads_;
+  bool public_metrics_;
+  std::vector<auth::HttpRoute> routes_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;

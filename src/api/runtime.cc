@@ -127,6 +127,34 @@ absl::Status Runtime::AppendLoadHistory(std::vector<store::LoadMinute> rows,
   return absl::OkStatus();
 }
 
+absl::Status Runtime::AppendAudit(store::AuditRow row) {
+  {
+    std::lock_guard<std::mutex> lk(store_mu_);
+    if (store_stopping_) return absl::UnavailableError("server is shutting down");
+    if (pending_audit_.size() >= kMaxPendingAuditRows) {
+      absl::Status st = absl::ResourceExhaustedError(absl::StrCat(
+          "audit log: ", pending_audit_.size(), " records wait for the store; retry shortly"));
+      st.SetPayload(core::kRetryAfterPayload, absl::Cord("1000"));
+      return st;
+    }
+    pending_audit_.push_back(std::move(row));
+  }
+  store_cv_.notify_one();
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::AppendMeta(std::string key, std::string value,
+                                 std::function<void(const absl::Status&)> done) {
+  {
+    std::lock_guard<std::mutex> lk(store_mu_);
+    if (store_stopping_) return absl::UnavailableError("server is shutting down");
+    pending_meta_.emplace_back(std::move(key), std::move(value));
+    if (done) pending_load_done_.push_back(std::move(done));
+  }
+  store_cv_.notify_one();
+  return absl::OkStatus();
+}
+
 bool Runtime::ReadLoadHistory(std::string pool, int64_t from_minute, int64_t to_minute,
                               int64_t max_rows, std::function<void(LoadRows)> done, Lane lane) {
   // Through the engine thread only for the ordering: the read runs after the commit of
@@ -277,6 +305,13 @@ void Runtime::EngineLoop() {
 }
 
 void Runtime::PruneLoadHistory(absl::Time now) {
+  if (prune_.audit_retention != absl::InfiniteDuration()) {
+    absl::StatusOr<int64_t> r = store_.PruneAudit(absl::ToUnixMillis(now - prune_.audit_retention));
+    if (!r.ok()) {
+      fmt::print(stderr, "drover: pruning old audit records from the store failed: {}\n",
+                 r.status().ToString());
+    }
+  }
   if (prune_.load_history_retention == absl::InfiniteDuration()) return;
   absl::StatusOr<int64_t> r = store_.PruneLoadHistory(FirstKeptLoadMinute(now));
   if (r.ok()) return;
@@ -372,6 +407,8 @@ absl::Status Runtime::CommitRetrying(const store::WriteBatch& batch) {
 void Runtime::StoreLoop() {
   std::deque<PendingBatch> work;
   std::vector<store::LoadMinute> load;
+  std::vector<store::AuditRow> audit;
+  std::vector<std::pair<std::string, std::string>> meta;
   std::vector<std::function<void(const absl::Status&)>> load_done;
   store::WriteBatch merged;
   // The first sweep waits one interval, so start-up and recovery are not slowed by it.
@@ -381,7 +418,8 @@ void Runtime::StoreLoop() {
     {
       std::unique_lock<std::mutex> lk(store_mu_);
       auto idle = [&] {
-        return store_queue_.empty() && pending_load_.empty() && pending_load_done_.empty();
+        return store_queue_.empty() && pending_load_.empty() && pending_load_done_.empty() &&
+               pending_audit_.empty() && pending_meta_.empty();
       };
       auto ready = [&] { return !idle() || store_stopping_; };
       if (next_prune == absl::InfiniteFuture()) {
@@ -393,11 +431,15 @@ void Runtime::StoreLoop() {
       work.swap(store_queue_);
       load.swap(pending_load_);
       load_done.swap(pending_load_done_);
+      audit.swap(pending_audit_);
+      meta.swap(pending_meta_);
     }
     // A prune step is due: run it here, between commits, whether or not batches wait (a
     // busy server must prune too; one step is a few milliseconds).
     if (const absl::Time now = absl::Now(); now >= next_prune) next_prune = MaybePrune(now);
-    if (work.empty() && load.empty() && load_done.empty()) continue;
+    if (work.empty() && load.empty() && load_done.empty() && audit.empty() && meta.empty()) {
+      continue;
+    }
     store_space_cv_.notify_all();
     // Everything that waited is committed in one transaction (group commit).
     merged.clear();
@@ -413,8 +455,11 @@ void Runtime::StoreLoop() {
       for (auto& w : p.writes.workflows) merged.workflows.push_back(std::move(w));
       for (auto& m : p.writes.meta) merged.meta.push_back(std::move(m));
     }
-    // Load rows come from other threads, never from the engine's batches.
+    // Load rows and audit records come from other threads, never from the engine's batches;
+    // so do the meta rows of tokens (after the engine's: keys never overlap).
     merged.load.swap(load);
+    merged.audit.swap(audit);
+    for (auto& m : meta) merged.meta.push_back(std::move(m));
     absl::Status st;
     const absl::Time start = absl::Now();
     if (!merged.empty()) st = CommitRetrying(merged);
@@ -446,6 +491,8 @@ void Runtime::StoreLoop() {
     for (auto& cb : load_done) cb(st);
     work.clear();
     load.clear();
+    audit.clear();
+    meta.clear();
     load_done.clear();
     if (!st.ok()) {
       // The engine is now ahead of the store: nothing more may be acknowledged. Exit so a

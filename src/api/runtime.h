@@ -60,6 +60,7 @@ class PushSink {
 struct PruneOptions {
   absl::Duration retention = absl::InfiniteDuration();  // infinite: never prune
   absl::Duration load_history_retention = absl::InfiniteDuration();
+  absl::Duration audit_retention = absl::InfiniteDuration();
   absl::Duration sweep_interval = absl::Minutes(1);
   absl::Duration step_pause = absl::Milliseconds(100);
   int64_t rows_per_step = 5'000;
@@ -136,6 +137,16 @@ class Runtime {
   absl::Status AppendLoadHistory(std::vector<store::LoadMinute> rows,
                                  std::function<void(const absl::Status&)> done = nullptr);
 
+  // Audit records and meta rows (tokens) from any thread, on the same terms as
+  // AppendLoadHistory: queued for the next commit, in the same transaction as whatever the
+  // engine wrote meanwhile. An audit record queued before a command is posted commits no
+  // later than the command. ResourceExhausted when kMaxPendingAuditRows already wait (the
+  // caller refuses the call: nothing is done unaudited), Unavailable once stopping.
+  static constexpr size_t kMaxPendingAuditRows = 200'000;
+  absl::Status AppendAudit(store::AuditRow row);
+  absl::Status AppendMeta(std::string key, std::string value,
+                          std::function<void(const absl::Status&)> done = nullptr);
+
   // Reads `pool`'s rows with from_minute <= minute < to_minute, in minute order, at most
   // `max_rows` (0: all), on the store thread once everything queued before this call is
   // committed (rows appended earlier are seen). `done` runs there with the rows (it must
@@ -202,6 +213,8 @@ class Runtime {
   std::deque<PendingBatch> store_queue_;
   // Load rows from any thread, taken by the store thread with store_queue_.
   std::vector<store::LoadMinute> pending_load_;
+  std::vector<store::AuditRow> pending_audit_;
+  std::vector<std::pair<std::string, std::string>> pending_meta_;
   std::vector<std::function<void(const absl::Status&)>> pending_load_done_;
   bool store_stopping_ = false;
 

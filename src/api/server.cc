@@ -10,12 +10,15 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/gate.h"
 #include "api/grpc_server.h"
 #include "api/http_server.h"
 #include "api/runtime.h"
 #include "api/service.h"
+#include "auth/tokens.h"
 #include "cluster/lease.h"
 #include "core/codec.h"
 #include "fmt/core.h"
@@ -31,6 +34,8 @@ struct Server::Impl {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<core::Engine> engine;
   std::unique_ptr<Runtime> runtime;
+  auth::TokenRegistry tokens;
+  std::unique_ptr<Gate> gate;
   std::unique_ptr<Service> service;
   std::unique_ptr<GrpcServer> grpc;
   std::unique_ptr<HttpServer> http;
@@ -45,6 +50,64 @@ struct Server::Impl {
 };
 
 namespace {
+
+// The tokens persisted in the store (meta kTokensMetaKey), into `tokens`.
+absl::Status LoadTokens(store::Store& store, auth::TokenRegistry& tokens) {
+  auto v = store.GetMeta(auth::kTokensMetaKey);
+  if (!v.ok()) return v.status();
+  v1::TokenList list;
+  if (v->has_value()) {
+    std::string raw;
+    if (!absl::Base64Unescape(**v, &raw) || !list.ParseFromString(raw)) {
+      return absl::DataLossError(
+          absl::StrCat("store: meta ", auth::kTokensMetaKey, " is unreadable"));
+    }
+  }
+  tokens.Load(list);
+  return absl::OkStatus();
+}
+
+// First start with auth on and no live token: an admin token on every tenant, persisted
+// before the server listens and written to data_dir/admin.token (mode 0600), where the CLI
+// looks for it.
+absl::Status Bootstrap(const ServeOptions& options, store::Store& store,
+                       auth::TokenRegistry& tokens) {
+  const int64_t now = absl::ToUnixMillis(absl::Now());
+  if (tokens.LiveCount(now) > 0) {
+    fmt::print(stderr, "drover serve: auth on, {} live tokens in the store (drover token ls)\n",
+               tokens.LiveCount(now));
+    return absl::OkStatus();
+  }
+  v1::CreateTokenRequest req;
+  req.set_name(
+      absl::StrCat("admin-", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone())));
+  v1::Grant* g = req.add_grants();
+  g->set_tenant(std::string(auth::kAnyTenant));
+  g->set_role(v1::ROLE_ADMIN);
+  auto created = tokens.Create(auth::Caller::Unrestricted("drover serve"), req, now);
+  if (!created.ok()) return created.status();
+  store::WriteBatch batch;
+  batch.meta.emplace_back(auth::kTokensMetaKey,
+                          absl::Base64Escape(tokens.Snapshot().SerializeAsString()));
+  if (absl::Status st = store.Commit(batch); !st.ok()) return st;
+  const std::string path = options.data_dir + "/admin.token";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    if (fd >= 0) ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("auth: cannot write the admin token to ", path, ": ", std::strerror(errno)));
+  }
+  const std::string line = created->secret + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+                  ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) return absl::InternalError(absl::StrCat("auth: writing ", path, " failed"));
+  fmt::print(stderr,
+             "drover serve: auth on; first start: admin token \"{}\" written to {} (readable by "
+             "you only; the CLI reads it from ./drover-data, DROVER_TOKEN_FILE or DROVER_TOKEN)\n",
+             created->token.name(), path);
+  return absl::OkStatus();
+}
 
 absl::StatusOr<uint64_t> MetaNumber(store::Store& s, const std::string& key) {
   auto v = s.GetMeta(key);
@@ -265,13 +328,14 @@ Server::~Server() { Stop(); }
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  // The data directory holds the admin token even with the memory store.
+  if (::mkdir(options.data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data_dir: cannot create ", options.data_dir, ": ", std::strerror(errno)));
+  }
   if (options.store == "memory") {
     impl->store = store::NewMemoryStore();
   } else {
-    if (::mkdir(options.data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("data_dir: cannot create ", options.data_dir, ": ", std::strerror(errno)));
-    }
     const std::string lock_path = options.data_dir + "/drover.lock";
     impl->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (impl->lock_fd < 0 || ::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -294,14 +358,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   if (!engine.ok()) return engine.status();
   impl->engine = std::move(*engine);
 
+  if (absl::Status st = LoadTokens(*impl->store, impl->tokens); !st.ok()) return st;
+  if (options.auth) {
+    if (absl::Status st = Bootstrap(options, *impl->store, impl->tokens); !st.ok()) return st;
+  } else {
+    fmt::print(stderr,
+               "drover serve: AUTH IS OFF (development only): anyone who reaches the loopback "
+               "ports may do anything\n");
+  }
+
   impl->runtime =
       std::make_unique<Runtime>(*impl->engine, *impl->store, options.command_queue_limit);
+  impl->gate = std::make_unique<Gate>(impl->tokens, *impl->runtime, options.auth);
   impl->service = std::make_unique<Service>(*impl->runtime, *impl->store, absl::Now());
-  impl->grpc = std::make_unique<GrpcServer>(*impl->service);
+  impl->service->SetGate(impl->gate.get());
+  impl->grpc = std::make_unique<GrpcServer>(*impl->service, *impl->gate);
   impl->runtime->SetPushSink(&impl->grpc->sink());
   PruneOptions prune;
   prune.retention = options.store_retention;
   prune.load_history_retention = options.load_history_retention;
+  prune.audit_retention = options.audit_retention;
   // Sweep at least ten times per retention period (a short retention is pruned promptly),
   // at most once a minute.
   prune.sweep_interval =
@@ -318,7 +394,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     impl->lease->SetAddress(absl::StrCat(host, ":", impl->grpc->port()));
   }
   if (!options.http_listen.empty()) {
-    impl->http = std::make_unique<HttpServer>(*impl->service, options.http_threads);
+    impl->http = std::make_unique<HttpServer>(*impl->service, *impl->gate, options.http_threads,
+                                              options.public_metrics);
     if (absl::Status st = impl->http->Start(options.http_listen); !st.ok()) {
       impl->grpc->Stop();
       impl->runtime->Stop();
@@ -338,6 +415,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
         absl::StrCat("127.0.0.1:", impl->grpc->port()), log_dir, options.fleet_hourly_budget);
     // Trained forecasting models survive restarts beside the store (not with --store memory).
     if (options.store != "memory") impl->pools->set_model_dir(options.data_dir + "/models");
+    if (options.auth) {
+      // Pool agents authenticate with a token of their own: the agent role only, kept in
+      // memory (a restarted server starts its agents again with a new one).
+      v1::Grant g;
+      g.set_tenant(std::string(auth::kAnyTenant));
+      g.set_role(v1::ROLE_AGENT);
+      impl->pools->set_agent_token(
+          impl->tokens.CreateEphemeral("pool-agents", {g}, absl::ToUnixMillis(absl::Now())).secret);
+    }
     // Pools created through the API (store meta "pools"); a config-file pool of the same
     // name wins.
     auto fail = [&](absl::Status st) {

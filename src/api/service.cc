@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "api/service_internal.h"
 #include "core/codec.h"
 #include "core/names.h"
@@ -41,7 +42,38 @@ v1::ListTasksResponse Page(const std::vector<const v1::Task*>& tasks, int limit)
   return resp;
 }
 
+// What another tenant's object answers: the same as an unknown id, so ids leak nothing.
+absl::Status Hidden(const char* kind, uint64_t id, const char* field = "id") {
+  return absl::NotFoundError(absl::StrCat(field, ": ", kind, " ", id, " not found"));
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> Service::NarrowTenant(const auth::Caller& caller, auth::Perm perm,
+                                                  const std::string& named) {
+  if (!named.empty() || caller.CanEverywhere(perm)) return named;  // named: the gate checked it
+  std::vector<std::string> tenants = caller.TenantsWith(perm);
+  if (tenants.size() == 1) return tenants[0];
+  return absl::InvalidArgumentError(absl::StrCat("tenant: required: ", caller.name(), " may ",
+                                                 auth::PermName(perm), " in several tenants (",
+                                                 absl::StrJoin(tenants, ", "), "); name one"));
+}
+
+absl::Status Service::CheckAgentOwner(const auth::Caller& caller, uint64_t agent_id) const {
+  const auth::Principal* p = caller.principal();
+  if (p != nullptr && p->unrestricted) return absl::OkStatus();
+  auto it = agent_owners_.find(agent_id);
+  if (it == agent_owners_.end() || p == nullptr || it->second != OwnerKey(caller)) {
+    return Hidden("agent", agent_id, "agent_id");
+  }
+  return absl::OkStatus();
+}
+
+std::string Service::OwnerKey(const auth::Caller& caller) {
+  const auth::Principal* p = caller.principal();
+  if (p == nullptr) return "";
+  return p->token_id.empty() ? p->credential : p->token_id;
+}
 
 // Runs `body` on the engine thread; its answer is delivered once its batch commits.
 template <typename T, typename F>
@@ -62,7 +94,8 @@ static void RunOn(Runtime& runtime, Reply<T> done, F body, Runtime::Lane lane = 
   if (!queued) (*shared)(Refused(runtime));
 }
 
-void Service::SubmitTask(const v1::SubmitTaskRequest& req, Reply<v1::SubmitTaskResponse> done) {
+void Service::SubmitTask(const auth::Caller& caller, const v1::SubmitTaskRequest& req,
+                         Reply<v1::SubmitTaskResponse> done) {
   RunOn<v1::SubmitTaskResponse>(
       runtime_, std::move(done),
       [spec = req.task()](Engine& e) -> absl::StatusOr<v1::SubmitTaskResponse> {
@@ -75,7 +108,8 @@ void Service::SubmitTask(const v1::SubmitTaskRequest& req, Reply<v1::SubmitTaskR
       });
 }
 
-void Service::SubmitTasks(const v1::SubmitTasksRequest& req, Reply<v1::SubmitTasksResponse> done) {
+void Service::SubmitTasks(const auth::Caller& caller, const v1::SubmitTasksRequest& req,
+                          Reply<v1::SubmitTasksResponse> done) {
   auto specs = std::make_shared<std::vector<v1::TaskSpec>>(req.tasks().begin(), req.tasks().end());
   RunOn<v1::SubmitTasksResponse>(runtime_, std::move(done),
                                  [specs](Engine& e) -> absl::StatusOr<v1::SubmitTasksResponse> {
@@ -104,27 +138,39 @@ static void FromStore(Batch& batch, store::Store& store, uint64_t id, absl::Stat
   });
 }
 
-void Service::GetTask(const v1::GetTaskRequest& req, Reply<v1::Task> done) {
+void Service::GetTask(const auth::Caller& caller, const v1::GetTaskRequest& req,
+                      Reply<v1::Task> done) {
   auto shared = std::make_shared<Reply<v1::Task>>(std::move(done));
   store::Store& store = store_;
-  const bool queued = runtime_.Post([shared, id = req.id(), &store](Engine& e, Batch& batch) {
-    auto t = e.Get(id);
-    if (!t.ok()) {
-      FromStore(batch, store, id, t.status(),
-                [shared](absl::StatusOr<v1::Task> r) { (*shared)(std::move(r)); });
-      return;
-    }
-    batch.AfterCommit([shared, task = **t](const absl::Status& st) {
-      if (!st.ok()) return (*shared)(st);
-      (*shared)(task);
-    });
-  });
+  const bool queued =
+      runtime_.Post([shared, id = req.id(), &store, caller](Engine& e, Batch& batch) {
+        auto t = e.Get(id);
+        if (!t.ok()) {
+          FromStore(batch, store, id, t.status(), [shared, caller, id](absl::StatusOr<v1::Task> r) {
+            if (r.ok() && !caller.Can(auth::kRead, r->spec().tenant())) r = Hidden("task", id);
+            (*shared)(std::move(r));
+          });
+          return;
+        }
+        if (!caller.Can(auth::kRead, (*t)->spec().tenant())) {
+          batch.AfterCommit([shared, id](const absl::Status&) { (*shared)(Hidden("task", id)); });
+          return;
+        }
+        batch.AfterCommit([shared, task = **t](const absl::Status& st) {
+          if (!st.ok()) return (*shared)(st);
+          (*shared)(task);
+        });
+      });
   if (!queued) (*shared)(Refused(runtime_));
 }
 
-void Service::ListTasks(const v1::ListTasksRequest& req, Reply<v1::ListTasksResponse> done) {
+void Service::ListTasks(const auth::Caller& caller, const v1::ListTasksRequest& req,
+                        Reply<v1::ListTasksResponse> done) {
+  auto tenant = NarrowTenant(caller, auth::kRead, req.tenant());
+  if (!tenant.ok()) return done(tenant.status());
   RunOn<v1::ListTasksResponse>(
-      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
+      runtime_, std::move(done),
+      [req, tenant = *tenant](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
         if (absl::Status st = CheckPageSize(req.page_size()); !st.ok()) return st;
         if (!v1::TaskState_IsValid(req.state())) {
           return absl::InvalidArgumentError(absl::StrCat("state: unknown value ", req.state()));
@@ -138,7 +184,7 @@ void Service::ListTasks(const v1::ListTasksRequest& req, Reply<v1::ListTasksResp
         core::ListFilter f;
         f.state = req.state();
         f.type = req.type();
-        f.tenant = req.tenant();
+        f.tenant = tenant;
         f.priority = req.priority();
         f.after = *after;
         f.limit = req.page_size() == 0 ? 100 : req.page_size();
@@ -146,15 +192,21 @@ void Service::ListTasks(const v1::ListTasksRequest& req, Reply<v1::ListTasksResp
       });
 }
 
-void Service::CancelTask(const v1::CancelTaskRequest& req, Reply<v1::Task> done) {
-  RunOn<v1::Task>(runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::Task> {
+void Service::CancelTask(const auth::Caller& caller, const v1::CancelTaskRequest& req,
+                         Reply<v1::Task> done) {
+  RunOn<v1::Task>(runtime_, std::move(done), [req, caller](Engine& e) -> absl::StatusOr<v1::Task> {
+    // Another tenant's task is unknown (evicted ones are finished: Cancel says so).
+    if (auto t = e.Get(req.id()); t.ok() && !caller.Can(auth::kCancel, (*t)->spec().tenant())) {
+      return Hidden("task", req.id());
+    }
     auto t = e.Cancel(req.id(), req.reason());
     if (!t.ok()) return t.status();
     return **t;
   });
 }
 
-void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskResponse> done) {
+void Service::WaitTask(const auth::Caller& caller, const v1::WaitTaskRequest& req,
+                       Reply<v1::WaitTaskResponse> done) {
   if (req.timeout_ms() < 0 || req.timeout_ms() > 3'600'000) {
     done(absl::InvalidArgumentError(
         absl::StrCat("timeout_ms: must be 0 (30 s) to 3600000 (1 h), got ", req.timeout_ms())));
@@ -165,17 +217,22 @@ void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskRespons
       absl::Milliseconds(req.timeout_ms() == 0 ? 30'000 : req.timeout_ms());
   Runtime& runtime = runtime_;
   store::Store& store = store_;
-  const bool queued = runtime_.Post([shared, id = req.id(), timeout, &runtime, &store](
+  const bool queued = runtime_.Post([shared, id = req.id(), timeout, &runtime, &store, caller](
                                         Engine& e, Batch& batch) {
     auto t = e.Get(id);
     if (!t.ok()) {
       // Evicted from memory means finished: answer from the store at once.
-      FromStore(batch, store, id, t.status(), [shared](absl::StatusOr<v1::Task> r) {
+      FromStore(batch, store, id, t.status(), [shared, caller, id](absl::StatusOr<v1::Task> r) {
+        if (r.ok() && !caller.Can(auth::kRead, r->spec().tenant())) r = Hidden("task", id);
         if (!r.ok()) return (*shared)(r.status());
         v1::WaitTaskResponse resp;
         *resp.mutable_task() = std::move(*r);
         (*shared)(std::move(resp));
       });
+      return;
+    }
+    if (!caller.Can(auth::kRead, (*t)->spec().tenant())) {
+      batch.AfterCommit([shared, id](const absl::Status&) { (*shared)(Hidden("task", id)); });
       return;
     }
     if (core::IsTerminal((*t)->state())) {
@@ -196,7 +253,8 @@ void Service::WaitTask(const v1::WaitTaskRequest& req, Reply<v1::WaitTaskRespons
 
 // --- workflows ---------------------------------------------------------------------------
 
-void Service::SubmitWorkflow(const v1::SubmitWorkflowRequest& req, Reply<v1::Workflow> done) {
+void Service::SubmitWorkflow(const auth::Caller& caller, const v1::SubmitWorkflowRequest& req,
+                             Reply<v1::Workflow> done) {
   auto spec = std::make_shared<v1::WorkflowSpec>(req.workflow());
   RunOn<v1::Workflow>(runtime_, std::move(done), [spec](Engine& e) -> absl::StatusOr<v1::Workflow> {
     auto w = e.SubmitWorkflow(*spec);
@@ -205,7 +263,8 @@ void Service::SubmitWorkflow(const v1::SubmitWorkflowRequest& req, Reply<v1::Wor
   });
 }
 
-void Service::SubmitMapReduce(const v1::SubmitMapReduceRequest& req, Reply<v1::Workflow> done) {
+void Service::SubmitMapReduce(const auth::Caller& caller, const v1::SubmitMapReduceRequest& req,
+                              Reply<v1::Workflow> done) {
   auto job = std::make_shared<v1::MapReduceSpec>(req.job());
   RunOn<v1::Workflow>(runtime_, std::move(done), [job](Engine& e) -> absl::StatusOr<v1::Workflow> {
     auto w = e.SubmitMapReduce(*job);
@@ -232,14 +291,25 @@ static void WorkflowFromStore(Batch& batch, store::Store& store, uint64_t id,
   });
 }
 
-void Service::GetWorkflow(const v1::GetWorkflowRequest& req, Reply<v1::Workflow> done) {
+void Service::GetWorkflow(const auth::Caller& caller, const v1::GetWorkflowRequest& req,
+                          Reply<v1::Workflow> done) {
   auto shared = std::make_shared<Reply<v1::Workflow>>(std::move(done));
   store::Store& store = store_;
-  const bool queued = runtime_.Post([shared, id = req.id(), &store](Engine& e, Batch& batch) {
+  const bool queued = runtime_.Post([shared, id = req.id(), &store, caller](Engine& e,
+                                                                            Batch& batch) {
     auto w = e.DescribeWorkflow(id);
     if (!w.ok()) {
       WorkflowFromStore(batch, store, id, w.status(),
-                        [shared](absl::StatusOr<v1::Workflow> r) { (*shared)(std::move(r)); });
+                        [shared, caller, id](absl::StatusOr<v1::Workflow> r) {
+                          if (r.ok() && !caller.Can(auth::kRead, r->tenant())) {
+                            r = Hidden("workflow", id);
+                          }
+                          (*shared)(std::move(r));
+                        });
+      return;
+    }
+    if (!caller.Can(auth::kRead, w->tenant())) {
+      batch.AfterCommit([shared, id](const absl::Status&) { (*shared)(Hidden("workflow", id)); });
       return;
     }
     batch.AfterCommit([shared, wf = std::move(*w)](const absl::Status& st) {
@@ -250,10 +320,13 @@ void Service::GetWorkflow(const v1::GetWorkflowRequest& req, Reply<v1::Workflow>
   if (!queued) (*shared)(Refused(runtime_));
 }
 
-void Service::ListWorkflows(const v1::ListWorkflowsRequest& req,
+void Service::ListWorkflows(const auth::Caller& caller, const v1::ListWorkflowsRequest& req,
                             Reply<v1::ListWorkflowsResponse> done) {
+  auto tenant = NarrowTenant(caller, auth::kRead, req.tenant());
+  if (!tenant.ok()) return done(tenant.status());
   RunOn<v1::ListWorkflowsResponse>(
-      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::ListWorkflowsResponse> {
+      runtime_, std::move(done),
+      [req, tenant = *tenant](Engine& e) -> absl::StatusOr<v1::ListWorkflowsResponse> {
         if (absl::Status st = CheckPageSize(req.page_size()); !st.ok()) return st;
         if (!v1::WorkflowState_IsValid(req.state())) {
           return absl::InvalidArgumentError(absl::StrCat("state: unknown value ", req.state()));
@@ -262,7 +335,7 @@ void Service::ListWorkflows(const v1::ListWorkflowsRequest& req,
         if (!after.ok()) return after.status();
         core::WorkflowFilter f;
         f.state = req.state();
-        f.tenant = req.tenant();
+        f.tenant = tenant;
         f.after = *after;
         f.limit = req.page_size() == 0 ? 100 : req.page_size();
         const std::vector<const v1::Workflow*> page = e.ListWorkflows(f);
@@ -275,10 +348,16 @@ void Service::ListWorkflows(const v1::ListWorkflowsRequest& req,
       });
 }
 
-void Service::CancelWorkflow(const v1::CancelWorkflowRequest& req, Reply<v1::Workflow> done) {
+void Service::CancelWorkflow(const auth::Caller& caller, const v1::CancelWorkflowRequest& req,
+                             Reply<v1::Workflow> done) {
   auto shared = std::make_shared<Reply<v1::Workflow>>(std::move(done));
   store::Store& store = store_;
-  const bool queued = runtime_.Post([shared, req, &store](Engine& e, Batch& batch) {
+  const bool queued = runtime_.Post([shared, req, &store, caller](Engine& e, Batch& batch) {
+    if (auto w = e.GetWorkflow(req.id()); w.ok() && !caller.Can(auth::kCancel, (*w)->tenant())) {
+      batch.AfterCommit(
+          [shared, id = req.id()](const absl::Status&) { (*shared)(Hidden("workflow", id)); });
+      return;
+    }
     auto w = e.CancelWorkflow(req.id(), req.reason());
     if (!w.ok()) {
       if (w.status().code() != absl::StatusCode::kNotFound) {
@@ -288,7 +367,8 @@ void Service::CancelWorkflow(const v1::CancelWorkflowRequest& req, Reply<v1::Wor
       // Not in memory: finished long ago (in the store), or unknown.
       WorkflowFromStore(
           batch, store, req.id(), w.status(),
-          [shared, id = req.id()](absl::StatusOr<v1::Workflow> r) {
+          [shared, id = req.id(), caller](absl::StatusOr<v1::Workflow> r) {
+            if (r.ok() && !caller.Can(auth::kCancel, r->tenant())) r = Hidden("workflow", id);
             if (!r.ok()) return (*shared)(r.status());
             (*shared)(absl::FailedPreconditionError(absl::StrCat(
                 "id: workflow ", id, " has already ended ", core::WorkflowStateName(r->state()))));
@@ -303,7 +383,7 @@ void Service::CancelWorkflow(const v1::CancelWorkflowRequest& req, Reply<v1::Wor
   if (!queued) (*shared)(Refused(runtime_));
 }
 
-void Service::WaitWorkflow(const v1::WaitWorkflowRequest& req,
+void Service::WaitWorkflow(const auth::Caller& caller, const v1::WaitWorkflowRequest& req,
                            Reply<v1::WaitWorkflowResponse> done) {
   if (req.timeout_ms() < 0 || req.timeout_ms() > 3'600'000) {
     done(absl::InvalidArgumentError(
@@ -315,42 +395,57 @@ void Service::WaitWorkflow(const v1::WaitWorkflowRequest& req,
       absl::Milliseconds(req.timeout_ms() == 0 ? 30'000 : req.timeout_ms());
   Runtime& runtime = runtime_;
   store::Store& store = store_;
-  const bool queued =
-      runtime_.Post([shared, id = req.id(), timeout, &runtime, &store](Engine& e, Batch& batch) {
-        auto w = e.GetWorkflow(id);
-        if (!w.ok()) {
-          // Not in memory: it ended long ago (the store has it), or it is unknown.
-          WorkflowFromStore(batch, store, id, w.status(), [shared](absl::StatusOr<v1::Workflow> r) {
-            if (!r.ok()) return (*shared)(r.status());
-            v1::WaitWorkflowResponse resp;
-            *resp.mutable_workflow() = std::move(*r);
-            (*shared)(std::move(resp));
-          });
-          return;
-        }
-        if ((*w)->state() != v1::WORKFLOW_STATE_RUNNING) {
-          v1::WaitWorkflowResponse resp;
-          *resp.mutable_workflow() = *e.DescribeWorkflow(id);
-          batch.AfterCommit([shared, resp](const absl::Status&) { (*shared)(resp); });
-          return;
-        }
-        runtime.AddWorkflowWaiter(id, absl::Now() + timeout,
-                                  [shared](const v1::Workflow& wf, bool timed_out) {
-                                    v1::WaitWorkflowResponse resp;
-                                    *resp.mutable_workflow() = wf;
-                                    resp.set_timed_out(timed_out);
-                                    (*shared)(std::move(resp));
-                                  });
-      });
+  const bool queued = runtime_.Post([shared, id = req.id(), timeout, &runtime, &store, caller](
+                                        Engine& e, Batch& batch) {
+    auto w = e.GetWorkflow(id);
+    if (!w.ok()) {
+      // Not in memory: it ended long ago (the store has it), or it is unknown.
+      WorkflowFromStore(batch, store, id, w.status(),
+                        [shared, caller, id](absl::StatusOr<v1::Workflow> r) {
+                          if (r.ok() && !caller.Can(auth::kRead, r->tenant()))
+                            r = Hidden("workflow", id);
+                          if (!r.ok()) return (*shared)(r.status());
+                          v1::WaitWorkflowResponse resp;
+                          *resp.mutable_workflow() = std::move(*r);
+                          (*shared)(std::move(resp));
+                        });
+      return;
+    }
+    if (!caller.Can(auth::kRead, (*w)->tenant())) {
+      batch.AfterCommit([shared, id](const absl::Status&) { (*shared)(Hidden("workflow", id)); });
+      return;
+    }
+    if ((*w)->state() != v1::WORKFLOW_STATE_RUNNING) {
+      v1::WaitWorkflowResponse resp;
+      *resp.mutable_workflow() = *e.DescribeWorkflow(id);
+      batch.AfterCommit([shared, resp](const absl::Status&) { (*shared)(resp); });
+      return;
+    }
+    runtime.AddWorkflowWaiter(id, absl::Now() + timeout,
+                              [shared](const v1::Workflow& wf, bool timed_out) {
+                                v1::WaitWorkflowResponse resp;
+                                *resp.mutable_workflow() = wf;
+                                resp.set_timed_out(timed_out);
+                                (*shared)(std::move(resp));
+                              });
+  });
   if (!queued) (*shared)(Refused(runtime_));
 }
 
-void Service::RegisterAgent(const v1::RegisterAgentRequest& req,
+void Service::RegisterAgent(const auth::Caller& caller, const v1::RegisterAgentRequest& req,
                             Reply<v1::RegisterAgentResponse> done) {
   RunOn<v1::RegisterAgentResponse>(
-      runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::RegisterAgentResponse> {
+      runtime_, std::move(done),
+      [this, req,
+       owner = OwnerKey(caller)](Engine& e) -> absl::StatusOr<v1::RegisterAgentResponse> {
         auto id = e.RegisterAgent(req);
         if (!id.ok()) return id.status();
+        // Agents that left the engine (deregistered, expired) leave this map now and then.
+        if (agent_owners_.size() > 1024 && agent_owners_.size() > 2 * e.agents().size()) {
+          absl::erase_if(agent_owners_,
+                         [&e](const auto& kv) { return !e.agents().contains(kv.first); });
+        }
+        agent_owners_[*id] = owner;
         v1::RegisterAgentResponse resp;
         resp.set_agent_id(*id);
         const int64_t ttl = absl::ToInt64Milliseconds(e.options().lease_ttl);
@@ -360,20 +455,23 @@ void Service::RegisterAgent(const v1::RegisterAgentRequest& req,
       });
 }
 
-void Service::Heartbeat(const v1::HeartbeatRequest& req, Reply<v1::HeartbeatResponse> done) {
+void Service::Heartbeat(const auth::Caller& caller, const v1::HeartbeatRequest& req,
+                        Reply<v1::HeartbeatResponse> done) {
   RunOn<v1::HeartbeatResponse>(
       runtime_, std::move(done),
-      [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::HeartbeatResponse> {
+      [this, id = req.agent_id(), caller](Engine& e) -> absl::StatusOr<v1::HeartbeatResponse> {
+        if (absl::Status st = CheckAgentOwner(caller, id); !st.ok()) return st;
         if (absl::Status st = e.Heartbeat(id); !st.ok()) return st;
         return v1::HeartbeatResponse();
       },
       Runtime::kControl);
 }
 
-void Service::OpenStream(uint64_t agent_id, Reply<bool> done) {
+void Service::OpenStream(const auth::Caller& caller, uint64_t agent_id, Reply<bool> done) {
   RunOn<bool>(
       runtime_, std::move(done),
-      [agent_id](Engine& e) -> absl::StatusOr<bool> {
+      [this, agent_id, caller](Engine& e) -> absl::StatusOr<bool> {
+        if (absl::Status st = CheckAgentOwner(caller, agent_id); !st.ok()) return st;
         if (absl::Status st = e.OpenStream(agent_id); !st.ok()) return st;
         return true;
       },
@@ -399,10 +497,12 @@ void Service::ReturnUndelivered(uint64_t agent_id, const v1::WorkItem& item) {
       Runtime::kControl);
 }
 
-void Service::CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> done) {
+void Service::CompleteTask(const auth::Caller& caller, const v1::CompleteTaskRequest& req,
+                           Reply<v1::Ack> done) {
   RunOn<v1::Ack>(
       runtime_, std::move(done),
-      [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+      [this, req, caller](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st = CheckAgentOwner(caller, req.agent_id()); !st.ok()) return st;
         if (absl::Status st =
                 e.Complete(req.agent_id(), req.task_id(), req.lease_token(), req.result());
             !st.ok()) {
@@ -413,7 +513,7 @@ void Service::CompleteTask(const v1::CompleteTaskRequest& req, Reply<v1::Ack> do
       Runtime::kControl);
 }
 
-void Service::CompleteTasks(const v1::CompleteTasksRequest& req,
+void Service::CompleteTasks(const auth::Caller& caller, const v1::CompleteTasksRequest& req,
                             Reply<v1::CompleteTasksResponse> done) {
   if (req.items_size() > 10'000) {
     done(absl::InvalidArgumentError(
@@ -423,7 +523,8 @@ void Service::CompleteTasks(const v1::CompleteTasksRequest& req,
   auto shared = std::make_shared<v1::CompleteTasksRequest>(req);
   RunOn<v1::CompleteTasksResponse>(
       runtime_, std::move(done),
-      [shared](Engine& e) -> absl::StatusOr<v1::CompleteTasksResponse> {
+      [this, shared, caller](Engine& e) -> absl::StatusOr<v1::CompleteTasksResponse> {
+        if (absl::Status st = CheckAgentOwner(caller, shared->agent_id()); !st.ok()) return st;
         v1::CompleteTasksResponse resp;
         for (const auto& item : shared->items()) {
           absl::Status st =
@@ -436,10 +537,12 @@ void Service::CompleteTasks(const v1::CompleteTasksRequest& req,
       Runtime::kControl);
 }
 
-void Service::FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done) {
+void Service::FailTask(const auth::Caller& caller, const v1::FailTaskRequest& req,
+                       Reply<v1::Ack> done) {
   RunOn<v1::Ack>(
       runtime_, std::move(done),
-      [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+      [this, req, caller](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st = CheckAgentOwner(caller, req.agent_id()); !st.ok()) return st;
         if (absl::Status st = e.Fail(req.agent_id(), req.task_id(), req.lease_token(), req.error(),
                                      req.retryable());
             !st.ok()) {
@@ -450,10 +553,12 @@ void Service::FailTask(const v1::FailTaskRequest& req, Reply<v1::Ack> done) {
       Runtime::kControl);
 }
 
-void Service::Checkpoint(const v1::CheckpointRequest& req, Reply<v1::Ack> done) {
+void Service::Checkpoint(const auth::Caller& caller, const v1::CheckpointRequest& req,
+                         Reply<v1::Ack> done) {
   RunOn<v1::Ack>(
       runtime_, std::move(done),
-      [req](Engine& e) -> absl::StatusOr<v1::Ack> {
+      [this, req, caller](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st = CheckAgentOwner(caller, req.agent_id()); !st.ok()) return st;
         if (absl::Status st =
                 e.Checkpoint(req.agent_id(), req.task_id(), req.lease_token(), req.checkpoint());
             !st.ok()) {
@@ -464,10 +569,12 @@ void Service::Checkpoint(const v1::CheckpointRequest& req, Reply<v1::Ack> done) 
       Runtime::kControl);
 }
 
-void Service::ExtendLease(const v1::ExtendLeaseRequest& req, Reply<v1::ExtendLeaseResponse> done) {
+void Service::ExtendLease(const auth::Caller& caller, const v1::ExtendLeaseRequest& req,
+                          Reply<v1::ExtendLeaseResponse> done) {
   RunOn<v1::ExtendLeaseResponse>(
       runtime_, std::move(done),
-      [req](Engine& e) -> absl::StatusOr<v1::ExtendLeaseResponse> {
+      [this, req, caller](Engine& e) -> absl::StatusOr<v1::ExtendLeaseResponse> {
+        if (absl::Status st = CheckAgentOwner(caller, req.agent_id()); !st.ok()) return st;
         auto t = e.ExtendLease(req.agent_id(), req.task_id(), req.lease_token());
         if (!t.ok()) return t.status();
         v1::ExtendLeaseResponse resp;
@@ -477,17 +584,20 @@ void Service::ExtendLease(const v1::ExtendLeaseRequest& req, Reply<v1::ExtendLea
       Runtime::kControl);
 }
 
-void Service::DeregisterAgent(const v1::DeregisterAgentRequest& req, Reply<v1::Ack> done) {
+void Service::DeregisterAgent(const auth::Caller& caller, const v1::DeregisterAgentRequest& req,
+                              Reply<v1::Ack> done) {
   RunOn<v1::Ack>(
       runtime_, std::move(done),
-      [id = req.agent_id()](Engine& e) -> absl::StatusOr<v1::Ack> {
+      [this, id = req.agent_id(), caller](Engine& e) -> absl::StatusOr<v1::Ack> {
+        if (absl::Status st = CheckAgentOwner(caller, id); !st.ok()) return st;
         if (absl::Status st = e.Deregister(id); !st.ok()) return st;
+        agent_owners_.erase(id);
         return v1::Ack();
       },
       Runtime::kControl);
 }
 
-void Service::Health(Reply<v1::HealthResponse> done) {
+void Service::Health(const auth::Caller& caller, Reply<v1::HealthResponse> done) {
   // Liveness: the process answers. It does not touch the engine, so a busy engine does not
   // get the server killed.
   v1::HealthResponse resp;
@@ -495,7 +605,7 @@ void Service::Health(Reply<v1::HealthResponse> done) {
   done(resp);
 }
 
-void Service::Ready(Reply<v1::HealthResponse> done) {
+void Service::Ready(const auth::Caller& caller, Reply<v1::HealthResponse> done) {
   // Readiness: a command makes the round trip through the engine and the store.
   RunOn<v1::HealthResponse>(
       runtime_, std::move(done), [](Engine& e) -> absl::StatusOr<v1::HealthResponse> {
@@ -507,7 +617,7 @@ void Service::Ready(Reply<v1::HealthResponse> done) {
       });
 }
 
-void Service::Stats(Reply<v1::StatsResponse> done) {
+void Service::Stats(const auth::Caller& caller, Reply<v1::StatsResponse> done) {
   RunOn<v1::StatsResponse>(
       runtime_, std::move(done),
       [started = started_,
@@ -547,25 +657,28 @@ void Service::Stats(Reply<v1::StatsResponse> done) {
       });
 }
 
-void Service::ListDeadLetters(const v1::ListDeadLettersRequest& req,
+void Service::ListDeadLetters(const auth::Caller& caller, const v1::ListDeadLettersRequest& req,
                               Reply<v1::ListTasksResponse> done) {
-  RunOn<v1::ListTasksResponse>(runtime_, std::move(done),
-                               [req](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
-                                 if (absl::Status st = CheckPageSize(req.page_size()); !st.ok())
-                                   return st;
-                                 auto after = ParsePageToken(req.page_token());
-                                 if (!after.ok()) return after.status();
-                                 core::ListFilter f;
-                                 f.dead_only = true;
-                                 f.type = req.type();
-                                 f.tenant = req.tenant();
-                                 f.after = *after;
-                                 f.limit = req.page_size() == 0 ? 100 : req.page_size();
-                                 return Page(e.List(f), f.limit);
-                               });
+  auto tenant = NarrowTenant(caller, auth::kRead, req.tenant());
+  if (!tenant.ok()) return done(tenant.status());
+  RunOn<v1::ListTasksResponse>(
+      runtime_, std::move(done),
+      [req, tenant = *tenant](Engine& e) -> absl::StatusOr<v1::ListTasksResponse> {
+        if (absl::Status st = CheckPageSize(req.page_size()); !st.ok()) return st;
+        auto after = ParsePageToken(req.page_token());
+        if (!after.ok()) return after.status();
+        core::ListFilter f;
+        f.dead_only = true;
+        f.type = req.type();
+        f.tenant = tenant;
+        f.after = *after;
+        f.limit = req.page_size() == 0 ? 100 : req.page_size();
+        return Page(e.List(f), f.limit);
+      });
 }
 
-void Service::ReprocessDeadLetters(const v1::ReprocessDeadLettersRequest& req,
+void Service::ReprocessDeadLetters(const auth::Caller& caller,
+                                   const v1::ReprocessDeadLettersRequest& req,
                                    Reply<v1::ReprocessDeadLettersResponse> done) {
   RunOn<v1::ReprocessDeadLettersResponse>(
       runtime_, std::move(done),
@@ -579,7 +692,7 @@ void Service::ReprocessDeadLetters(const v1::ReprocessDeadLettersRequest& req,
       });
 }
 
-void Service::PurgeDeadLetters(const v1::PurgeDeadLettersRequest& req,
+void Service::PurgeDeadLetters(const auth::Caller& caller, const v1::PurgeDeadLettersRequest& req,
                                Reply<v1::PurgeDeadLettersResponse> done) {
   RunOn<v1::PurgeDeadLettersResponse>(
       runtime_, std::move(done), [req](Engine& e) -> absl::StatusOr<v1::PurgeDeadLettersResponse> {
@@ -592,13 +705,14 @@ void Service::PurgeDeadLetters(const v1::PurgeDeadLettersRequest& req,
       });
 }
 
-void Service::SendMessage(const v1::SendMessageRequest& req, Reply<v1::SendMessageResponse> done) {
+void Service::SendMessage(const auth::Caller& caller, const v1::SendMessageRequest& req,
+                          Reply<v1::SendMessageResponse> done) {
   RunOn<v1::SendMessageResponse>(
       runtime_, std::move(done),
       [req](Engine& e) -> absl::StatusOr<v1::SendMessageResponse> { return e.SendMessage(req); });
 }
 
-void Service::GetUsage(Reply<v1::UsageResponse> done) {
+void Service::GetUsage(const auth::Caller& caller, Reply<v1::UsageResponse> done) {
   RunOn<v1::UsageResponse>(
       runtime_, std::move(done), [](Engine& e) -> absl::StatusOr<v1::UsageResponse> {
         v1::UsageResponse r;
@@ -636,7 +750,7 @@ void Service::GetUsage(Reply<v1::UsageResponse> done) {
       });
 }
 
-void Service::ListPools(Reply<v1::ListPoolsResponse> done) {
+void Service::ListPools(const auth::Caller& caller, Reply<v1::ListPoolsResponse> done) {
   done(pools_ == nullptr ? v1::ListPoolsResponse() : pools_->ListPools());
 }
 
@@ -658,7 +772,8 @@ void Service::StorePools(Reply<v1::Ack> done) {
   }
 }
 
-void Service::ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done) {
+void Service::ApplyPool(const auth::Caller& caller, const v1::ApplyPoolRequest& req,
+                        Reply<v1::Ack> done) {
   if (pools_ == nullptr) {
     done(absl::UnavailableError("pools: the server is not running its pool manager"));
     return;
@@ -675,7 +790,8 @@ void Service::ApplyPool(const v1::ApplyPoolRequest& req, Reply<v1::Ack> done) {
   StorePools(std::move(done));
 }
 
-void Service::DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done) {
+void Service::DeletePool(const auth::Caller& caller, const v1::DeletePoolRequest& req,
+                         Reply<v1::Ack> done) {
   if (pools_ == nullptr) {
     done(absl::UnavailableError("pools: the server is not running its pool manager"));
     return;
@@ -687,7 +803,8 @@ void Service::DeletePool(const v1::DeletePoolRequest& req, Reply<v1::Ack> done) 
   StorePools(std::move(done));
 }
 
-void Service::StopPoolAgent(const v1::StopPoolAgentRequest& req, Reply<v1::Ack> done) {
+void Service::StopPoolAgent(const auth::Caller& caller, const v1::StopPoolAgentRequest& req,
+                            Reply<v1::Ack> done) {
   if (pools_ == nullptr) {
     done(absl::NotFoundError(absl::StrCat("member: no pool member \"", req.member().substr(0, 80),
                                           "\" (no pools are configured)")));
@@ -700,7 +817,8 @@ void Service::StopPoolAgent(const v1::StopPoolAgentRequest& req, Reply<v1::Ack> 
   done(v1::Ack());
 }
 
-void Service::ListScalingDecisions(const v1::ListScalingDecisionsRequest& req,
+void Service::ListScalingDecisions(const auth::Caller& caller,
+                                   const v1::ListScalingDecisionsRequest& req,
                                    Reply<v1::ListScalingDecisionsResponse> done) {
   if (pools_ == nullptr) {
     done(absl::NotFoundError(absl::StrCat("pool: no pool named \"", req.pool().substr(0, 80),
@@ -742,7 +860,7 @@ void ToProto(const store::LoadMinute& row, v1::LoadMinute* out) {
 
 }  // namespace
 
-void Service::GetLoadHistory(const v1::GetLoadHistoryRequest& req,
+void Service::GetLoadHistory(const auth::Caller& caller, const v1::GetLoadHistoryRequest& req,
                              Reply<v1::GetLoadHistoryResponse> done) {
   if (!core::internal::ValidName(req.pool())) {
     return done(core::internal::NameError("pool", req.pool()));
@@ -790,7 +908,7 @@ void Service::GetLoadHistory(const v1::GetLoadHistoryRequest& req,
   if (!queued) (*shared)(Refused(runtime_));
 }
 
-void Service::ImportLoadHistory(const v1::ImportLoadHistoryRequest& req,
+void Service::ImportLoadHistory(const auth::Caller& caller, const v1::ImportLoadHistoryRequest& req,
                                 Reply<v1::ImportLoadHistoryResponse> done) {
   if (!core::internal::ValidName(req.pool())) {
     return done(core::internal::NameError("pool", req.pool()));
@@ -848,12 +966,13 @@ void Service::ImportLoadHistory(const v1::ImportLoadHistoryRequest& req,
   if (!st.ok()) (*shared)(st);
 }
 
-void Service::GetCluster(const v1::GetClusterRequest&, Reply<v1::ClusterStatus> done) {
+void Service::GetCluster(const auth::Caller& caller, const v1::GetClusterRequest&,
+                         Reply<v1::ClusterStatus> done) {
   if (!cluster_) return done(absl::UnavailableError("server is starting; retry shortly"));
   done(cluster_());
 }
 
-void Service::ListAgents(Reply<v1::ListAgentsResponse> done) {
+void Service::ListAgents(const auth::Caller& caller, Reply<v1::ListAgentsResponse> done) {
   RunOn<v1::ListAgentsResponse>(runtime_, std::move(done),
                                 [](Engine& e) -> absl::StatusOr<v1::ListAgentsResponse> {
                                   v1::ListAgentsResponse r;

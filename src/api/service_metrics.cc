@@ -12,7 +12,7 @@ namespace drover::api {
 using core::Engine;
 using internal::Refused;
 
-void Service::Metrics(Reply<std::string> done) {
+void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
   auto shared = std::make_shared<Reply<std::string>>(std::move(done));
   store::Store& store = store_;
   Runtime& runtime = runtime_;

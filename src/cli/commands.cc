@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "api/config.h"
 #include "api/server.h"
+#include "cli/auth_commands.h"
 #include "cli/common.h"
 #include "cli/fleet_commands.h"
 #include "cli/forecast_command.h"
@@ -42,6 +43,11 @@ int Fail(const absl::Status& st) {
   fmt::print(stderr, "drover: {}\n", std::string(st.message()));
   if (st.code() == absl::StatusCode::kUnavailable) {
     fmt::print(stderr, "drover: is `drover serve` running? (--server or DROVER_SERVER)\n");
+  }
+  if (st.code() == absl::StatusCode::kUnauthenticated) {
+    fmt::print(stderr,
+               "drover: give a token: DROVER_TOKEN, --token-file or DROVER_TOKEN_FILE (a local "
+               "`drover serve` writes its first admin token to <data-dir>/admin.token)\n");
   }
   if (int64_t ms = client::RetryAfterMs(st); ms > 0) {
     fmt::print(stderr, "drover: the server suggests retrying after {} ms\n", ms);
@@ -208,7 +214,7 @@ absl::Status ParseLabels(const std::vector<std::string>& in,
 
 struct ServeFlags {
   std::string config, grpc_listen, http_listen, data_dir, store, durability, lease_ttl, port_file,
-      ownership_ttl;
+      ownership_ttl, auth;
   int64_t capacity = 0;
 };
 
@@ -230,6 +236,7 @@ int Serve(const ServeFlags& f) {
     if (!d.ok()) return Fail(d.status());
     flags.set_ownership_ttl_ms(absl::ToInt64Milliseconds(*d));
   }
+  if (!f.auth.empty()) flags.mutable_auth()->set_mode(f.auth);
   auto options = api::LoadServeOptions(f.config, flags);
   if (!options.ok()) return Fail(options.status());
 
@@ -296,6 +303,10 @@ int Main(int argc, char** argv) {
   std::string server =
       std::getenv("DROVER_SERVER") ? std::getenv("DROVER_SERVER") : "127.0.0.1:7070";
   app.add_option("--server", server, "gRPC address of drover serve (env DROVER_SERVER)");
+  std::string token_file;
+  app.add_option("--token-file", token_file,
+                 "file holding the API token (default: $DROVER_TOKEN, $DROVER_TOKEN_FILE, "
+                 "./drover-data/admin.token)");
   bool json = false;
   auto connect = [&] { return client::Client::Connect(server); };
 
@@ -317,6 +328,9 @@ int Main(int argc, char** argv) {
                     "PostgreSQL store: TTL of this server's lease on the work, e.g. 6s (a "
                     "standby takes over this long after the owner dies)");
   serve->add_option("--port-file", sf.port_file, "write 'GRPC_PORT HTTP_PORT' here once listening");
+  serve->add_option("--auth", sf.auth,
+                    "on (default): every call needs a token; off: development only, loopback "
+                    "listen addresses only (docs/security.md)");
 
   // submit
   struct {
@@ -412,6 +426,8 @@ int Main(int argc, char** argv) {
   forecast.Add(app);
   SimulateCommand simulate;
   simulate.Add(app);
+  AuthCommands auth_cmds;
+  auth_cmds.Add(app);
 
   struct {
     uint64_t agent = 0;
@@ -464,6 +480,12 @@ int Main(int argc, char** argv) {
 
   if (serve->parsed()) return Serve(sf);
   if (simulate.parsed()) return simulate.Run();
+  if (auth_cmds.offline()) return auth_cmds.RunOffline();
+  if (!token_file.empty()) {
+    // Wins over $DROVER_TOKEN; `drover agent` and every client below read it from here.
+    ::unsetenv("DROVER_TOKEN");
+    ::setenv("DROVER_TOKEN_FILE", token_file.c_str(), 1);
+  }
   if (forecast.offline()) return forecast.RunOffline();
 
   if (agent->parsed()) {
@@ -486,6 +508,7 @@ int Main(int argc, char** argv) {
   }
 
   auto c = connect();
+  if (auth_cmds.parsed()) return auth_cmds.Run(*c);
   if (workflows.parsed()) return workflows.Run(*c);
   if (fleet.parsed()) return fleet.Run(*c);
   if (history.parsed()) return history.Run(*c);

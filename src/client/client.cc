@@ -1,5 +1,14 @@
 #include "client/client.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -69,6 +78,13 @@ std::unique_ptr<Client> Client::Connect(const std::string& address, ClientOption
       R"( "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})"));
   auto channel =
       grpc::CreateCustomChannel(ChannelTarget(address), grpc::InsecureChannelCredentials(), args);
+  if (!options.token.has_value()) {
+    // A token file that cannot be read is reported by the first call (UNAUTHENTICATED).
+    absl::StatusOr<std::string> found = FindToken();
+    options.token = found.ok() ? *found : std::string();
+    if (!found.ok())
+      std::fprintf(stderr, "drover: %s\n", std::string(found.status().message()).c_str());
+  }
   return std::unique_ptr<Client>(new Client(std::move(channel), options));
 }
 
@@ -78,10 +94,39 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       tasks_(v1::TaskService::NewStub(channel_)),
       workflows_(v1::WorkflowService::NewStub(channel_)),
       agents_(v1::AgentService::NewStub(channel_)),
-      admin_(v1::AdminService::NewStub(channel_)) {}
+      admin_(v1::AdminService::NewStub(channel_)),
+      auth_(v1::AuthService::NewStub(channel_)) {
+  if (options_.token.has_value() && !options_.token->empty()) {
+    authorization_ = "Bearer " + *options_.token;
+  }
+}
 
 void Client::Prepare(grpc::ClientContext& ctx, absl::Duration timeout) const {
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!authorization_.empty()) ctx.AddMetadata("authorization", authorization_);
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("token file ", path, ": cannot read it (", std::strerror(errno), ")"));
+  }
+  std::string line;
+  std::getline(in, line);
+  return std::string(absl::StripAsciiWhitespace(line));
+}
+
+absl::StatusOr<std::string> FindToken() {
+  if (const char* t = std::getenv("DROVER_TOKEN"); t != nullptr && *t != '\0') {
+    return std::string(absl::StripAsciiWhitespace(t));
+  }
+  if (const char* f = std::getenv("DROVER_TOKEN_FILE"); f != nullptr && *f != '\0') {
+    return ReadTokenFile(f);
+  }
+  if (::access("drover-data/admin.token", R_OK) == 0)
+    return ReadTokenFile("drover-data/admin.token");
+  return std::string();
 }
 
 absl::Status Client::WaitForServer(absl::Duration timeout) {
@@ -292,6 +337,7 @@ std::unique_ptr<Client::WorkStream> Client::OpenWorkStream(uint64_t agent_id) {
   auto ws = std::unique_ptr<WorkStream>(new WorkStream());
   v1::OpenWorkStreamRequest req;
   req.set_agent_id(agent_id);
+  if (!authorization_.empty()) ws->ctx_.AddMetadata("authorization", authorization_);
   ws->reader_ = agents_->OpenWorkStream(&ws->ctx_, req);
   return ws;
 }
@@ -427,6 +473,43 @@ absl::StatusOr<v1::ImportLoadHistoryResponse> Client::ImportLoadHistory(
     const v1::ImportLoadHistoryRequest& req) {
   v1::ImportLoadHistoryResponse resp;
   DROVER_CALL(admin_, ImportLoadHistory, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::CreateTokenResponse> Client::CreateToken(const v1::CreateTokenRequest& req) {
+  v1::CreateTokenResponse resp;
+  DROVER_CALL(auth_, CreateToken, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListTokensResponse> Client::ListTokens() {
+  v1::ListTokensResponse resp;
+  DROVER_CALL(auth_, ListTokens, v1::ListTokensRequest(), resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::Token> Client::RevokeToken(const std::string& id_or_name) {
+  v1::RevokeTokenRequest req;
+  req.set_id(id_or_name);
+  v1::Token resp;
+  DROVER_CALL(auth_, RevokeToken, req, resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::WhoAmIResponse> Client::WhoAmI() {
+  v1::WhoAmIResponse resp;
+  DROVER_CALL(auth_, WhoAmI, v1::WhoAmIRequest(), resp, options_.timeout);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<v1::ListAuditResponse> Client::ListAudit(const v1::ListAuditRequest& req) {
+  v1::ListAuditResponse resp;
+  DROVER_CALL(auth_, ListAudit, req, resp, options_.timeout);
   if (!st.ok()) return st;
   return resp;
 }

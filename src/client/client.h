@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,18 @@ namespace v1 = ::drover::v1;
 
 struct ClientOptions {
   absl::Duration timeout = absl::Seconds(30);  // per unary call
+  // The API token sent as "authorization: Bearer ..." on every call. Unset: FindToken().
+  // Empty: none.
+  std::optional<std::string> token;
 };
+
+// The token a client uses when none is given (docs/security.md#tokens), first found of:
+// $DROVER_TOKEN; the file $DROVER_TOKEN_FILE; ./drover-data/admin.token (what a local
+// `drover serve` writes at its first start). "" when none is found. An unreadable
+// $DROVER_TOKEN_FILE is an error naming it.
+absl::StatusOr<std::string> FindToken();
+// The first line of `path` without surrounding whitespace; the error names the path.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 class Client {
  public:
@@ -95,6 +107,12 @@ class Client {
   absl::StatusOr<v1::ImportLoadHistoryResponse> ImportLoadHistory(
       const v1::ImportLoadHistoryRequest& req);
 
+  absl::StatusOr<v1::CreateTokenResponse> CreateToken(const v1::CreateTokenRequest& req);
+  absl::StatusOr<v1::ListTokensResponse> ListTokens();
+  absl::StatusOr<v1::Token> RevokeToken(const std::string& id_or_name);
+  absl::StatusOr<v1::WhoAmIResponse> WhoAmI();
+  absl::StatusOr<v1::ListAuditResponse> ListAudit(const v1::ListAuditRequest& req);
+
  private:
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
   void Prepare(grpc::ClientContext& ctx, absl::Duration timeout) const;
@@ -105,6 +123,8 @@ class Client {
   std::unique_ptr<v1::WorkflowService::Stub> workflows_;
   std::unique_ptr<v1::AgentService::Stub> agents_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<v1::AuthService::Stub> auth_;
+  std::string authorization_;  // "Bearer <token>", or "" for none
 };
 
 // The retry-after hint (ms) the server attached to a RESOURCE_EXHAUSTED answer, if any;

@@ -399,6 +399,18 @@ absl::Status ProcessDriver::Start(const PoolSpec& spec, Member& m, absl::Time) {
   }
   const rlim_t nofile = static_cast<rlim_t>(spec.rlimit_nofile);
   const rlim_t as = static_cast<rlim_t>(spec.rlimit_as_bytes);
+  // The agent's credential (scoped to the agent role) replaces any the server was given.
+  std::string token_env = absl::StrCat("DROVER_TOKEN=", agent_token_);
+  std::vector<char*> envp;
+  if (!agent_token_.empty()) envp.push_back(token_env.data());
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).starts_with("DROVER_TOKEN=") ||
+        std::string_view(*e).starts_with("DROVER_TOKEN_FILE=")) {
+      continue;
+    }
+    envp.push_back(*e);
+  }
+  envp.push_back(nullptr);
   const pid_t pid = fork();
   if (pid < 0) {
     ::close(fd);
@@ -427,7 +439,7 @@ absl::Status ProcessDriver::Start(const PoolSpec& spec, Member& m, absl::Time) {
       struct rlimit r = {as, as};
       setrlimit(RLIMIT_AS, &r);
     }
-    execv(argv[0], argv.data());
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   ::close(fd);

@@ -70,6 +70,10 @@ class ProcessDriver : public MemberDriver {
   // Whether this machine can apply the pool's limits; the error names `field`.
   absl::Status CheckLimits(const PoolSpec& spec, const std::string& field) const;
 
+  // The token members' `drover agent` authenticates with (DROVER_TOKEN in its
+  // environment); empty: none (auth off).
+  void set_agent_token(std::string token) { agent_token_ = std::move(token); }
+
   absl::Status Start(const PoolSpec& spec, Member& m, absl::Time now) override;
   void Stop(const PoolSpec& spec, Member& m, bool kill) override;
   std::optional<std::string> Exited(const PoolSpec& spec, Member& m) override;
@@ -93,6 +97,7 @@ class ProcessDriver : public MemberDriver {
   void RemoveStaleContainers(const PoolSpec& spec);
 
   std::string self_, server_, log_dir_;
+  std::string agent_token_;
   Cgroups cgroups_;
   std::map<std::string, std::vector<std::string>> member_cgroups_;  // by "pool/n"
   std::vector<std::vector<std::string>> cgroup_leftovers_;          // still busy when removed

@@ -59,6 +59,8 @@ class PoolManager {
   // Predictive autoscaling: trained models are kept in `dir` (created if missing); set
   // before Start.
   void set_model_dir(std::string dir) { model_dir_ = std::move(dir); }
+  // Before Start: the token pool agents authenticate with (ProcessDriver::set_agent_token).
+  void set_agent_token(std::string token) { driver_.set_agent_token(std::move(token)); }
   // The pool's history changed in the store (an import): read it again.
   void Reseed(const std::string& pool);
 

@@ -36,6 +36,11 @@ class MemoryStore final : public Store {
     for (const WorkflowRow& row : batch.workflows) workflows_.insert_or_assign(row.id, row);
     for (const auto& [key, value] : batch.meta) meta_.insert_or_assign(key, value);
     for (const LoadMinute& row : batch.load) load_.insert_or_assign({row.pool, row.minute}, row);
+    for (const AuditRow& row : batch.audit) {
+      AuditRow& kept = audit_.emplace_back(row);
+      kept.seq = static_cast<int64_t>(audit_seq_++);
+    }
+    stats_.audit_rows_written += static_cast<int64_t>(batch.audit.size());
     ++stats_.commits;
     stats_.rows_written += internal::RowsIn(batch);
     stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
@@ -135,6 +140,33 @@ class MemoryStore final : public Store {
     return pools;
   }
 
+  absl::Status ReadAudit(const AuditQuery& query,
+                         const std::function<void(AuditRow&&)>& fn) override {
+    if (query.limit < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("memory: read audit: limit must be at least 1, got ", query.limit));
+    }
+    int64_t n = 0;
+    for (const AuditRow& row : audit_) {
+      if (n == query.limit) break;
+      if (row.seq <= query.after_seq || row.unix_ms < query.since_unix_ms) continue;
+      if (!query.principal.empty() && row.principal != query.principal) continue;
+      if (!query.tenant.empty() && row.tenant != query.tenant) continue;
+      AuditRow copy = row;
+      fn(std::move(copy));
+      ++n;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int64_t> PruneAudit(int64_t before_unix_ms) override {
+    const size_t before = audit_.size();
+    std::erase_if(audit_, [&](const AuditRow& r) { return r.unix_ms < before_unix_ms; });
+    const auto deleted = static_cast<int64_t>(before - audit_.size());
+    stats_.audit_rows_pruned += deleted;
+    return deleted;
+  }
+
   StoreStats Stats() const override { return stats_; }
 
  private:
@@ -143,6 +175,8 @@ class MemoryStore final : public Store {
   std::map<std::string, std::string> meta_;
   // Ordered by (pool, minute), as SQLite's primary key: a pool's rows are one range.
   std::map<std::pair<std::string, int64_t>, LoadMinute> load_;
+  std::vector<AuditRow> audit_;  // in seq order
+  uint64_t audit_seq_ = 1;
   StoreStats stats_;
   bool loading_ = false;
 };

@@ -133,6 +133,15 @@ const Sql kStatements[] = {
      "WITH RECURSIVE p(pool) AS (SELECT min(pool) FROM load_history UNION ALL "
      "SELECT (SELECT min(pool) FROM load_history WHERE pool > p.pool) FROM p "
      "WHERE p.pool IS NOT NULL) SELECT pool FROM p WHERE pool IS NOT NULL"},
+    {"append_audit",
+     "INSERT INTO audit (unix_ms, principal, tenant, blob) SELECT u, p, t, b FROM "
+     "unnest($1::int8[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS x(u, p, t, b, n) "
+     "ORDER BY n"},
+    {"read_audit",
+     "SELECT seq, unix_ms, principal, tenant, blob FROM audit WHERE seq > $1::int8 AND "
+     "unix_ms >= $2::int8 AND ($3::text = '' OR principal = $3::text) AND "
+     "($4::text = '' OR tenant = $4::text) ORDER BY seq LIMIT $5::int8"},
+    {"prune_audit", "DELETE FROM audit WHERE unix_ms < $1::int8"},
     {"fence", "SELECT drover_fence($1::text, $2::text, $3::int8)"},
     {"list_days",
      "SELECT c.relname::text, c.reltuples::float8 FROM pg_inherits i "
@@ -229,6 +238,9 @@ class PostgresStore final : public Store {
                                const std::function<void(LoadMinute&&)>& fn) override;
   absl::StatusOr<int64_t> PruneLoadHistory(int64_t before_minute) override;
   absl::StatusOr<std::vector<std::string>> LoadHistoryPools() override;
+  absl::Status ReadAudit(const AuditQuery& query,
+                         const std::function<void(AuditRow&&)>& fn) override;
+  absl::StatusOr<int64_t> PruneAudit(int64_t before_unix_ms) override;
   absl::StatusOr<int64_t> DropFinishedBefore(int64_t cutoff_unix_ms, int64_t now_unix_ms) override;
   StoreStats Stats() const override { return stats_; }
   absl::Status SetFence(const Fence& fence) override {
@@ -475,6 +487,18 @@ absl::Status PostgresStore::Commit(const WriteBatch& batch) {
                          mean.Finish(), p95.Finish(), depth.Finish(), starting.Finish(),
                          idle.Finish(), busy.Finish(), draining.Finish()}));
   }
+  if (!batch.audit.empty()) {
+    pg::ArrayBuilder at(pg::kInt8Array, pg::kInt8), who(pg::kTextArray, pg::kText),
+        tenant(pg::kTextArray, pg::kText), blob(pg::kByteaArray, pg::kBytea);
+    for (const AuditRow& r : batch.audit) {
+      at.AddInt8(r.unix_ms);
+      who.AddBytes(r.principal);
+      tenant.AddBytes(r.tenant);
+      blob.AddBytes(r.blob);
+    }
+    stmts.push_back(
+        Stmt("append_audit", {at.Finish(), who.Finish(), tenant.Finish(), blob.Finish()}));
+  }
   stmts.push_back({"COMMIT", {}, false});
   if (absl::Status st = Ready(); !st.ok()) return st;
   auto r = conn_->Pipeline(stmts, Deadline());
@@ -485,6 +509,7 @@ absl::Status PostgresStore::Commit(const WriteBatch& batch) {
   ++stats_.commits;
   stats_.rows_written += internal::RowsIn(batch);
   stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
+  stats_.audit_rows_written += static_cast<int64_t>(batch.audit.size());
   return absl::OkStatus();
 }
 
@@ -642,6 +667,35 @@ absl::StatusOr<int64_t> PostgresStore::PruneLoadHistory(int64_t before_minute) {
   auto r = Run("prune_load", {pg::Int8(before_minute)});
   if (!r.ok()) return r.status();
   stats_.load_rows_pruned += r->affected();
+  return r->affected();
+}
+
+absl::Status PostgresStore::ReadAudit(const AuditQuery& query,
+                                      const std::function<void(AuditRow&&)>& fn) {
+  if (query.limit < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Describe(), ": read audit: limit must be at least 1, got ", query.limit));
+  }
+  auto r =
+      Run("read_audit", {pg::Int8(query.after_seq), pg::Int8(query.since_unix_ms),
+                         pg::Text(query.principal), pg::Text(query.tenant), pg::Int8(query.limit)});
+  if (!r.ok()) return r.status();
+  for (int i = 0; i < r->rows(); ++i) {
+    AuditRow row;
+    row.seq = r->Int8(i, 0);
+    row.unix_ms = r->Int8(i, 1);
+    row.principal = std::string(r->Bytes(i, 2));
+    row.tenant = std::string(r->Bytes(i, 3));
+    row.blob = std::string(r->Bytes(i, 4));
+    fn(std::move(row));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> PostgresStore::PruneAudit(int64_t before_unix_ms) {
+  auto r = Run("prune_audit", {pg::Int8(before_unix_ms)});
+  if (!r.ok()) return r.status();
+  stats_.audit_rows_pruned += r->affected();
   return r->affected();
 }
 

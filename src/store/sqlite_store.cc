@@ -255,6 +255,9 @@ class SqliteStore final : public Store {
                                const std::function<void(LoadMinute&&)>& fn) override;
   absl::StatusOr<int64_t> PruneLoadHistory(int64_t before_minute) override;
   absl::StatusOr<std::vector<std::string>> LoadHistoryPools() override;
+  absl::Status ReadAudit(const AuditQuery& query,
+                         const std::function<void(AuditRow&&)>& fn) override;
+  absl::StatusOr<int64_t> PruneAudit(int64_t before_unix_ms) override;
   StoreStats Stats() const override { return stats_; }
 
  private:
@@ -287,6 +290,9 @@ class SqliteStore final : public Store {
   StmtPtr read_load_;
   StmtPtr prune_load_;
   StmtPtr load_pools_;
+  StmtPtr append_audit_;
+  StmtPtr read_audit_;
+  StmtPtr prune_audit_;
   StoreStats stats_;
   // True while LoadTasks runs its callback; Commit and LoadTasks refuse to run then.
   bool loading_ = false;
@@ -351,6 +357,13 @@ absl::Status SqliteStore::Prepare() {
        "WITH RECURSIVE p(pool) AS (SELECT min(pool) FROM load_history UNION ALL "
        "SELECT (SELECT min(pool) FROM load_history WHERE pool > p.pool) FROM p "
        "WHERE p.pool IS NOT NULL) SELECT pool FROM p WHERE pool IS NOT NULL"},
+      {&append_audit_, "append audit",
+       "INSERT INTO audit (unix_ms, principal, tenant, blob) VALUES (?1, ?2, ?3, ?4)"},
+      {&read_audit_, "read audit",
+       "SELECT seq, unix_ms, principal, tenant, blob FROM audit WHERE seq > ?1 AND "
+       "unix_ms >= ?2 AND (?3 = '' OR principal = ?3) AND (?4 = '' OR tenant = ?4) "
+       "ORDER BY seq LIMIT ?5"},
+      {&prune_audit_, "prune audit", "DELETE FROM audit WHERE unix_ms < ?1"},
   };
   for (const Spec& spec : specs) {
     sqlite3_stmt* raw = nullptr;
@@ -448,6 +461,17 @@ absl::Status SqliteStore::WriteBatchInTransaction(const WriteBatch& batch) {
     if (!s.ok()) return s;
   }
 
+  sqlite3_stmt* audit = append_audit_.get();
+  for (const AuditRow& row : batch.audit) {
+    int rc = sqlite3_bind_int64(audit, 1, row.unix_ms);
+    if (rc == SQLITE_OK) rc = BindText(audit, 2, row.principal);
+    if (rc == SQLITE_OK) rc = BindText(audit, 3, row.tenant);
+    if (rc == SQLITE_OK) rc = BindBlob(audit, 4, row.blob);
+    if (rc != SQLITE_OK) return Internal("commit: bind audit record");
+    auto s = Run(audit, [] { return "commit: append audit record"; });
+    if (!s.ok()) return s;
+  }
+
   return Run(commit_.get(), [] { return "commit: commit"; });
 }
 
@@ -465,6 +489,7 @@ absl::Status SqliteStore::Commit(const WriteBatch& batch) {
   sqlite3_clear_bindings(upsert_meta_.get());
   sqlite3_clear_bindings(upsert_workflow_.get());
   sqlite3_clear_bindings(upsert_load_.get());
+  sqlite3_clear_bindings(append_audit_.get());
   if (!status.ok()) {
     // A failed statement or a failed COMMIT can leave the transaction open; nothing of the
     // batch may become visible, so undo it all.
@@ -474,6 +499,7 @@ absl::Status SqliteStore::Commit(const WriteBatch& batch) {
   ++stats_.commits;
   stats_.rows_written += internal::RowsIn(batch);
   stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
+  stats_.audit_rows_written += static_cast<int64_t>(batch.audit.size());
   return absl::OkStatus();
 }
 
@@ -638,6 +664,45 @@ absl::StatusOr<std::vector<std::string>> SqliteStore::LoadHistoryPools() {
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) pools.push_back(ColumnText(stmt, 0));
   if (rc != SQLITE_DONE) return Internal("load history pools");
   return pools;
+}
+
+absl::Status SqliteStore::ReadAudit(const AuditQuery& query,
+                                    const std::function<void(AuditRow&&)>& fn) {
+  if (query.limit < 1) {
+    return absl::InvalidArgumentError(
+        fmt::format("sqlite:{}: read audit: limit must be at least 1, got {}", path_, query.limit));
+  }
+  sqlite3_stmt* stmt = read_audit_.get();
+  ResetOnExit reset(stmt);
+  int rc = sqlite3_bind_int64(stmt, 1, query.after_seq);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(stmt, 2, query.since_unix_ms);
+  if (rc == SQLITE_OK) rc = BindText(stmt, 3, query.principal);
+  if (rc == SQLITE_OK) rc = BindText(stmt, 4, query.tenant);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(stmt, 5, query.limit);
+  if (rc != SQLITE_OK) return Internal("read audit: bind");
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    AuditRow row;
+    row.seq = sqlite3_column_int64(stmt, 0);
+    row.unix_ms = sqlite3_column_int64(stmt, 1);
+    row.principal = ColumnText(stmt, 2);
+    row.tenant = ColumnText(stmt, 3);
+    row.blob = ColumnBlob(stmt, 4);
+    fn(std::move(row));
+  }
+  sqlite3_clear_bindings(stmt);
+  if (rc != SQLITE_DONE) return Internal("read audit");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqliteStore::PruneAudit(int64_t before_unix_ms) {
+  sqlite3_stmt* stmt = prune_audit_.get();
+  ResetOnExit reset(stmt);
+  if (sqlite3_bind_int64(stmt, 1, before_unix_ms) != SQLITE_OK)
+    return Internal("prune audit: bind");
+  if (sqlite3_step(stmt) != SQLITE_DONE) return Internal("prune audit");
+  const int64_t deleted = sqlite3_changes64(db_.get());
+  stats_.audit_rows_pruned += deleted;
+  return deleted;
 }
 
 }  // namespace

@@ -87,17 +87,40 @@ inline absl::Status CheckLoadMinute(const LoadMinute& row) {
   return absl::OkStatus();
 }
 
+// One record of the audit log (docs/security.md#audit-log): who did or tried what. Only the
+// indexed columns are plain; the rest is a serialized drover.v1.AuditRecord. Append-only:
+// no driver offers a call that changes a record, and retention (PruneAudit) deletes by age.
+struct AuditRow {
+  int64_t seq = 0;  // assigned by the store on append, increasing
+  int64_t unix_ms = 0;
+  std::string principal;  // token name or certificate subject; "" when none was presented
+  std::string tenant;     // the tenant the call named, "" when none
+  std::string blob;       // serialized drover.v1.AuditRecord
+};
+
+// Which records ReadAudit returns: those after `after_seq`, at or after `since_unix_ms`, of
+// `principal` and `tenant` when not empty, in seq order, at most `limit` (1 or more).
+struct AuditQuery {
+  int64_t after_seq = 0;
+  int64_t since_unix_ms = 0;
+  std::string principal;
+  std::string tenant;
+  int64_t limit = 100;
+};
+
 // Everything one transaction writes. Applied in this order: upserts, deletes, workflows,
-// meta, load.
+// meta, load, audit.
 struct WriteBatch {
   std::vector<TaskRow> upserts;
   std::vector<uint64_t> deletes;
   std::vector<WorkflowRow> workflows;                     // upserts
   std::vector<std::pair<std::string, std::string>> meta;  // key, value (upsert)
   std::vector<LoadMinute> load;  // upserts by (pool, minute): a row replaces the whole minute
+  std::vector<AuditRow> audit;   // appended in order (their seq is ignored)
 
   bool empty() const {
-    return upserts.empty() && deletes.empty() && workflows.empty() && meta.empty() && load.empty();
+    return upserts.empty() && deletes.empty() && workflows.empty() && meta.empty() &&
+           load.empty() && audit.empty();
   }
   void clear() {
     upserts.clear();
@@ -105,6 +128,7 @@ struct WriteBatch {
     workflows.clear();
     meta.clear();
     load.clear();
+    audit.clear();
   }
 };
 
@@ -114,6 +138,8 @@ struct StoreStats {
   int64_t rows_pruned = 0;   // task rows
   int64_t load_rows_written = 0;
   int64_t load_rows_pruned = 0;
+  int64_t audit_rows_written = 0;
+  int64_t audit_rows_pruned = 0;
 };
 
 // One step of the sweep that removes old finished rows (PruneRows). The sweep walks the
@@ -180,6 +206,13 @@ class Store {
 
   // The pools that have load rows, in name order.
   virtual absl::StatusOr<std::vector<std::string>> LoadHistoryPools() = 0;
+
+  // Audit records matching `query`, in seq order (docs/security.md#audit-log).
+  virtual absl::Status ReadAudit(const AuditQuery& query,
+                                 const std::function<void(AuditRow&&)>& fn) = 0;
+  // Deletes the audit records older than `before_unix_ms` (the retention sweep); returns
+  // how many.
+  virtual absl::StatusOr<int64_t> PruneAudit(int64_t before_unix_ms) = 0;
 
   // Drivers that keep finished tasks in day tables (PostgreSQL) drop, whole, the days that
   // ended at or before `cutoff_unix_ms`, and create the coming days' tables; returns about

@@ -66,12 +66,31 @@ PIDS+=("$!")
 for _ in $(seq 1 100); do [ -f "$WORK/small-ports" ] && break; sleep 0.05; done
 shp=$(cut -d' ' -f2 "$WORK/small-ports")
 sgp=$(cut -d' ' -f1 "$WORK/small-ports")
+use_token_of "$WORK/small"
 "$DROVER" --server "127.0.0.1:$sgp" submit -q --type t --count 9 >/dev/null
 out=$("$DROVER" --server "127.0.0.1:$sgp" submit --type t 2>&1 || true)
 check "at 90 % normal priority is shed" contains "$out" "load shedding: 9 of 10 outstanding"
 check "at 90 % high priority is admitted" "$DROVER" --server "127.0.0.1:$sgp" submit -q --type t --priority high
 hdrs=$(curl -s -D - -o "$WORK/body" -XPOST "http://127.0.0.1:$shp/v1/tasks" -d '{"task":{"type":"t","priority":"PRIORITY_CRITICAL"}}')
 check "at 100 % even critical gets 429 with Retry-After" bash -c "grep -q '^HTTP/1.1 429' <<<'$hdrs' && grep -qi '^Retry-After: ' <<<'$hdrs' && grep -q 'queue full' '$WORK/body'"
+
+use_token_of "$WORK/data"
+
+# Auth: no token, a malformed one, a revoked one; auth off refuses a non-loopback address.
+c=$(command curl -s -o "$WORK/body" -w '%{http_code}' "$HTTP/v1/stats" -H "Authorization: Bearer nope")
+check "a malformed token is 401 saying so" bash -c "[ $c = 401 ] && grep -q 'malformed token' '$WORK/body'"
+c=$(command curl -s -o "$WORK/body" -w '%{http_code}' "$HTTP/v1/stats" -H "Authorization: Basic Zm9vOmJhcg==")
+check "a non-bearer authorization header is 401 saying so" bash -c "[ $c = 401 ] && grep -q 'not .Bearer <token>.' '$WORK/body'"
+out=$(DROVER_TOKEN= DROVER_TOKEN_FILE= "$DROVER" stats 2>&1 || true)
+check "the CLI without a token says how to give one" contains "$out" "give a token: DROVER_TOKEN"
+out=$(DROVER_TOKEN_FILE="$WORK/none.token" "$DROVER" stats 2>&1 || true)
+check "an unreadable token file is named" contains "$out" "token file $WORK/none.token: cannot read it"
+out=$("$DROVER" serve --auth off --grpc-listen 0.0.0.0:0 --data-dir "$WORK/open" 2>&1 || true)
+check "auth off refuses a non-loopback address" contains "$out" "grpc_listen: '0.0.0.0:0' is not a loopback address, and auth is off"
+out=$("$DROVER" serve --auth maybe --data-dir "$WORK/open" 2>&1 || true)
+check "a bad auth mode is named" contains "$out" "auth.mode: 'maybe' is not on or off"
+out=$("$DROVER" token create x --role wizard 2>&1 || true)
+check "an unknown role is named" contains "$out" "--role: unknown role 'wizard'"
 
 # After all that, the server still serves and nothing accepted was lost.
 check "server still healthy" contains "$(curl -s "$HTTP/readyz")" "SERVING"

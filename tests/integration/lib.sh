@@ -47,7 +47,25 @@ start_server() {
   GRPC="127.0.0.1:$GRPC_PORT"
   HTTP="http://127.0.0.1:$HTTP_PORT"
   export DROVER_SERVER="$GRPC"
+  use_token_of "$WORK/data"
 }
+
+# use_token_of DATA_DIR: the CLI, `drover agent` and curl (below) use the admin token the
+# server wrote there at its first start (docs/security.md).
+use_token_of() {
+  if [ -f "$1/admin.token" ]; then export DROVER_TOKEN_FILE="$1/admin.token"; fi
+}
+
+# curl with the token in use, when there is one (every API call but the health checks
+# needs it).
+curl() {
+  if [ -n "${DROVER_TOKEN_FILE:-}" ] && [ -r "$DROVER_TOKEN_FILE" ]; then
+    command curl -H "Authorization: Bearer $(cat "$DROVER_TOKEN_FILE")" "$@"
+  else
+    command curl "$@"
+  fi
+}
+export -f curl  # checks run commands in `bash -c`
 
 # start_agent NAME TYPE CONCURRENCY CMD...: runs `drover agent` in the background.
 start_agent() {

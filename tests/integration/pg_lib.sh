@@ -25,6 +25,9 @@ pg_start() {
   # record.sh (the agents) writes its lease records here; start_loader its acknowledgements.
   export RECORD_DIR="$WORK/history"
   mkdir -p "$RECORD_DIR"
+  # Server a starts first in every run: its first start writes the admin token (the tokens
+  # live in the shared store, so b accepts it too).
+  export DROVER_TOKEN_FILE="$WORK/a/admin.token"
 }
 psql() { command psql -X -q -At "$URL" "$@"; }
 

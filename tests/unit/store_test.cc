@@ -76,6 +76,17 @@ class RawDb {
     sqlite3_free(error);
   }
 
+  // The error of a statement expected to fail ("" when it succeeded).
+  std::string ExecError(const std::string& sql) {
+    char* error = nullptr;
+    std::string out;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
+      out = error != nullptr ? error : "?";
+    }
+    sqlite3_free(error);
+    return out;
+  }
+
   // The first column of the first row, as text ("" when there is no row).
   std::string Query(const std::string& sql) {
     sqlite3_stmt* stmt = nullptr;
@@ -714,6 +725,61 @@ TEST_P(StoreConformance, AnInvalidLoadRowRejectsTheWholeBatchNamingTheField) {
   EXPECT_EQ(store_->Stats().commits, 0);
 }
 
+std::vector<AuditRow> ReadAuditAll(Store& store, AuditQuery q) {
+  std::vector<AuditRow> out;
+  absl::Status st = store.ReadAudit(q, [&](AuditRow&& r) { out.push_back(std::move(r)); });
+  EXPECT_TRUE(st.ok()) << st;
+  return out;
+}
+
+TEST_P(StoreConformance, AuditRecordsAppendInOrderAndFilter) {
+  WriteBatch batch;
+  batch.audit = {AuditRow{0, 1000, "alice", "team-a", "one"},
+                 AuditRow{0, 2000, "bob", "team-b", std::string("t\0wo", 4)},
+                 AuditRow{0, 3000, "alice", "", "three"}};
+  ASSERT_TRUE(store_->Commit(batch).ok());
+  WriteBatch more;
+  more.audit = {AuditRow{0, 4000, "carol", "team-a", "four"}};
+  ASSERT_TRUE(store_->Commit(more).ok());
+
+  std::vector<AuditRow> all = ReadAuditAll(*store_, AuditQuery{});
+  ASSERT_EQ(all.size(), 4u);
+  for (size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1].seq, all[i].seq);
+  EXPECT_EQ(all[0].blob, "one");
+  EXPECT_EQ(all[1].blob, std::string("t\0wo", 4));  // bytes, not text
+  EXPECT_EQ(all[3].principal, "carol");
+
+  AuditQuery by_principal;
+  by_principal.principal = "alice";
+  EXPECT_EQ(ReadAuditAll(*store_, by_principal).size(), 2u);
+  AuditQuery by_tenant;
+  by_tenant.tenant = "team-a";
+  EXPECT_EQ(ReadAuditAll(*store_, by_tenant).size(), 2u);
+  AuditQuery since;
+  since.since_unix_ms = 2500;
+  EXPECT_EQ(ReadAuditAll(*store_, since).size(), 2u);
+  AuditQuery page;
+  page.limit = 2;
+  std::vector<AuditRow> first = ReadAuditAll(*store_, page);
+  ASSERT_EQ(first.size(), 2u);
+  page.after_seq = first.back().seq;
+  std::vector<AuditRow> second = ReadAuditAll(*store_, page);
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].blob, "three");
+  AuditQuery bad;
+  bad.limit = 0;
+  EXPECT_EQ(store_->ReadAudit(bad, [](AuditRow&&) {}).code(), absl::StatusCode::kInvalidArgument);
+
+  absl::StatusOr<int64_t> pruned = store_->PruneAudit(2500);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 2);
+  std::vector<AuditRow> left = ReadAuditAll(*store_, AuditQuery{});
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[0].blob, "three");
+  EXPECT_EQ(store_->Stats().audit_rows_written, 4);
+  EXPECT_EQ(store_->Stats().audit_rows_pruned, 2);
+}
+
 TEST_P(StoreConformance, DescribeNamesTheDriver) {
   const std::string driver = GetParam().name.substr(0, GetParam().name.find('_'));
   EXPECT_EQ(store_->Describe().rfind(driver, 0), 0u) << store_->Describe();
@@ -797,6 +863,7 @@ TEST_F(SqliteStoreTest, UpgradeOfAVersion2DatabaseAddsLoadHistoryAndKeepsTasks) 
   {
     RawDb raw(path_);
     raw.Exec("DROP TABLE load_history");
+    raw.Exec("DROP TABLE audit");
     raw.Exec("PRAGMA user_version = 2");
   }
   std::unique_ptr<Store> store = Open();
@@ -806,7 +873,19 @@ TEST_F(SqliteStoreTest, UpgradeOfAVersion2DatabaseAddsLoadHistoryAndKeepsTasks) 
   batch.load = {MakeLoad("web", 1)};
   ASSERT_TRUE(store->Commit(batch).ok());
   EXPECT_EQ(ReadLoad(*store, "web", 0, kEnd).size(), 1u);
-  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), "3");
+  EXPECT_EQ(RawDb(path_).Query("PRAGMA user_version"), "4");
+}
+
+TEST_F(SqliteStoreTest, AuditRecordsCannotBeUpdated) {
+  std::unique_ptr<Store> store = Open();
+  ASSERT_NE(store, nullptr);
+  WriteBatch batch;
+  batch.audit = {AuditRow{0, 5, "alice", "team-a", "x"}};
+  ASSERT_TRUE(store->Commit(batch).ok());
+  RawDb raw(path_);
+  EXPECT_THAT(raw.ExecError("UPDATE audit SET principal = 'mallory'"),
+              ::testing::HasSubstr("audit records are append-only"));
+  EXPECT_EQ(raw.Query("SELECT principal FROM audit"), "alice");
 }
 
 // The `detail` column of every step of EXPLAIN QUERY PLAN for `sql`, one per line.
