@@ -64,7 +64,8 @@ absl::Status Service::CheckAgentOwner(const auth::Caller& caller, uint64_t agent
   if (p != nullptr && p->unrestricted) return absl::OkStatus();
   auto it = agent_owners_.find(agent_id);
   if (it == agent_owners_.end() || p == nullptr || it->second != OwnerKey(caller)) {
-    return Hidden("agent", agent_id, "agent_id");
+    // The engine's answer for an unknown agent, word for word.
+    return absl::NotFoundError(absl::StrCat("agent_id: agent ", agent_id, " not registered"));
   }
   return absl::OkStatus();
 }

@@ -103,7 +103,8 @@ const std::vector<Rule>& Rules() {
       {"drover.v1.WorkflowService/CancelWorkflow", kCancel, S::kObject, true},
       {"drover.v1.WorkflowService/WaitWorkflow", kRead, S::kObject, false},
       // AgentService
-      {"drover.v1.AgentService/RegisterAgent", kAgent, S::kAgent, true},
+      // Agents take every tenant's tasks of their types: registering needs agent@*.
+      {"drover.v1.AgentService/RegisterAgent", kAgent, S::kGlobal, true},
       {"drover.v1.AgentService/Heartbeat", kAgent, S::kAgent, false},
       {"drover.v1.AgentService/OpenWorkStream", kAgent, S::kAgent, false},
       {"drover.v1.AgentService/CompleteTask", kAgent, S::kAgent, false},
@@ -209,7 +210,7 @@ absl::Status Check(const Caller& caller, const Rule& rule,
   if (rule.scope == Scope::kSelf) return absl::OkStatus();
   const Perm perm = static_cast<Perm>(rule.perm);
   auto denied = [&](absl::string_view where) {
-    return absl::PermissionDeniedError(absl::StrCat(caller.name(), " may not ", PermName(perm), " ",
+    return absl::PermissionDeniedError(absl::StrCat(caller.name(), " may not ", PermVerb(perm), " ",
                                                     where, " (", rule.method, ")"));
   };
   switch (rule.scope) {

@@ -73,6 +73,23 @@ absl::string_view PermName(Perm perm) {
   return "?";
 }
 
+absl::string_view PermVerb(Perm perm) {
+  switch (perm) {
+    case kAgent:
+      return "act as an agent";
+    case kOperate:
+      return "operate pools and dead letters";
+    case kPurge:
+      return "purge";
+    case kTokens:
+      return "manage tokens";
+    case kAudit:
+      return "read the audit log";
+    default:
+      return PermName(perm);
+  }
+}
+
 const std::vector<v1::Role>& AllRoles() {
   static const std::vector<v1::Role> roles = {v1::ROLE_VIEWER, v1::ROLE_AGENT, v1::ROLE_SUBMITTER,
                                               v1::ROLE_OPERATOR, v1::ROLE_ADMIN};

@@ -36,6 +36,8 @@ std::string RoleName(v1::Role role);
 absl::StatusOr<v1::Role> ParseRole(absl::string_view text, absl::string_view field);
 // "read", "submit", ...
 absl::string_view PermName(Perm perm);
+// What a refusal says the caller may not do: "read", "manage tokens", ...
+absl::string_view PermVerb(Perm perm);
 // Every role but ROLE_UNSPECIFIED, lowest first.
 const std::vector<v1::Role>& AllRoles();
 

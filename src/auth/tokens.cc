@@ -198,6 +198,12 @@ absl::StatusOr<TokenRegistry::Created> TokenRegistry::Create(const Caller& creat
       return absl::InvalidArgumentError(absl::StrCat(field, ".role: required"));
     }
     if (absl::Status st = CheckTenantName(g.tenant(), field + ".tenant", true); !st.ok()) return st;
+    const bool manages = g.tenant() == kAnyTenant ? creator.CanEverywhere(kTokens)
+                                                  : creator.Can(kTokens, g.tenant());
+    if (!manages) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          field, ": the caller may not create tokens for tenant \"", g.tenant(), "\""));
+    }
     if (!Covers(creator, g)) {
       return absl::PermissionDeniedError(absl::StrCat(
           field, ": ", GrantString(g), " is above the caller's own roles (no escalation)"));
