@@ -2,7 +2,8 @@
 # Starts drover serve (SQLite store, acks after commit), an agents process and a load
 # process, and prints both processes' figures.
 #   bench/run_e2e.sh BIN_DIR throughput|latency TASKS
-# AUTH=off runs the server with auth off (bench/run_auth.sh compares the two).
+# AUTH=off runs the server with auth off (bench/run_auth.sh compares the two); BATCH sets
+# the tasks per submission call in throughput mode (default 500).
 set -euo pipefail
 BIN=$1 MODE=$2 TASKS=$3
 AUTH=${AUTH:-on}
@@ -29,7 +30,7 @@ sleep 0.5
 if [ "$MODE" = latency ]; then
   "$BIN/e2e_bench" load --server "$ADDR" --tasks "$TASKS" --rate 1000
 else
-  "$BIN/e2e_bench" load --server "$ADDR" --tasks "$TASKS" --batch 500 --threads 4
+  "$BIN/e2e_bench" load --server "$ADDR" --tasks "$TASKS" --batch "${BATCH:-500}" --threads 4
 fi
 kill -TERM "$AGENTS"
 wait "$AGENTS" 2>/dev/null || true

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "auth/roles.h"
 #include "core/names.h"
 #include "google/protobuf/util/json_util.h"
 #include "util/file.h"
@@ -271,6 +272,57 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     o.audit_retention = absl::Milliseconds(a.audit_retention_ms());
   }
   o.public_metrics = a.public_metrics();
+  for (const auto& [cn, cp] : a.certificates()) {
+    const std::string key = absl::StrCat("auth.certificates.", cn.substr(0, 64));
+    if (cn.empty() || cn.size() > 255) return Bad(source, key, "a common name is 1 to 255 bytes");
+    if (cp.grants().empty())
+      return Bad(source, key + ".grants", "at least one role, e.g. submitter@team-a");
+    for (int i = 0; i < cp.grants_size(); ++i) {
+      auto g = auth::ParseGrant(cp.grants(i));
+      if (!g.ok()) {
+        return Bad(source, absl::StrCat(key, ".grants[", i, "]"),
+                   std::string(g.status().message()));
+      }
+      o.certificate_principals[cn].push_back(*g);
+    }
+  }
+  const v1::TlsConfig& t = c.tls();
+  o.tls.cert_file = t.cert_file();
+  o.tls.key_file = t.key_file();
+  o.tls.client_ca_file = t.client_ca_file();
+  o.tls.ca_file = t.ca_file().empty() ? t.client_ca_file() : t.ca_file();
+  o.tls.server_name = t.server_name();
+  if (t.client_certs().empty()) {
+    o.tls.client_certs = t.client_ca_file().empty() ? TlsOptions::ClientCerts::kOff
+                                                    : TlsOptions::ClientCerts::kRequire;
+  } else if (t.client_certs() == "require" || t.client_certs() == "request") {
+    if (t.client_ca_file().empty()) {
+      return Bad(source, "tls.client_certs",
+                 "needs tls.client_ca_file (the CAs to verify them against)");
+    }
+    o.tls.client_certs = t.client_certs() == "require" ? TlsOptions::ClientCerts::kRequire
+                                                       : TlsOptions::ClientCerts::kRequest;
+  } else if (t.client_certs() == "off") {
+    if (!t.client_ca_file().empty()) {
+      return Bad(source, "tls.client_certs", "is off but tls.client_ca_file is set");
+    }
+  } else {
+    return Bad(
+        source, "tls.client_certs",
+        absl::StrCat("'", t.client_certs().substr(0, 40), "' is not require, request or off"));
+  }
+  if (t.reload_interval_ms() != 0) {
+    if (t.reload_interval_ms() < 1000 || t.reload_interval_ms() > 86'400'000) {
+      return Bad(source, "tls.reload_interval_ms", "must be 1000 to 86400000 (1 day)");
+    }
+    o.tls.reload_interval = absl::Milliseconds(t.reload_interval_ms());
+  }
+  if (absl::Status st = CheckTlsFiles(o.tls); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.message()));
+  }
+  if (!o.certificate_principals.empty() && o.tls.client_certs == TlsOptions::ClientCerts::kOff) {
+    return Bad(source, "auth.certificates", "needs client certificates: set tls.client_ca_file");
+  }
   if (!o.auth) {
     // Without auth anyone who reaches a port may do anything: only this machine may.
     for (const auto& [field, addr] :

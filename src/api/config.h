@@ -4,11 +4,14 @@
 // naming them.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "api/tls.h"
 #include "core/engine.h"
 #include "drover/v1/config.pb.h"
+#include "drover/v1/drover.pb.h"
 #include "pool/pool_manager.h"
 #include "store/store.h"
 
@@ -39,6 +42,9 @@ struct ServeOptions {
   bool auth = true;
   absl::Duration audit_retention = absl::Hours(24 * 90);
   bool public_metrics = false;
+  // Client certificates as principals: common name -> grants (auth.certificates).
+  std::map<std::string, std::vector<drover::v1::Grant>> certificate_principals;
+  TlsOptions tls;
 };
 
 // Whether a listen address ("127.0.0.1:7070", "[::1]:7070", "localhost:7070") is loopback.

@@ -90,11 +90,20 @@ std::vector<std::string> AuditObjects(const pb::Message& request) {
   return out;
 }
 
-Gate::Gate(auth::TokenRegistry& tokens, Runtime& runtime, bool enabled)
+Gate::Gate(auth::TokenRegistry& tokens, Runtime& runtime, bool enabled,
+           const std::map<std::string, std::vector<v1::Grant>>& certificates)
     : tokens_(tokens),
       runtime_(runtime),
       enabled_(enabled),
-      anonymous_(auth::Caller::Unrestricted("anonymous (auth off)")) {}
+      anonymous_(auth::Caller::Unrestricted("anonymous (auth off)")) {
+  for (const auto& [cn, grants] : certificates) {
+    auto p = std::make_shared<auth::Principal>();
+    p->name = cn;
+    p->credential = absl::StrCat("certificate CN=", cn);
+    p->grants = grants;
+    certificates_[cn] = std::move(p);
+  }
+}
 
 absl::Status Gate::Record(const CallMeta& meta, const auth::Caller* caller,
                           absl::string_view credential, const auth::Rule* rule,
@@ -148,7 +157,20 @@ absl::StatusOr<auth::Caller> Gate::Admit(const CallMeta& meta, const pb::Message
     caller = anonymous_;
   } else {
     absl::string_view token = BearerToken(meta.authorization);
-    if (token.empty()) {
+    if (token.empty() && meta.authorization.empty() && !meta.peer_cn.empty()) {
+      // A verified client certificate and no token: the certificate is the principal.
+      auto it = certificates_.find(meta.peer_cn);
+      if (it == certificates_.end()) {
+        denied_.fetch_add(1, std::memory_order_relaxed);
+        const std::string why =
+            absl::StrCat("certificate CN=", Clip(meta.peer_cn, 128),
+                         " maps to no principal (auth.certificates), and no token was sent");
+        (void)Record(meta, nullptr, absl::StrCat("certificate CN=", Clip(meta.peer_cn, 128)), rule,
+                     request, false, why);
+        return absl::UnauthenticatedError(why);
+      }
+      caller = auth::Caller(it->second);
+    } else if (token.empty()) {
       denied_.fetch_add(1, std::memory_order_relaxed);
       const char* why = meta.authorization.empty()
                             ? "no token: send 'authorization: Bearer <token>'"
@@ -156,20 +178,21 @@ absl::StatusOr<auth::Caller> Gate::Admit(const CallMeta& meta, const pb::Message
       (void)Record(meta, nullptr, meta.authorization.empty() ? "none" : "not a bearer token", rule,
                    request, false, why);
       return absl::UnauthenticatedError(why);
-    }
-    const int64_t now = NowMs();
-    auto p = tokens_.Authenticate(token, now);
-    if (!p.ok()) {
-      denied_.fetch_add(1, std::memory_order_relaxed);
-      auto id = auth::TokenId(token);
-      (void)Record(meta, nullptr, id.ok() ? absl::StrCat("token drv_", *id) : "malformed token",
-                   rule, request, false, std::string(p.status().message()));
-      return p.status();
-    }
-    caller = auth::Caller(*std::move(p));
-    if (tokens_.dirty() && now - last_persist_ms_.load(std::memory_order_relaxed) >= 60'000) {
-      last_persist_ms_.store(now, std::memory_order_relaxed);
-      PersistTokens();
+    } else {
+      const int64_t now = NowMs();
+      auto p = tokens_.Authenticate(token, now);
+      if (!p.ok()) {
+        denied_.fetch_add(1, std::memory_order_relaxed);
+        auto id = auth::TokenId(token);
+        (void)Record(meta, nullptr, id.ok() ? absl::StrCat("token drv_", *id) : "malformed token",
+                     rule, request, false, std::string(p.status().message()));
+        return p.status();
+      }
+      caller = auth::Caller(*std::move(p));
+      if (tokens_.dirty() && now - last_persist_ms_.load(std::memory_order_relaxed) >= 60'000) {
+        last_persist_ms_.store(now, std::memory_order_relaxed);
+        PersistTokens();
+      }
     }
   }
   if (absl::Status st = auth::Check(caller, *rule, request); !st.ok()) {

@@ -6,7 +6,10 @@
 #pragma once
 
 #include <atomic>
+#include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -27,13 +30,16 @@ struct CallMeta {
   absl::string_view user_agent;
   absl::string_view request_id;   // x-request-id, "" when absent (one is made up)
   absl::string_view traceparent;  // W3C traceparent, "" when absent
+  std::string peer_cn;            // the verified client certificate's common name, or ""
 };
 
 class Gate {
  public:
   // `enabled` false: auth off (development), every call is let through as "anonymous";
   // state changes are still audited.
-  Gate(auth::TokenRegistry& tokens, Runtime& runtime, bool enabled);
+  // `certificates`: client certificates as principals, by common name (auth.certificates).
+  Gate(auth::TokenRegistry& tokens, Runtime& runtime, bool enabled,
+       const std::map<std::string, std::vector<v1::Grant>>& certificates = {});
 
   // The caller, or the refusal: Unauthenticated (no, malformed, unknown, revoked or expired
   // token), PermissionDenied (the rule), Internal (a method without a rule). Refusals and
@@ -65,6 +71,7 @@ class Gate {
   Runtime& runtime_;
   const bool enabled_;
   const auth::Caller anonymous_;
+  std::map<std::string, std::shared_ptr<const auth::Principal>> certificates_;
   std::atomic<int64_t> last_persist_ms_{0};
   std::atomic<int64_t> denied_{0};
   std::atomic<uint64_t> request_seq_{0};

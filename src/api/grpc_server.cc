@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/gate.h"
 #include "api/status_map.h"
+#include "api/tls.h"
 #include "drover/v1/drover.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -188,6 +189,12 @@ CallMeta GrpcMeta(CallbackServerContext* ctx, absl::string_view method) {
   m.request_id = get("x-request-id");
   m.traceparent = get("traceparent");
   m.peer = ctx->peer();
+  if (auto auth = ctx->auth_context(); auth && auth->IsPeerAuthenticated()) {
+    // Set only for a client certificate the handshake verified against the client CAs.
+    for (const grpc::string_ref& cn : auth->FindPropertyValues("x509_common_name")) {
+      m.peer_cn.assign(cn.data(), cn.size());
+    }
+  }
   return m;
 }
 
@@ -357,9 +364,11 @@ GrpcServer::~GrpcServer() { Stop(); }
 
 PushSink& GrpcServer::sink() { return impl_->registry; }
 
-absl::Status GrpcServer::Start(const std::string& address) {
+absl::Status GrpcServer::Start(const std::string& address, const TlsOptions& tls) {
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(
+      address, tls.enabled() ? GrpcServerCredentials(tls) : grpc::InsecureServerCredentials(),
+      &port_);
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.SetMaxSendMessageSize(64 << 20);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20'000);

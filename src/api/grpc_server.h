@@ -15,6 +15,7 @@
 #include "api/gate.h"
 #include "api/runtime.h"
 #include "api/service.h"
+#include "api/tls.h"
 
 namespace drover::api {
 
@@ -23,8 +24,9 @@ class GrpcServer {
   GrpcServer(Service& service, Gate& gate);
   ~GrpcServer();
 
-  // Binds `address` ("127.0.0.1:7070", port 0 picks one) and starts serving.
-  absl::Status Start(const std::string& address);
+  // Binds `address` ("127.0.0.1:7070", port 0 picks one) and starts serving, over TLS when
+  // `tls` is enabled (plaintext is then refused).
+  absl::Status Start(const std::string& address, const TlsOptions& tls = {});
   // The bound port (after Start).
   int port() const { return port_; }
   // The sink that delivers pushes to open work streams.

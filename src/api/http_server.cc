@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/status_map.h"
+#include "api/tls.h"
 #include "auth/access.h"
 #include "core/engine.h"
 #include "fmt/format.h"
@@ -163,6 +164,7 @@ class HttpServer::Admit {
     m.request_id = request_id;
     m.traceparent = traceparent;
     m.peer = absl::StrCat(req_.remote_addr, ":", req_.remote_port);
+    m.peer_cn = PeerCommonName(req_.ssl);
     return gate_.Admit(m, request);
   }
   bool used() const { return used_; }
@@ -463,7 +465,7 @@ void HttpServer::Routes() {
   });
 }
 
-absl::Status HttpServer::Start(const std::string& address) {
+absl::Status HttpServer::Start(const std::string& address, const TlsOptions& tls) {
   const auto colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
@@ -472,7 +474,19 @@ absl::Status HttpServer::Start(const std::string& address) {
         absl::StrCat("http_listen: '", address, "' is not host:port"));
   }
   const std::string host = address.substr(0, colon);
-  server_ = std::make_unique<httplib::Server>();
+  if (tls.enabled()) {
+    tls_ = std::make_unique<TlsFiles>(tls);
+    TlsFiles* files = tls_.get();
+    auto ssl =
+        std::make_unique<httplib::SSLServer>([files](SSL_CTX& ctx) { return files->Setup(ctx); });
+    if (!ssl->is_valid()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls: cannot set up HTTPS with ", tls.cert_file, " and ", tls.key_file));
+    }
+    server_ = std::move(ssl);
+  } else {
+    server_ = std::make_unique<httplib::Server>();
+  }
   server_->set_tcp_nodelay(true);  // without it keep-alive stalls at ~200 req/s
   server_->set_payload_max_length(64 << 20);
   const int threads = threads_;

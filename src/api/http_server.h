@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "api/gate.h"
 #include "api/service.h"
+#include "api/tls.h"
 #include "auth/access.h"
 
 namespace httplib {
@@ -29,8 +30,9 @@ class HttpServer {
   HttpServer(Service& service, Gate& gate, int threads, bool public_metrics = false);
   ~HttpServer();
 
-  // Binds "host:port" (port 0 picks one) and serves on a background thread.
-  absl::Status Start(const std::string& address);
+  // Binds "host:port" (port 0 picks one) and serves on a background thread; HTTPS when
+  // `tls` is enabled.
+  absl::Status Start(const std::string& address, const TlsOptions& tls = {});
   int port() const { return port_; }
   void Stop();  // idempotent
   // The routes registered, each with the access-table entry it is checked against (the
@@ -50,6 +52,7 @@ class HttpServer {
   int threads_;
   bool public_metrics_;
   std::vector<auth::HttpRoute> routes_;
+  std::unique_ptr<TlsFiles> tls_;  // declared before server_, so destroyed after it
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;

@@ -369,7 +369,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
 
   impl->runtime =
       std::make_unique<Runtime>(*impl->engine, *impl->store, options.command_queue_limit);
-  impl->gate = std::make_unique<Gate>(impl->tokens, *impl->runtime, options.auth);
+  impl->gate = std::make_unique<Gate>(impl->tokens, *impl->runtime, options.auth,
+                                      options.certificate_principals);
   impl->service = std::make_unique<Service>(*impl->runtime, *impl->store, absl::Now());
   impl->service->SetGate(impl->gate.get());
   impl->grpc = std::make_unique<GrpcServer>(*impl->service, *impl->gate);
@@ -385,7 +386,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
                  absl::Milliseconds(100), absl::Minutes(1));
   impl->runtime->SetPruning(prune);
   impl->runtime->Start();
-  if (absl::Status st = impl->grpc->Start(options.grpc_listen); !st.ok()) {
+  if (absl::Status st = impl->grpc->Start(options.grpc_listen, options.tls); !st.ok()) {
     impl->runtime->Stop();
     return st;
   }
@@ -396,7 +397,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   if (!options.http_listen.empty()) {
     impl->http = std::make_unique<HttpServer>(*impl->service, *impl->gate, options.http_threads,
                                               options.public_metrics);
-    if (absl::Status st = impl->http->Start(options.http_listen); !st.ok()) {
+    if (absl::Status st = impl->http->Start(options.http_listen, options.tls); !st.ok()) {
       impl->grpc->Stop();
       impl->runtime->Stop();
       return st;
@@ -415,15 +416,33 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
         absl::StrCat("127.0.0.1:", impl->grpc->port()), log_dir, options.fleet_hourly_budget);
     // Trained forecasting models survive restarts beside the store (not with --store memory).
     if (options.store != "memory") impl->pools->set_model_dir(options.data_dir + "/models");
+    std::vector<std::string> agent_env;
     if (options.auth) {
       // Pool agents authenticate with a token of their own: the agent role only, kept in
       // memory (a restarted server starts its agents again with a new one).
       v1::Grant g;
       g.set_tenant(std::string(auth::kAnyTenant));
       g.set_role(v1::ROLE_AGENT);
-      impl->pools->set_agent_token(
-          impl->tokens.CreateEphemeral("pool-agents", {g}, absl::ToUnixMillis(absl::Now())).secret);
+      agent_env.push_back(absl::StrCat(
+          "DROVER_TOKEN=",
+          impl->tokens.CreateEphemeral("pool-agents", {g}, absl::ToUnixMillis(absl::Now()))
+              .secret));
     }
+    if (options.tls.enabled()) {
+      // They verify this server against its CA and, when client certificates are
+      // required, present the server's own (dev certificates allow client use).
+      agent_env.push_back(absl::StrCat("DROVER_CA_FILE=", options.tls.ca_file.empty()
+                                                              ? options.tls.cert_file
+                                                              : options.tls.ca_file));
+      if (!options.tls.server_name.empty()) {
+        agent_env.push_back(absl::StrCat("DROVER_TLS_SERVER_NAME=", options.tls.server_name));
+      }
+      if (options.tls.client_certs == TlsOptions::ClientCerts::kRequire) {
+        agent_env.push_back(absl::StrCat("DROVER_CERT_FILE=", options.tls.cert_file));
+        agent_env.push_back(absl::StrCat("DROVER_KEY_FILE=", options.tls.key_file));
+      }
+    }
+    impl->pools->set_agent_env(std::move(agent_env));
     // Pools created through the API (store meta "pools"); a config-file pool of the same
     // name wins.
     auto fail = [&](absl::Status st) {

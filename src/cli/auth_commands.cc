@@ -5,6 +5,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "auth/access.h"
+#include "auth/dev_certs.h"
 #include "auth/roles.h"
 #include "cli/common.h"
 #include "fmt/core.h"
@@ -66,9 +67,35 @@ void AuthCommands::Add(CLI::App& app) {
   matrix_ = auth_->add_subcommand(
       "matrix", "Print the access matrix (docs/access.md) from the table the server checks");
   matrix_->add_option("--out", out_, "write it to this file instead of stdout");
+  certs_ = app.add_subcommand("certs", "TLS certificates");
+  certs_->require_subcommand(1);
+  dev_ = certs_->add_subcommand(
+      "dev", "Write a throw-away CA, a server and a client certificate for a local TLS setup");
+  dev_->add_option("--out", out_, "directory to write ca.pem, server.pem, client.pem and keys")
+      ->required();
+  dev_->add_option("--host", hosts_, "another name or address for the server (repeatable)");
+  dev_->add_option("--client-name", client_name_,
+                   "the client certificate's CN (default dev-client)");
+  dev_->add_option("--days", days_, "validity (default 30)");
 }
 
 int AuthCommands::RunOffline() {
+  if (dev_->parsed()) {
+    auth::DevCertOptions o;
+    o.dir = out_;
+    o.hosts = hosts_;
+    o.client_name = client_name_;
+    o.days = days_;
+    if (absl::Status st = auth::WriteDevCertificates(o); !st.ok()) return Fail(st);
+    fmt::print(
+        "wrote {0}/ca.pem, server.pem, client.pem and their keys (for development only)\n"
+        "  drover serve --tls-cert {0}/server.pem --tls-key {0}/server.key --tls-client-ca "
+        "{0}/ca.pem\n"
+        "  drover --ca-file {0}/ca.pem --cert-file {0}/client.pem --key-file {0}/client.key "
+        "stats\n",
+        out_);
+    return 0;
+  }
   const std::string md = auth::AccessMatrixMarkdown();
   if (out_.empty()) {
     fmt::print("{}", md);

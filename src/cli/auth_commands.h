@@ -15,7 +15,9 @@ class AuthCommands {
  public:
   void Add(CLI::App& app);
   // A command that needs no server (auth matrix).
-  bool offline() const { return matrix_ != nullptr && matrix_->parsed(); }
+  bool offline() const {
+    return (matrix_ != nullptr && matrix_->parsed()) || (dev_ != nullptr && dev_->parsed());
+  }
   int RunOffline();
   bool parsed() const {
     return (token_ != nullptr && token_->parsed()) || (whoami_ != nullptr && whoami_->parsed()) ||
@@ -38,6 +40,11 @@ class AuthCommands {
   CLI::App* audit_ = nullptr;
   CLI::App* auth_ = nullptr;
   CLI::App* matrix_ = nullptr;
+  CLI::App* certs_ = nullptr;
+  CLI::App* dev_ = nullptr;
+  std::vector<std::string> hosts_;
+  std::string client_name_ = "dev-client";
+  int days_ = 30;
   std::string name_, ttl_, id_, principal_, tenant_, since_, out_;
   std::vector<std::string> roles_;
   int limit_ = 100;

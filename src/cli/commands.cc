@@ -15,6 +15,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -43,6 +44,12 @@ int Fail(const absl::Status& st) {
   fmt::print(stderr, "drover: {}\n", std::string(st.message()));
   if (st.code() == absl::StatusCode::kUnavailable) {
     fmt::print(stderr, "drover: is `drover serve` running? (--server or DROVER_SERVER)\n");
+    if (absl::StrContains(st.message(), "Socket closed") ||
+        absl::StrContains(st.message(), "handshake") || absl::StrContains(st.message(), "SSL")) {
+      fmt::print(stderr,
+                 "drover: a TLS server needs --ca-file (DROVER_CA_FILE), and one that requires "
+                 "client certificates --cert-file and --key-file\n");
+    }
   }
   if (st.code() == absl::StatusCode::kUnauthenticated) {
     fmt::print(stderr,
@@ -214,7 +221,7 @@ absl::Status ParseLabels(const std::vector<std::string>& in,
 
 struct ServeFlags {
   std::string config, grpc_listen, http_listen, data_dir, store, durability, lease_ttl, port_file,
-      ownership_ttl, auth;
+      ownership_ttl, auth, tls_cert, tls_key, tls_client_ca;
   int64_t capacity = 0;
 };
 
@@ -237,6 +244,9 @@ int Serve(const ServeFlags& f) {
     flags.set_ownership_ttl_ms(absl::ToInt64Milliseconds(*d));
   }
   if (!f.auth.empty()) flags.mutable_auth()->set_mode(f.auth);
+  if (!f.tls_cert.empty()) flags.mutable_tls()->set_cert_file(f.tls_cert);
+  if (!f.tls_key.empty()) flags.mutable_tls()->set_key_file(f.tls_key);
+  if (!f.tls_client_ca.empty()) flags.mutable_tls()->set_client_ca_file(f.tls_client_ca);
   auto options = api::LoadServeOptions(f.config, flags);
   if (!options.ok()) return Fail(options.status());
 
@@ -303,10 +313,15 @@ int Main(int argc, char** argv) {
   std::string server =
       std::getenv("DROVER_SERVER") ? std::getenv("DROVER_SERVER") : "127.0.0.1:7070";
   app.add_option("--server", server, "gRPC address of drover serve (env DROVER_SERVER)");
-  std::string token_file;
+  std::string token_file, ca_file, cert_file, key_file;
   app.add_option("--token-file", token_file,
                  "file holding the API token (default: $DROVER_TOKEN, $DROVER_TOKEN_FILE, "
                  "./drover-data/admin.token)");
+  app.add_option("--ca-file", ca_file,
+                 "TLS: verify the server against these CAs (PEM; env DROVER_CA_FILE); "
+                 "without it the connection is plaintext");
+  app.add_option("--cert-file", cert_file, "mTLS: client certificate (PEM; env DROVER_CERT_FILE)");
+  app.add_option("--key-file", key_file, "mTLS: its private key (PEM; env DROVER_KEY_FILE)");
   bool json = false;
   auto connect = [&] { return client::Client::Connect(server); };
 
@@ -331,6 +346,10 @@ int Main(int argc, char** argv) {
   serve->add_option("--auth", sf.auth,
                     "on (default): every call needs a token; off: development only, loopback "
                     "listen addresses only (docs/security.md)");
+  serve->add_option("--tls-cert", sf.tls_cert, "TLS: the server's certificate chain (PEM)");
+  serve->add_option("--tls-key", sf.tls_key, "TLS: its private key (PEM)");
+  serve->add_option("--tls-client-ca", sf.tls_client_ca,
+                    "mTLS: require client certificates signed by these CAs (PEM)");
 
   // submit
   struct {
@@ -486,6 +505,9 @@ int Main(int argc, char** argv) {
     ::unsetenv("DROVER_TOKEN");
     ::setenv("DROVER_TOKEN_FILE", token_file.c_str(), 1);
   }
+  if (!ca_file.empty()) ::setenv("DROVER_CA_FILE", ca_file.c_str(), 1);
+  if (!cert_file.empty()) ::setenv("DROVER_CERT_FILE", cert_file.c_str(), 1);
+  if (!key_file.empty()) ::setenv("DROVER_KEY_FILE", key_file.c_str(), 1);
   if (forecast.offline()) return forecast.RunOffline();
 
   if (agent->parsed()) {

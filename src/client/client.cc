@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
+#include "util/file.h"
 
 namespace drover::client {
 namespace {
@@ -76,8 +77,24 @@ std::unique_ptr<Client> Client::Connect(const std::string& address, ClientOption
       R"({"methodConfig": [{"name": [{}], "waitForReady": )", several ? "true" : "false",
       R"(, "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "1s",)",
       R"( "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})"));
-  auto channel =
-      grpc::CreateCustomChannel(ChannelTarget(address), grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  const std::optional<ClientOptions::Tls> tls = options.tls.has_value() ? options.tls : FindTls();
+  if (tls.has_value() && !tls->ca_file.empty()) {
+    // Unreadable files make every call fail (UNAVAILABLE, the handshake), with this said first.
+    grpc::SslCredentialsOptions ssl;
+    auto read = [](const std::string& path, const char* what) {
+      if (path.empty()) return std::string();
+      std::optional<std::string> text = ReadWholeFile(path);
+      if (!text) std::fprintf(stderr, "drover: %s %s: cannot read it\n", what, path.c_str());
+      return text.value_or("");
+    };
+    ssl.pem_root_certs = read(tls->ca_file, "CA file");
+    ssl.pem_cert_chain = read(tls->cert_file, "certificate file");
+    ssl.pem_private_key = read(tls->key_file, "key file");
+    creds = grpc::SslCredentials(ssl);
+    if (!tls->server_name.empty()) args.SetSslTargetNameOverride(tls->server_name);
+  }
+  auto channel = grpc::CreateCustomChannel(ChannelTarget(address), creds, args);
   if (!options.token.has_value()) {
     // A token file that cannot be read is reported by the first call (UNAUTHENTICATED).
     absl::StatusOr<std::string> found = FindToken();
@@ -115,6 +132,20 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   std::string line;
   std::getline(in, line);
   return std::string(absl::StripAsciiWhitespace(line));
+}
+
+std::optional<ClientOptions::Tls> FindTls() {
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v == nullptr ? "" : v);
+  };
+  ClientOptions::Tls tls;
+  tls.ca_file = env("DROVER_CA_FILE");
+  if (tls.ca_file.empty()) return std::nullopt;
+  tls.cert_file = env("DROVER_CERT_FILE");
+  tls.key_file = env("DROVER_KEY_FILE");
+  tls.server_name = env("DROVER_TLS_SERVER_NAME");
+  return tls;
 }
 
 absl::StatusOr<std::string> FindToken() {

@@ -23,7 +23,18 @@ struct ClientOptions {
   // The API token sent as "authorization: Bearer ..." on every call. Unset: FindToken().
   // Empty: none.
   std::optional<std::string> token;
+  // TLS: unset, FindTls() decides. A `ca_file` turns TLS on; `cert_file` and `key_file`
+  // present a client certificate (mTLS); `server_name` is the name the server's certificate
+  // must carry when it differs from the address.
+  struct Tls {
+    std::string ca_file, cert_file, key_file, server_name;
+  };
+  std::optional<Tls> tls;
 };
+
+// TLS settings from $DROVER_CA_FILE, $DROVER_CERT_FILE, $DROVER_KEY_FILE and
+// $DROVER_TLS_SERVER_NAME; nullopt (plaintext) without a CA file.
+std::optional<ClientOptions::Tls> FindTls();
 
 // The token a client uses when none is given (docs/security.md#tokens), first found of:
 // $DROVER_TOKEN; the file $DROVER_TOKEN_FILE; ./drover-data/admin.token (what a local

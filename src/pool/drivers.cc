@@ -399,13 +399,15 @@ absl::Status ProcessDriver::Start(const PoolSpec& spec, Member& m, absl::Time) {
   }
   const rlim_t nofile = static_cast<rlim_t>(spec.rlimit_nofile);
   const rlim_t as = static_cast<rlim_t>(spec.rlimit_as_bytes);
-  // The agent's credential (scoped to the agent role) replaces any the server was given.
-  std::string token_env = absl::StrCat("DROVER_TOKEN=", agent_token_);
+  // The agent's credential (scoped to the agent role) and TLS settings replace any the
+  // server itself was given.
   std::vector<char*> envp;
-  if (!agent_token_.empty()) envp.push_back(token_env.data());
+  for (std::string& e : agent_env_) envp.push_back(e.data());
   for (char** e = environ; *e != nullptr; ++e) {
-    if (std::string_view(*e).starts_with("DROVER_TOKEN=") ||
-        std::string_view(*e).starts_with("DROVER_TOKEN_FILE=")) {
+    const std::string_view v(*e);
+    if (v.starts_with("DROVER_TOKEN") || v.starts_with("DROVER_CA_FILE=") ||
+        v.starts_with("DROVER_CERT_FILE=") || v.starts_with("DROVER_KEY_FILE=") ||
+        v.starts_with("DROVER_TLS_SERVER_NAME=")) {
       continue;
     }
     envp.push_back(*e);

@@ -70,9 +70,9 @@ class ProcessDriver : public MemberDriver {
   // Whether this machine can apply the pool's limits; the error names `field`.
   absl::Status CheckLimits(const PoolSpec& spec, const std::string& field) const;
 
-  // The token members' `drover agent` authenticates with (DROVER_TOKEN in its
-  // environment); empty: none (auth off).
-  void set_agent_token(std::string token) { agent_token_ = std::move(token); }
+  // What members' `drover agent` gets in its environment ("KEY=value": DROVER_TOKEN, its
+  // credential; DROVER_CA_FILE and the like when the server serves TLS).
+  void set_agent_env(std::vector<std::string> env) { agent_env_ = std::move(env); }
 
   absl::Status Start(const PoolSpec& spec, Member& m, absl::Time now) override;
   void Stop(const PoolSpec& spec, Member& m, bool kill) override;
@@ -97,7 +97,7 @@ class ProcessDriver : public MemberDriver {
   void RemoveStaleContainers(const PoolSpec& spec);
 
   std::string self_, server_, log_dir_;
-  std::string agent_token_;
+  std::vector<std::string> agent_env_;
   Cgroups cgroups_;
   std::map<std::string, std::vector<std::string>> member_cgroups_;  // by "pool/n"
   std::vector<std::vector<std::string>> cgroup_leftovers_;          // still busy when removed

@@ -59,8 +59,8 @@ class PoolManager {
   // Predictive autoscaling: trained models are kept in `dir` (created if missing); set
   // before Start.
   void set_model_dir(std::string dir) { model_dir_ = std::move(dir); }
-  // Before Start: the token pool agents authenticate with (ProcessDriver::set_agent_token).
-  void set_agent_token(std::string token) { driver_.set_agent_token(std::move(token)); }
+  // Before Start: pool agents' environment (ProcessDriver::set_agent_env).
+  void set_agent_env(std::vector<std::string> env) { driver_.set_agent_env(std::move(env)); }
   // The pool's history changed in the store (an import): read it again.
   void Reseed(const std::string& pool);
 
