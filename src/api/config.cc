@@ -231,14 +231,37 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     o.engine.resources[name] = r;
   }
   for (const auto& [tenant, tc] : c.tenants()) {
-    const std::string key = absl::StrCat("tenants.", tenant);
-    if (!ValidName(tenant)) {
-      return Bad(source, key, "a tenant is 1 to 64 characters of [A-Za-z0-9_.-]");
+    const std::string key = absl::StrCat("tenants.", tenant == "*" ? "\"*\"" : tenant);
+    if (tenant != "*" && !ValidName(tenant)) {
+      return Bad(source, key, "a tenant is 1 to 64 characters of [A-Za-z0-9_.-], or \"*\"");
     }
-    if (!(tc.weight() >= 0.001 && tc.weight() <= 1000)) {  // also refuses NaN and 0 (unset)
-      return Bad(source, key + ".weight", "must be 0.001 to 1000");
+    if (tc.weight() != 0) {
+      if (tenant == "*")
+        return Bad(source, key + ".weight", "is per tenant: unlisted tenants weigh 1");
+      if (!(tc.weight() >= 0.001 && tc.weight() <= 1000)) {  // also refuses NaN
+        return Bad(source, key + ".weight", "must be 0.001 to 1000");
+      }
+      o.engine.tenant_weights[tenant] = tc.weight();
     }
-    o.engine.tenant_weights[tenant] = tc.weight();
+    core::EngineOptions::TenantQuota q;
+    if (!(tc.max_submits_per_second() >= 0 && tc.max_submits_per_second() <= 1e7)) {
+      return Bad(source, key + ".max_submits_per_second", "must be 0 (no limit) to 10000000");
+    }
+    if (!(tc.submit_burst() >= 0 && tc.submit_burst() <= 1e7)) {
+      return Bad(source, key + ".submit_burst", "must be 0 (one second's worth) to 10000000");
+    }
+    if (tc.submit_burst() != 0 && tc.max_submits_per_second() == 0) {
+      return Bad(source, key + ".submit_burst", "needs max_submits_per_second");
+    }
+    if (tc.max_outstanding() < 0) return Bad(source, key + ".max_outstanding", "must be >= 0");
+    q.submits_per_second = tc.max_submits_per_second();
+    q.burst = tc.submit_burst();
+    q.max_outstanding = tc.max_outstanding();
+    if (tenant == "*") {
+      o.engine.default_quota = q;
+    } else if (q.submits_per_second > 0 || q.max_outstanding > 0) {
+      o.engine.tenant_quotas[tenant] = q;
+    }
   }
   for (int i = 0; i < c.pools_size(); ++i) {
     absl::StatusOr<pool::PoolSpec> p = pool::ToPoolSpec(c.pools(i), absl::StrCat("pools[", i, "]"));
@@ -285,6 +308,15 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
       }
       o.certificate_principals[cn].push_back(*g);
     }
+  }
+  for (int i = 0; i < a.hide_payloads_from_viewers_size(); ++i) {
+    const std::string& t = a.hide_payloads_from_viewers(i);
+    if (absl::Status st = auth::CheckTenantName(
+            t, absl::StrCat("auth.hide_payloads_from_viewers[", i, "]"), true);
+        !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.message()));
+    }
+    o.hide_payloads_from_viewers.push_back(t);
   }
   const v1::TlsConfig& t = c.tls();
   o.tls.cert_file = t.cert_file();

@@ -45,6 +45,7 @@ struct ServeOptions {
   // Client certificates as principals: common name -> grants (auth.certificates).
   std::map<std::string, std::vector<drover::v1::Grant>> certificate_principals;
   TlsOptions tls;
+  std::vector<std::string> hide_payloads_from_viewers;  // tenants, or "*"
 };
 
 // Whether a listen address ("127.0.0.1:7070", "[::1]:7070", "localhost:7070") is loopback.

@@ -373,6 +373,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
                                       options.certificate_principals);
   impl->service = std::make_unique<Service>(*impl->runtime, *impl->store, absl::Now());
   impl->service->SetGate(impl->gate.get());
+  impl->service->SetHiddenPayloads(options.hide_payloads_from_viewers);
   impl->grpc = std::make_unique<GrpcServer>(*impl->service, *impl->gate);
   impl->runtime->SetPushSink(&impl->grpc->sink());
   PruneOptions prune;

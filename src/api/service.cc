@@ -76,6 +76,21 @@ std::string Service::OwnerKey(const auth::Caller& caller) {
   return p->token_id.empty() ? p->credential : p->token_id;
 }
 
+void Service::Redact(const auth::Caller& caller, v1::Task* task) const {
+  if (hidden_.empty()) return;
+  const std::string& tenant = task->spec().tenant();
+  if (std::find(hidden_.begin(), hidden_.end(), tenant) == hidden_.end() &&
+      std::find(hidden_.begin(), hidden_.end(), "*") == hidden_.end()) {
+    return;
+  }
+  // Only a caller who may do nothing but read there is kept from the contents.
+  if ((caller.PermsIn(tenant) & ~static_cast<uint32_t>(auth::kRead)) != 0) return;
+  task->mutable_spec()->clear_payload();
+  task->clear_result();
+  task->clear_checkpoint();
+  task->set_contents_hidden(true);
+}
+
 // Runs `body` on the engine thread; its answer is delivered once its batch commits.
 template <typename T, typename F>
 static void RunOn(Runtime& runtime, Reply<T> done, F body, Runtime::Lane lane = Runtime::kRequest) {
@@ -141,6 +156,12 @@ static void FromStore(Batch& batch, store::Store& store, uint64_t id, absl::Stat
 
 void Service::GetTask(const auth::Caller& caller, const v1::GetTaskRequest& req,
                       Reply<v1::Task> done) {
+  if (Redacts()) {
+    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::Task> r) {
+      if (r.ok()) Redact(caller, &*r);
+      done(std::move(r));
+    };
+  }
   auto shared = std::make_shared<Reply<v1::Task>>(std::move(done));
   store::Store& store = store_;
   const bool queued =
@@ -167,6 +188,14 @@ void Service::GetTask(const auth::Caller& caller, const v1::GetTaskRequest& req,
 
 void Service::ListTasks(const auth::Caller& caller, const v1::ListTasksRequest& req,
                         Reply<v1::ListTasksResponse> done) {
+  if (Redacts()) {
+    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::ListTasksResponse> r) {
+      if (r.ok()) {
+        for (v1::Task& t : *r->mutable_tasks()) Redact(caller, &t);
+      }
+      done(std::move(r));
+    };
+  }
   auto tenant = NarrowTenant(caller, auth::kRead, req.tenant());
   if (!tenant.ok()) return done(tenant.status());
   RunOn<v1::ListTasksResponse>(
@@ -208,6 +237,12 @@ void Service::CancelTask(const auth::Caller& caller, const v1::CancelTaskRequest
 
 void Service::WaitTask(const auth::Caller& caller, const v1::WaitTaskRequest& req,
                        Reply<v1::WaitTaskResponse> done) {
+  if (Redacts()) {
+    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::WaitTaskResponse> r) {
+      if (r.ok()) Redact(caller, r->mutable_task());
+      done(std::move(r));
+    };
+  }
   if (req.timeout_ms() < 0 || req.timeout_ms() > 3'600'000) {
     done(absl::InvalidArgumentError(
         absl::StrCat("timeout_ms: must be 0 (30 s) to 3600000 (1 h), got ", req.timeout_ms())));
@@ -647,7 +682,9 @@ void Service::Stats(const auth::Caller& caller, Reply<v1::StatsResponse> done) {
         r.set_agent_slots_busy(busy);
         const core::EngineProbe& p = e.probe();
         r.set_submitted_total(p.submitted);
-        r.set_rejected_total(p.rejected_full + p.rejected_shed + p.rejected_invalid);
+        int64_t quota = 0;
+        for (const auto& [tenant, q] : p.rejected_quota) quota += q.rate + q.outstanding;
+        r.set_rejected_total(p.rejected_full + p.rejected_shed + p.rejected_invalid + quota);
         r.set_succeeded_total(p.succeeded);
         r.set_retries_total(p.retries);
         r.set_dead_lettered_total(p.dead_lettered);
@@ -660,6 +697,14 @@ void Service::Stats(const auth::Caller& caller, Reply<v1::StatsResponse> done) {
 
 void Service::ListDeadLetters(const auth::Caller& caller, const v1::ListDeadLettersRequest& req,
                               Reply<v1::ListTasksResponse> done) {
+  if (Redacts()) {
+    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::ListTasksResponse> r) {
+      if (r.ok()) {
+        for (v1::Task& t : *r->mutable_tasks()) Redact(caller, &t);
+      }
+      done(std::move(r));
+    };
+  }
   auto tenant = NarrowTenant(caller, auth::kRead, req.tenant());
   if (!tenant.ok()) return done(tenant.status());
   RunOn<v1::ListTasksResponse>(

@@ -117,6 +117,8 @@ class Service {
   // AuthService (service_auth.cc): tokens through the gate's registry, the audit log from
   // the store.
   void SetGate(Gate* gate) { gate_ = gate; }
+  // Tenants whose task contents viewers do not see ("*": all); before serving.
+  void SetHiddenPayloads(std::vector<std::string> tenants) { hidden_ = std::move(tenants); }
   void CreateToken(const auth::Caller& caller, const v1::CreateTokenRequest& req,
                    Reply<v1::CreateTokenResponse> done);
   void ListTokens(const auth::Caller& caller, const v1::ListTokensRequest& req,
@@ -140,6 +142,9 @@ class Service {
   // Agent calls: the agent must be one this principal registered (engine thread).
   absl::Status CheckAgentOwner(const auth::Caller& caller, uint64_t agent_id) const;
   static std::string OwnerKey(const auth::Caller& caller);
+  // Leaves a task's payload, result and checkpoint out for a viewer of a hidden tenant.
+  void Redact(const auth::Caller& caller, v1::Task* task) const;
+  bool Redacts() const { return !hidden_.empty(); }
 
   Runtime& runtime_;
   store::Store& store_;
@@ -148,6 +153,7 @@ class Service {
   absl::Time started_;
   pool::PoolManager* pools_ = nullptr;
   Gate* gate_ = nullptr;
+  std::vector<std::string> hidden_;
   ClusterFn cluster_;
 };
 

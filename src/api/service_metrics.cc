@@ -42,6 +42,32 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
     w.Sample({{"reason", "queue_full"}}, p.rejected_full);
     w.Sample({{"reason", "load_shedding"}}, p.rejected_shed);
     w.Sample({{"reason", "invalid"}}, p.rejected_invalid);
+    {
+      int64_t rate = 0, out = 0;
+      for (const auto& [tenant, r] : p.rejected_quota) {
+        rate += r.rate;
+        out += r.outstanding;
+      }
+      w.Sample({{"reason", "tenant_rate"}}, rate);
+      w.Sample({{"reason", "tenant_outstanding"}}, out);
+    }
+    // Per tenant only for the tenants the config lists with quotas (the rest: tenant="*").
+    w.Family("drover_tenant_quota_rejected_total", "counter",
+             "Submissions refused by a tenant's quota, by tenant and quota.");
+    for (const auto& [tenant, q] : e.options().tenant_quotas) {
+      auto it = p.rejected_quota.find(tenant);
+      const auto r =
+          it == p.rejected_quota.end() ? core::EngineProbe::QuotaRejections() : it->second;
+      w.Sample({{"tenant", tenant}, {"quota", "rate"}}, r.rate);
+      w.Sample({{"tenant", tenant}, {"quota", "outstanding"}}, r.outstanding);
+    }
+    {
+      auto it = p.rejected_quota.find("");
+      const auto r =
+          it == p.rejected_quota.end() ? core::EngineProbe::QuotaRejections() : it->second;
+      w.Sample({{"tenant", "*"}, {"quota", "rate"}}, r.rate);
+      w.Sample({{"tenant", "*"}, {"quota", "outstanding"}}, r.outstanding);
+    }
     w.Counter("drover_tasks_dispatched_total", "Leases handed to agents.", p.dispatched);
     w.Counter("drover_tasks_succeeded_total", "Tasks completed successfully.", p.succeeded);
     w.Counter("drover_task_attempts_failed_total", "Attempts counted as failures.",

@@ -148,8 +148,93 @@ int64_t Engine::outstanding() const {
          state_counts_[v1::TASK_STATE_EXPIRED];
 }
 
+int64_t Engine::outstanding(const std::string& tenant) const {
+  auto it = tenant_outstanding_.find(tenant);
+  return it == tenant_outstanding_.end() ? 0 : it->second;
+}
+
+void Engine::CountOutstanding(const v1::Task& t, int64_t delta) {
+  auto it = tenant_outstanding_.try_emplace(t.spec().tenant(), 0).first;
+  it->second += delta;
+  if (it->second == 0) tenant_outstanding_.erase(it);
+}
+
+absl::Status Engine::AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh) {
+  if (options_.tenant_quotas.empty() && options_.default_quota.submits_per_second == 0 &&
+      options_.default_quota.max_outstanding == 0) {
+    return absl::OkStatus();
+  }
+  std::map<std::string, int64_t> wanted;  // ordered: the first refusal is deterministic
+  for (const v1::TaskSpec* s : fresh) wanted[s->tenant().empty() ? "default" : s->tenant()]++;
+  struct Take {
+    Bucket* bucket;
+    double tokens;
+  };
+  std::vector<Take> takes;
+  const absl::Time t = now();
+  for (const auto& [tenant, n] : wanted) {
+    auto listed = options_.tenant_quotas.find(tenant);
+    const EngineOptions::TenantQuota& q =
+        listed == options_.tenant_quotas.end() ? options_.default_quota : listed->second;
+    const std::string key = listed == options_.tenant_quotas.end() ? "" : tenant;
+    const std::string where = listed == options_.tenant_quotas.end()
+                                  ? absl::StrCat("tenants.\"*\" (every tenant not listed)")
+                                  : absl::StrCat("tenants.", tenant);
+    auto refuse = [&](std::string msg, absl::Duration hint, bool rate) {
+      (rate ? probe_.rejected_quota[key].rate : probe_.rejected_quota[key].outstanding) +=
+          static_cast<int64_t>(fresh.size());
+      hint = std::max(hint, absl::Milliseconds(1));
+      absl::Status st = absl::ResourceExhaustedError(
+          absl::StrCat(msg, "; retry after ", absl::FormatDuration(hint)));
+      st.SetPayload(
+          kRetryAfterPayload,
+          absl::Cord(absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(hint)))));
+      return st;
+    };
+    if (q.max_outstanding > 0) {
+      const int64_t out = outstanding(tenant);
+      if (out + n > q.max_outstanding) {
+        return refuse(absl::StrCat("tenant quota: tenant \"", tenant, "\" has ", out, " of ",
+                                   q.max_outstanding, " outstanding tasks, ", n,
+                                   " more do not fit (", where, ".max_outstanding)"),
+                      options_.min_retry_after, false);
+      }
+    }
+    if (q.submits_per_second > 0) {
+      const double burst = q.burst > 0 ? q.burst : std::max(1.0, q.submits_per_second);
+      Bucket& b = submit_buckets_[tenant];
+      if (!b.started) {
+        b = Bucket{burst, t, true};
+      } else if (t > b.at) {
+        b.tokens =
+            std::min(burst, b.tokens + absl::ToDoubleSeconds(t - b.at) * q.submits_per_second);
+        b.at = t;
+      }
+      if (static_cast<double>(n) > burst) {
+        return refuse(absl::StrCat("tenant quota: ", n, " tasks in one call exceed tenant \"",
+                                   tenant, "\"'s burst of ", burst, " (", where,
+                                   ".submit_burst); send smaller batches"),
+                      absl::Seconds(burst / q.submits_per_second), true);
+      }
+      if (b.tokens < static_cast<double>(n)) {
+        const double missing = static_cast<double>(n) - b.tokens;
+        return refuse(
+            absl::StrCat("tenant quota: tenant \"", tenant, "\" may submit ", q.submits_per_second,
+                         " tasks/s (", where, ".max_submits_per_second)"),
+            absl::Seconds(missing / q.submits_per_second), true);
+      }
+      takes.push_back({&b, static_cast<double>(n)});
+    }
+  }
+  for (const Take& take : takes) take.bucket->tokens -= take.tokens;
+  return absl::OkStatus();
+}
+
 absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh) {
   if (fresh.empty()) return absl::OkStatus();
+  // A tenant's own quota first: one tenant's flood is refused before it fills the queue
+  // that every tenant shares.
+  if (absl::Status st = AdmitTenants(fresh); !st.ok()) return st;
   const int64_t now_out = outstanding();
   const int64_t after = now_out + static_cast<int64_t>(fresh.size());
   const int64_t shed_at = static_cast<int64_t>(
@@ -277,6 +362,7 @@ Engine::Entry& Engine::CreateTask(const v1::TaskSpec& s, int64_t t_ms) {
     Entry& ref = *e;
     tasks_.emplace(id, std::move(e));
     state_counts_[v1::TASK_STATE_UNSPECIFIED]++;  // SetState moves it out
+    CountOutstanding(ref.task, +1);
     probe_.submitted++;
     type_load_[ref.task.spec().type()].arrived++;
     if (s.deadline_unix_ms() > 0) {
@@ -311,6 +397,7 @@ void Engine::SetState(Entry& e, v1::TaskState s, bool persist) {
   const v1::TaskState from = e.task.state();
   state_counts_[from]--;
   state_counts_[s]++;
+  if (IsTerminal(from) != IsTerminal(s)) CountOutstanding(e.task, IsTerminal(s) ? -1 : +1);
   if (e.task.workflow_id() != 0) CountInWorkflow(e.task, from, s);
   if (from == v1::TASK_STATE_DEAD && s != v1::TASK_STATE_DEAD && e.links &&
       !e.links->children.empty()) {
@@ -1262,6 +1349,7 @@ void Engine::Restore(v1::Task task) {
   const TaskId id = task.id();
   e->task = std::move(task);
   state_counts_[e->task.state()]++;
+  if (!IsTerminal(e->task.state())) CountOutstanding(e->task, +1);
   next_task_id_ = std::max(next_task_id_, id + 1);
   const v1::Task& t = e->task;
   if (!t.spec().idempotency_key().empty()) {
@@ -1420,6 +1508,15 @@ absl::Status Engine::CheckInvariants() const {
     if (counts[s] != state_counts_[s]) {
       return absl::InternalError(
           absl::StrCat("state count ", s, " is ", state_counts_[s], ", records say ", counts[s]));
+    }
+  }
+  {
+    absl::flat_hash_map<std::string, int64_t> by_tenant;
+    for (const auto& [id, e] : tasks_) {
+      if (!IsTerminal(e->task.state())) by_tenant[e->task.spec().tenant()]++;
+    }
+    if (by_tenant != tenant_outstanding_) {
+      return absl::InternalError("outstanding tasks per tenant disagree with the records");
     }
   }
   for (const auto& [id, a] : agents_) {

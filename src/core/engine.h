@@ -123,6 +123,16 @@ struct EngineOptions {
   // Weighted fair queueing within a priority level: a tenant's share of dispatch is its
   // weight over the weights of the tenants with ready tasks. Unlisted tenants weigh 1.
   absl::flat_hash_map<std::string, double> tenant_weights;
+  // Per-tenant quotas (docs/security.md#quotas): a tenant's submissions per second (a token
+  // bucket) and its outstanding tasks. `tenant_quotas` by tenant; `default_quota` for every
+  // tenant not listed (config key tenants."*"). Zero fields: no limit.
+  struct TenantQuota {
+    double submits_per_second = 0;
+    double burst = 0;  // bucket size; 0: one second's worth (at least 1)
+    int64_t max_outstanding = 0;
+  };
+  absl::flat_hash_map<std::string, TenantQuota> tenant_quotas;
+  TenantQuota default_quota;
   // A critical task ready this long while no agent of its type is free preempts one low
   // or background task of that type (zero: never).
   absl::Duration preempt_after = absl::Seconds(30);
@@ -149,6 +159,12 @@ struct EngineProbe {
   int64_t deduplicated = 0;
   int64_t rejected_full = 0;
   int64_t rejected_shed = 0;
+  // Tasks refused by a tenant's quota, by tenant: the tenants listed in tenant_quotas by
+  // name, every other one under "" (metrics stay per tenant only where the operator asked).
+  struct QuotaRejections {
+    int64_t rate = 0, outstanding = 0;
+  };
+  std::map<std::string, QuotaRejections> rejected_quota;
   int64_t rejected_invalid = 0;
   int64_t dispatched = 0;
   int64_t succeeded = 0;
@@ -401,6 +417,8 @@ class Engine {
   const EngineProbe& probe() const { return probe_; }
   int64_t CountInState(v1::TaskState s) const { return state_counts_[s]; }
   int64_t outstanding() const;
+  // Non-terminal tasks of `tenant`.
+  int64_t outstanding(const std::string& tenant) const;
   const EngineOptions& options() const { return options_; }
   // READY tasks of `type` that could go to an agent now (not held back for a named
   // resource or an agent within their budget): what an autoscaler should count.
@@ -695,6 +713,18 @@ class Engine {
   absl::flat_hash_map<std::string, TaskId> idempotency_;  // tenant '\0' key -> id
   std::set<TaskId> dead_;
   std::deque<std::pair<absl::Time, TaskId>> finished_;  // eviction order
+  // Quotas: non-terminal tasks per tenant, and each limited tenant's submission bucket.
+  absl::flat_hash_map<std::string, int64_t> tenant_outstanding_;
+  struct Bucket {
+    double tokens = 0;
+    absl::Time at;
+    bool started = false;
+  };
+  absl::flat_hash_map<std::string, Bucket> submit_buckets_;
+  // Refuses `fresh` when a tenant's quota would be exceeded (nothing taken then); else
+  // takes the tokens.
+  absl::Status AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh);
+  void CountOutstanding(const v1::Task& t, int64_t delta);
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::map<std::pair<std::string, int>, int64_t> queue_depths_;
   std::array<int64_t, 9> state_counts_{};

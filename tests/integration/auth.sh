@@ -5,7 +5,12 @@
 # surviving kill -9 and a restart), the agent's token kept from its tasks, and --auth off.
 source "$(dirname "$0")/lib.sh"
 
-start_server
+cat >"$WORK/auth.json" <<'JSON'
+{"auth": {"hide_payloads_from_viewers": ["team-a"]},
+ "tenants": {"noisy": {"max_submits_per_second": 1, "submit_burst": 2},
+             "*": {"max_outstanding": 1000}}}
+JSON
+start_server --config "$WORK/auth.json"
 check "the first start wrote the admin token, readable by its owner only" \
   bash -c "[ \"\$(stat -c %a '$WORK/data/admin.token')\" = 600 ]"
 check "whoami: the admin on every tenant" contains "$("$DROVER" whoami)" "admin@*"
@@ -28,6 +33,20 @@ check "another tenant's task is not found, worded as an unknown id" contains "$o
 check "a listing shows the caller's tenant only" bash -c "as() { DROVER_TOKEN_FILE= DROVER_TOKEN=\"\$1\" '$DROVER' ls; }; out=\$(as '$sub'); grep -q team-a <<<\"\$out\" && ! grep -q team-b <<<\"\$out\""
 out=$(as "$view" cancel "$id_a" 2>&1 || true)
 check "a viewer cannot cancel" contains "$out" "may not cancel"
+check "a hidden tenant's payload is kept from its viewers" bash -c "DROVER_TOKEN_FILE= DROVER_TOKEN='$view' '$DROVER' get --json '$id_a' | grep -q contents_hidden && ! DROVER_TOKEN_FILE= DROVER_TOKEN='$view' '$DROVER' get --json '$id_a' | grep -q '\"payload\"'"
+check "...not from its submitters" bash -c "DROVER_TOKEN_FILE= DROVER_TOKEN='$sub' '$DROVER' get --json '$id_a' | grep -q '\"payload\"'"
+
+# Quotas: a tenant past its rate is refused on its own, with a retry-after.
+"$DROVER" submit -q --type t --tenant noisy >/dev/null
+"$DROVER" submit -q --type t --tenant noisy >/dev/null
+out=$("$DROVER" submit --type t --tenant noisy 2>&1 || true)
+check "past its rate a tenant is refused, naming its quota" contains "$out" "tenant \"noisy\" may submit 1 tasks/s (tenants.noisy.max_submits_per_second)"
+check "...with a retry-after" contains "$out" "the server suggests retrying after"
+check "...and the others are not" bash -c "'$DROVER' submit -q --type t --tenant calm >/dev/null"
+hdrs=$(curl -s -D - -o "$WORK/body" -XPOST "$HTTP/v1/tasks" -H 'Content-Type: application/json' -d '{"task":{"type":"t","tenant":"noisy"}}')
+check "over HTTP: 429 with Retry-After" bash -c "grep -q '^HTTP/1.1 429' <<<'$hdrs' && grep -qi '^Retry-After: ' <<<'$hdrs'"
+check "refusals are counted per listed tenant" \
+  bash -c "curl -s '$HTTP/metrics' | grep -q 'drover_tenant_quota_rejected_total{tenant=\"noisy\",quota=\"rate\"} 2'"
 
 # HTTP: the same rules.
 code() { command curl -s -o "$WORK/body" -w '%{http_code}' "$@"; }

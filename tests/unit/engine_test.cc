@@ -780,6 +780,82 @@ TEST_F(AdmissionTest, RefusesEverythingAtCapacity) {
   EXPECT_NE(Submit("build", v1::PRIORITY_CRITICAL), 0u);
 }
 
+// Per-tenant quotas: a flooding tenant is refused on its own quota, with a hint, while the
+// others go on; batches are all or none; the default quota covers unlisted tenants.
+class QuotaTest : public EngineTest {
+ protected:
+  QuotaTest() {
+    EngineOptions o = BaseOptions();
+    o.tenant_quotas["noisy"] = {10, 5, 0};  // 10 tasks/s, bursts of 5
+    o.tenant_quotas["capped"] = {0, 0, 3};  // 3 unfinished tasks at most
+    o.default_quota = {0, 0, 4};            // everyone else: 4 unfinished
+    Reset(o);
+  }
+  static v1::TaskSpec Of(const std::string& tenant) {
+    v1::TaskSpec s = Spec("build");
+    s.set_tenant(tenant);
+    return s;
+  }
+};
+
+TEST_F(QuotaTest, ARateQuotaRefusesPastTheBurstAndRefillsOverTime) {
+  for (int i = 0; i < 5; ++i) ASSERT_NE(Submit(Of("noisy")), 0u) << i;
+  const absl::Status st = TrySubmit(Of("noisy")).status();
+  EXPECT_TRUE(
+      HasError(st, absl::StatusCode::kResourceExhausted,
+               "tenant \"noisy\" may submit 10 tasks/s (tenants.noisy.max_submits_per_second)"));
+  EXPECT_EQ(RetryAfterMs(st), 100);  // one token at 10/s
+  EXPECT_NE(Submit(Of("quiet")), 0u) << "another tenant is not held back";
+  Advance(absl::Milliseconds(250));  // 2.5 tokens back
+  EXPECT_NE(Submit(Of("noisy")), 0u);
+  EXPECT_NE(Submit(Of("noisy")), 0u);
+  EXPECT_FALSE(TrySubmit(Of("noisy")).ok());
+  EXPECT_EQ(engine_->probe().rejected_quota.at("noisy").rate, 2);
+  // A batch over the burst can never fit: it says so.
+  std::vector<v1::TaskSpec> six(6, Of("noisy"));
+  Advance(absl::Seconds(10));
+  EXPECT_TRUE(HasError(TrySubmitBatch(six).status(), absl::StatusCode::kResourceExhausted,
+                       "exceed tenant \"noisy\"'s burst of 5"));
+  // A batch that fits takes its tokens together; a refused one takes none.
+  std::vector<v1::TaskSpec> four(4, Of("noisy"));
+  EXPECT_TRUE(TrySubmitBatch(four).ok());
+  std::vector<v1::TaskSpec> two(2, Of("noisy"));
+  EXPECT_FALSE(TrySubmitBatch(two).ok());
+  EXPECT_NE(Submit(Of("noisy")), 0u) << "the refused batch took no token";
+}
+
+TEST_F(QuotaTest, AnOutstandingQuotaCountsUnfinishedTasksOnly) {
+  for (int i = 0; i < 3; ++i) ASSERT_NE(Submit(Of("capped")), 0u);
+  EXPECT_TRUE(HasError(TrySubmit(Of("capped")).status(), absl::StatusCode::kResourceExhausted,
+                       "tenant \"capped\" has 3 of 3 outstanding tasks, 1 more do not fit "
+                       "(tenants.capped.max_outstanding)"));
+  EXPECT_EQ(engine_->outstanding("capped"), 3);
+  const AgentId agent = StartAgent("build");
+  ASSERT_TRUE(Complete(agent, TakeOnlyLease(agent)).ok());
+  EXPECT_EQ(engine_->outstanding("capped"), 2);
+  EXPECT_NE(Submit(Of("capped")), 0u) << "a finished task makes room";
+  // A batch across tenants is refused whole when one tenant is over.
+  std::vector<v1::TaskSpec> mixed = {Of("other"), Of("capped")};
+  EXPECT_FALSE(TrySubmitBatch(mixed).ok());
+  EXPECT_EQ(engine_->outstanding("other"), 0);
+}
+
+TEST_F(QuotaTest, UnlistedTenantsShareTheDefaultQuotaEachOnItsOwn) {
+  for (int i = 0; i < 4; ++i) ASSERT_NE(Submit(Of("a")), 0u);
+  for (int i = 0; i < 4; ++i) ASSERT_NE(Submit(Of("b")), 0u);
+  EXPECT_TRUE(HasError(TrySubmit(Of("a")).status(), absl::StatusCode::kResourceExhausted,
+                       "tenants.\"*\" (every tenant not listed).max_outstanding"));
+  EXPECT_EQ(engine_->probe().rejected_quota.at("").outstanding, 1);
+  EXPECT_FALSE(engine_->probe().rejected_quota.contains("a"));  // not a metric label
+}
+
+TEST_F(QuotaTest, OutstandingCountsSurviveARestartAndReprocessing) {
+  for (int i = 0; i < 3; ++i) ASSERT_NE(Submit(Of("capped")), 0u);
+  Restart(engine_->options());
+  EXPECT_EQ(engine_->outstanding("capped"), 3);
+  EXPECT_FALSE(TrySubmit(Of("capped")).ok());
+}
+
 TEST_F(AdmissionTest, AdmitsOrRefusesABatchAsAWhole) {
   Fill(17);
   // 17 + 2 > 18: a batch holding one normal task is shed, its high task included.
