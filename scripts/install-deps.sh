@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential make cmake ninja-build pkg-config git
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev
-  libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format
+  libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format clang openssl
   libtorch-dev libxgboost-dev libpq-dev postgresql-15 pgbouncer
   prometheus sqlite3 curl procps python3 python3-pytest
   podman runc busybox-static

@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/http_decode.h"
 #include "api/status_map.h"
 #include "api/tls.h"
 #include "auth/access.h"
@@ -15,6 +16,8 @@
 
 namespace drover::api {
 namespace {
+
+using namespace http;  // the decoders (http_decode.h)
 
 namespace pb = google::protobuf;
 
@@ -76,18 +79,6 @@ void WriteMessage(httplib::Response& res, const pb::Message& msg) {
   res.set_content(json + "\n", "application/json");
 }
 
-// Parses the body into `msg`; an empty body is an empty message.
-absl::Status ParseBody(const httplib::Request& req, pb::Message* msg) {
-  if (req.body.empty()) return absl::OkStatus();
-  pb::util::JsonParseOptions opts;
-  opts.ignore_unknown_fields = false;
-  auto st = pb::util::JsonStringToMessage(req.body, msg, opts);
-  if (!st.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("body: ", st.message().as_string()));
-  }
-  return absl::OkStatus();
-}
-
 // Waits for a Service answer; handlers run on httplib's pool, so blocking is fine here.
 template <typename T>
 absl::StatusOr<T> Await(const std::function<void(Reply<T>)>& call) {
@@ -104,37 +95,6 @@ void Answer(httplib::Response& res, const absl::StatusOr<T>& r) {
   } else {
     WriteMessage(res, *r);
   }
-}
-
-absl::StatusOr<uint64_t> PathId(const httplib::Request& req) {
-  uint64_t id = 0;
-  if (!absl::SimpleAtoi(req.matches[1].str(), &id)) {
-    return absl::InvalidArgumentError("id: not a task id");
-  }
-  return id;
-}
-
-// Accepts "ready", "READY" or "TASK_STATE_READY".
-template <typename Enum>
-absl::Status ParseEnumParam(const httplib::Request& req, const std::string& key,
-                            const std::string& prefix, bool (*parse)(const std::string&, Enum*),
-                            Enum* out) {
-  if (!req.has_param(key.c_str())) return absl::OkStatus();
-  std::string v = absl::AsciiStrToUpper(req.get_param_value(key.c_str()));
-  if (v.rfind(prefix, 0) != 0) v = prefix + v;
-  if (!parse(v, out)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(key, ": unknown value '", req.get_param_value(key.c_str()), "'"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ParseIntParam(const httplib::Request& req, const std::string& key, int64_t* out) {
-  if (!req.has_param(key.c_str())) return absl::OkStatus();
-  if (!absl::SimpleAtoi(req.get_param_value(key.c_str()), out)) {
-    return absl::InvalidArgumentError(absl::StrCat(key, ": not an integer"));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -277,105 +237,6 @@ HttpServer::Handler QueryRoute(Service* svc,
     if (!st.ok()) return WriteError(res, st);
     Answer(res, Await<Resp>([&](Reply<Resp> done) { (svc->*call)(*caller, r, std::move(done)); }));
   };
-}
-
-int32_t ClampInt32(int64_t v) {
-  return static_cast<int32_t>(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
-}
-
-absl::Status BuildListTasks(const httplib::Request& req, v1::ListTasksRequest* r) {
-  v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
-  v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
-  int64_t page_size = 0;
-  r->set_type(req.get_param_value("type"));
-  r->set_tenant(req.get_param_value("tenant"));
-  r->set_page_token(req.get_param_value("page_token"));
-  for (absl::Status st :
-       {ParseEnumParam<v1::TaskState>(req, "state", "TASK_STATE_", &v1::TaskState_Parse, &state),
-        ParseEnumParam<v1::Priority>(req, "priority", "PRIORITY_", &v1::Priority_Parse, &priority),
-        ParseIntParam(req, "page_size", &page_size)}) {
-    if (!st.ok()) return st;
-  }
-  r->set_state(state);
-  r->set_priority(priority);
-  r->set_page_size(ClampInt32(page_size));
-  return absl::OkStatus();
-}
-
-absl::Status BuildListWorkflows(const httplib::Request& req, v1::ListWorkflowsRequest* r) {
-  v1::WorkflowState state = v1::WORKFLOW_STATE_UNSPECIFIED;
-  int64_t page_size = 0;
-  r->set_tenant(req.get_param_value("tenant"));
-  r->set_page_token(req.get_param_value("page_token"));
-  for (absl::Status st : {ParseEnumParam<v1::WorkflowState>(req, "state", "WORKFLOW_STATE_",
-                                                            &v1::WorkflowState_Parse, &state),
-                          ParseIntParam(req, "page_size", &page_size)}) {
-    if (!st.ok()) return st;
-  }
-  r->set_state(state);
-  r->set_page_size(ClampInt32(page_size));
-  return absl::OkStatus();
-}
-
-absl::Status BuildListDeadLetters(const httplib::Request& req, v1::ListDeadLettersRequest* r) {
-  int64_t page_size = 0;
-  r->set_type(req.get_param_value("type"));
-  r->set_tenant(req.get_param_value("tenant"));
-  r->set_page_token(req.get_param_value("page_token"));
-  if (absl::Status st = ParseIntParam(req, "page_size", &page_size); !st.ok()) return st;
-  r->set_page_size(ClampInt32(page_size));
-  return absl::OkStatus();
-}
-
-absl::Status BuildDecisions(const httplib::Request& req, v1::ListScalingDecisionsRequest* r) {
-  r->set_pool(req.matches[1].str());
-  int64_t limit = 0;
-  if (req.has_param("limit") && !absl::SimpleAtoi(req.get_param_value("limit"), &limit)) {
-    return absl::InvalidArgumentError("limit: not a number");
-  }
-  r->set_limit(static_cast<int32_t>(std::clamp<int64_t>(limit, 0, 1000)));
-  return absl::OkStatus();
-}
-
-absl::Status BuildHistory(const httplib::Request& req, v1::GetLoadHistoryRequest* r) {
-  r->set_pool(req.matches[1].str());
-  int64_t since = 0, until = 0, limit = 0;
-  for (absl::Status st : {ParseIntParam(req, "since", &since), ParseIntParam(req, "until", &until),
-                          ParseIntParam(req, "limit", &limit)}) {
-    if (!st.ok()) return st;
-  }
-  r->set_since_unix_minute(since);
-  r->set_until_unix_minute(until);
-  // Out of int32 range stays out of range, so the service's error names it.
-  r->set_limit(ClampInt32(limit));
-  return absl::OkStatus();
-}
-
-absl::Status BuildCluster(const httplib::Request&, v1::GetClusterRequest*) {
-  return absl::OkStatus();
-}
-absl::Status BuildListTokens(const httplib::Request&, v1::ListTokensRequest*) {
-  return absl::OkStatus();
-}
-absl::Status BuildWhoAmI(const httplib::Request&, v1::WhoAmIRequest*) { return absl::OkStatus(); }
-
-absl::Status BuildRevoke(const httplib::Request& req, v1::RevokeTokenRequest* r) {
-  r->set_id(req.matches[1].str());
-  return absl::OkStatus();
-}
-
-absl::Status BuildAudit(const httplib::Request& req, v1::ListAuditRequest* r) {
-  int64_t since = 0, page_size = 0;
-  r->set_principal(req.get_param_value("principal"));
-  r->set_tenant(req.get_param_value("tenant"));
-  r->set_page_token(req.get_param_value("page_token"));
-  for (absl::Status st :
-       {ParseIntParam(req, "since_unix_ms", &since), ParseIntParam(req, "page_size", &page_size)}) {
-    if (!st.ok()) return st;
-  }
-  r->set_since_unix_ms(since);
-  r->set_page_size(ClampInt32(page_size));
-  return absl::OkStatus();
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <openssl/x509.h>
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +62,16 @@ absl::Status Bad(const char* field, const std::string& path, const std::string& 
 
 }  // namespace
 
+// A PEM file to read: a regular file of at most 1 MiB (not a FIFO or a device a read would
+// hang on).
+absl::Status CheckFile(const char* field, const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Bad(field, path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return Bad(field, path, "not a regular file");
+  if (st.st_size > (1 << 20)) return Bad(field, path, "larger than 1 MiB");
+  return absl::OkStatus();
+}
+
 absl::Status CheckTlsFiles(const TlsOptions& tls) {
   if (tls.cert_file.empty() != tls.key_file.empty()) {
     return absl::InvalidArgumentError("tls: cert_file and key_file go together (both or neither)");
@@ -69,6 +81,14 @@ absl::Status CheckTlsFiles(const TlsOptions& tls) {
       return absl::InvalidArgumentError("tls.client_ca_file: needs cert_file and key_file");
     }
     return absl::OkStatus();
+  }
+  for (const auto& [field, path] :
+       {std::pair<const char*, const std::string&>{"cert_file", tls.cert_file},
+        {"key_file", tls.key_file},
+        {"client_ca_file", tls.client_ca_file},
+        {"ca_file", tls.ca_file}}) {
+    if (path.empty()) continue;
+    if (absl::Status st = CheckFile(field, path); !st.ok()) return st;
   }
   std::vector<X509*> chain = ReadCerts(tls.cert_file);
   if (chain.empty()) {

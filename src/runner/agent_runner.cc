@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -209,31 +210,17 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
   const absl::Time start = absl::Now();
   const uint64_t task = lease.task_id();
   const uint64_t token = lease.lease_token();
-  const std::string ckpt = absl::StrCat(work_dir_, "/task-", task, ".checkpoint");
-  {
-    std::ofstream out(ckpt, std::ios::binary | std::ios::trunc);
-    out << lease.checkpoint();
-  }
-  int64_t ckpt_mtime = MtimeNs(ckpt);
-  // Parents' results as files: <dir>/<step or task id> holds the result (empty unless the
-  // parent succeeded), <name>.state its end ("succeeded", "dead", ...), <name>.error why.
-  std::string parents_dir, parents_list;
-  if (lease.parents_size() > 0) {
-    parents_dir = absl::StrCat(work_dir_, "/task-", task, ".parents");
+  const TaskPlan plan = PlanTask(lease, work_dir_, o_.server, messages_file_);
+  const std::string& ckpt = plan.checkpoint_file;
+  const std::string& parents_dir = plan.parents_dir;
+  if (!parents_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(parents_dir, ec);
-    for (const drover::v1::ParentResult& p : lease.parents()) {
-      const std::string name = p.step().empty() ? absl::StrCat(p.task_id()) : p.step();
-      const std::string state = core::StateName(p.state());
-      std::ofstream(absl::StrCat(parents_dir, "/", name), std::ios::binary | std::ios::trunc)
-          << p.result();
-      std::ofstream(absl::StrCat(parents_dir, "/", name, ".state"), std::ios::trunc) << state;
-      if (!p.error().empty()) {
-        std::ofstream(absl::StrCat(parents_dir, "/", name, ".error"), std::ios::trunc) << p.error();
-      }
-      absl::StrAppend(&parents_list, parents_list.empty() ? "" : " ", name, "=", state);
-    }
   }
+  for (const auto& [path, content] : plan.files) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
+  }
+  int64_t ckpt_mtime = MtimeNs(ckpt);
   auto cleanup = [&] {
     std::remove(ckpt.c_str());
     if (!parents_dir.empty()) {
@@ -247,23 +234,7 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::strncmp(*e, "DROVER_", 7) != 0) env_strings.emplace_back(*e);
   }
-  env_strings.push_back(absl::StrCat("DROVER_TASK_ID=", task));
-  env_strings.push_back(absl::StrCat("DROVER_ATTEMPT=", lease.attempt()));
-  env_strings.push_back(absl::StrCat("DROVER_DEADLINE_UNIX_MS=", lease.deadline_unix_ms()));
-  env_strings.push_back(absl::StrCat("DROVER_TASK_TYPE=", lease.type()));
-  env_strings.push_back(absl::StrCat("DROVER_TENANT=", lease.tenant()));
-  env_strings.push_back(absl::StrCat("DROVER_PRIORITY=", static_cast<int>(lease.priority())));
-  env_strings.push_back(absl::StrCat("DROVER_CHECKPOINT_FILE=", ckpt));
-  env_strings.push_back(absl::StrCat("DROVER_SERVER=", o_.server));
-  env_strings.push_back(absl::StrCat("DROVER_MESSAGES_FILE=", messages_file_));
-  if (lease.workflow_id() != 0) {
-    env_strings.push_back(absl::StrCat("DROVER_WORKFLOW_ID=", lease.workflow_id()));
-    env_strings.push_back(absl::StrCat("DROVER_STEP=", lease.step()));
-  }
-  if (!parents_dir.empty()) {
-    env_strings.push_back(absl::StrCat("DROVER_PARENTS_DIR=", parents_dir));
-    env_strings.push_back(absl::StrCat("DROVER_PARENTS=", parents_list));
-  }
+  env_strings.insert(env_strings.end(), plan.env.begin(), plan.env.end());
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -493,6 +464,72 @@ int Agent::Run() {
 }
 
 }  // namespace
+
+namespace {
+
+// A lease's strings go into file names and environment values: keep only what is safe.
+bool PlainName(const std::string& s) {
+  if (s.empty() || s.size() > 64 || s == "." || s == "..") return false;
+  for (char c : s) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string EnvValue(const std::string& v) {
+  std::string out = v;
+  for (char& c : out) {
+    if (c == '\0' || c == '\n' || c == '\r') c = ' ';
+  }
+  return out;
+}
+
+}  // namespace
+
+TaskPlan PlanTask(const drover::v1::TaskLease& lease, const std::string& work_dir,
+                  const std::string& server, const std::string& messages_file) {
+  TaskPlan plan;
+  const uint64_t task = lease.task_id();
+  plan.checkpoint_file = absl::StrCat(work_dir, "/task-", task, ".checkpoint");
+  plan.files.emplace_back(plan.checkpoint_file, lease.checkpoint());
+  // Parents' results as files: <dir>/<step or task id> holds the result (empty unless the
+  // parent succeeded), <name>.state its end ("succeeded", "dead", ...), <name>.error why.
+  std::string parents_list;
+  if (lease.parents_size() > 0) {
+    plan.parents_dir = absl::StrCat(work_dir, "/task-", task, ".parents");
+    for (const drover::v1::ParentResult& p : lease.parents()) {
+      const std::string name = PlainName(p.step()) ? p.step() : absl::StrCat(p.task_id());
+      const std::string state = core::StateName(p.state());
+      plan.files.emplace_back(absl::StrCat(plan.parents_dir, "/", name), p.result());
+      plan.files.emplace_back(absl::StrCat(plan.parents_dir, "/", name, ".state"), state);
+      if (!p.error().empty()) {
+        plan.files.emplace_back(absl::StrCat(plan.parents_dir, "/", name, ".error"), p.error());
+      }
+      absl::StrAppend(&parents_list, parents_list.empty() ? "" : " ", name, "=", state);
+    }
+  }
+  auto& env = plan.env;
+  env.push_back(absl::StrCat("DROVER_TASK_ID=", task));
+  env.push_back(absl::StrCat("DROVER_ATTEMPT=", lease.attempt()));
+  env.push_back(absl::StrCat("DROVER_DEADLINE_UNIX_MS=", lease.deadline_unix_ms()));
+  env.push_back(absl::StrCat("DROVER_TASK_TYPE=", EnvValue(lease.type())));
+  env.push_back(absl::StrCat("DROVER_TENANT=", EnvValue(lease.tenant())));
+  env.push_back(absl::StrCat("DROVER_PRIORITY=", static_cast<int>(lease.priority())));
+  env.push_back(absl::StrCat("DROVER_CHECKPOINT_FILE=", plan.checkpoint_file));
+  env.push_back(absl::StrCat("DROVER_SERVER=", EnvValue(server)));
+  env.push_back(absl::StrCat("DROVER_MESSAGES_FILE=", messages_file));
+  if (lease.workflow_id() != 0) {
+    env.push_back(absl::StrCat("DROVER_WORKFLOW_ID=", lease.workflow_id()));
+    env.push_back(absl::StrCat("DROVER_STEP=", EnvValue(lease.step())));
+  }
+  if (!plan.parents_dir.empty()) {
+    env.push_back(absl::StrCat("DROVER_PARENTS_DIR=", plan.parents_dir));
+    env.push_back(absl::StrCat("DROVER_PARENTS=", parents_list));
+  }
+  return plan;
+}
 
 int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop) {
   ::signal(SIGPIPE, SIG_IGN);

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace drover::runner {
@@ -36,5 +37,26 @@ struct AgentOptions {
 
 // Runs until `stop` becomes true. Returns a process exit code.
 int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop);
+
+// What running one leased task needs, decided before anything is written or forked: the
+// files (the checkpoint, and each parent's result, state and error under the parents
+// directory) and the command's environment. Every path is inside `work_dir`: a parent's file
+// is named by its step when that is a plain name ([A-Za-z0-9_.-], not "." or ".."), else by
+// its task id. No environment entry holds a NUL or a newline.
+struct TaskPlan {
+  std::string checkpoint_file;
+  std::string parents_dir;                                 // "" without parents
+  std::vector<std::pair<std::string, std::string>> files;  // path, content
+  std::vector<std::string> env;                            // KEY=value, the DROVER_* ones
+};
+}  // namespace drover::runner
+
+namespace drover::v1 {
+class TaskLease;
+}
+
+namespace drover::runner {
+TaskPlan PlanTask(const drover::v1::TaskLease& lease, const std::string& work_dir,
+                  const std::string& server, const std::string& messages_file);
 
 }  // namespace drover::runner

@@ -430,7 +430,9 @@ absl::Status SqliteStore::WriteBatchInTransaction(const WriteBatch& batch) {
   }
 
   sqlite3_stmt* meta = upsert_meta_.get();
-  for (const auto& [key, value] : batch.meta) {
+  for (const auto& kv : batch.meta) {
+    const std::string& key = kv.first;
+    const std::string& value = kv.second;
     int rc = BindText(meta, 1, key);
     if (rc == SQLITE_OK) rc = BindText(meta, 2, value);
     if (rc != SQLITE_OK) return Internal(fmt::format("commit: bind meta \"{}\"", key));

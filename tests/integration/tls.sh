@@ -127,8 +127,11 @@ check "require: a certificate and a token" contains "$(DROVER_CA_FILE="$C/ca1.pe
 echo '{"tls": {"cert_file": "'"$C"'/server.pem", "key_file": "'"$C"'/client.key"}}' >"$WORK/bad.json"
 check "a key that does not match its certificate is named" \
   bash -c "'$DROVER' serve --config '$WORK/bad.json' --data-dir '$WORK/bad' 2>&1 | grep -q 'tls.key_file: .* does not match the certificate'"
+: >"$WORK/empty.pem"
 check "a certificate file without one is named" \
-  bash -c "'$DROVER' serve --tls-cert /dev/null --tls-key '$C/server.key' --data-dir '$WORK/bad' 2>&1 | grep -q 'tls.cert_file: /dev/null: no PEM certificate'"
+  bash -c "'$DROVER' serve --tls-cert '$WORK/empty.pem' --tls-key '$C/server.key' --data-dir '$WORK/bad' 2>&1 | grep -q 'tls.cert_file: .*empty.pem: no PEM certificate'"
+check "a device is not read as a certificate" \
+  bash -c "'$DROVER' serve --tls-cert /dev/zero --tls-key '$C/server.key' --data-dir '$WORK/bad' 2>&1 | grep -q 'tls.cert_file: /dev/zero: not a regular file'"
 check "drover certs dev writes a CA, server and client certificates" \
   bash -c "'$DROVER' certs dev --out '$WORK/dev' >/dev/null && openssl verify -CAfile '$WORK/dev/ca.pem' '$WORK/dev/server.pem' '$WORK/dev/client.pem' >/dev/null"
 finish
