@@ -216,6 +216,9 @@ void Gate::AuditRefusal(const CallMeta& meta, const auth::Caller& caller, std::s
 }
 
 void Gate::PersistTokens(std::function<void(const absl::Status&)> done) {
+  // Snapshots are queued in the order they are taken, so the store keeps the newest: an
+  // older last-use snapshot must not land after a revocation's.
+  std::lock_guard<std::mutex> lk(persist_mu_);
   const std::string value = absl::Base64Escape(tokens_.Snapshot().SerializeAsString());
   absl::Status st = runtime_.AppendMeta(auth::kTokensMetaKey, value, done);
   if (!st.ok() && done) done(st);

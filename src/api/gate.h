@@ -8,6 +8,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,7 @@ class Gate {
   const auth::Caller anonymous_;
   std::map<std::string, std::shared_ptr<const auth::Principal>> certificates_;
   std::atomic<int64_t> last_persist_ms_{0};
+  std::mutex persist_mu_;
   std::atomic<int64_t> denied_{0};
   std::atomic<uint64_t> request_seq_{0};
 };

@@ -276,6 +276,12 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
       stream->Close(ToGrpc(caller.status()));  // never registered: nothing is pushed to it
       return stream;
     }
+    // Only the agent's own principal may take its stream over: checked before the stream
+    // replaces the agent's current one and receives its pushes.
+    if (absl::Status st = s_.CheckAgentOwner(*caller, req->agent_id()); !st.ok()) {
+      stream->Close(ToGrpc(st));
+      return stream;
+    }
     reg_.Add(req->agent_id(), stream);
     s_.OpenStream(*caller, req->agent_id(), [stream](absl::StatusOr<bool> res) {
       if (!res.ok()) stream->Close(ToGrpc(res.status()));

@@ -62,6 +62,7 @@ absl::StatusOr<std::string> Service::NarrowTenant(const auth::Caller& caller, au
 absl::Status Service::CheckAgentOwner(const auth::Caller& caller, uint64_t agent_id) const {
   const auth::Principal* p = caller.principal();
   if (p != nullptr && p->unrestricted) return absl::OkStatus();
+  std::lock_guard<std::mutex> lk(owners_mu_);
   auto it = agent_owners_.find(agent_id);
   if (it == agent_owners_.end() || p == nullptr || it->second != OwnerKey(caller)) {
     // The engine's answer for an unknown agent, word for word.
@@ -477,6 +478,7 @@ void Service::RegisterAgent(const auth::Caller& caller, const v1::RegisterAgentR
         auto id = e.RegisterAgent(req);
         if (!id.ok()) return id.status();
         // Agents that left the engine (deregistered, expired) leave this map now and then.
+        std::lock_guard<std::mutex> lk(owners_mu_);
         if (agent_owners_.size() > 1024 && agent_owners_.size() > 2 * e.agents().size()) {
           absl::erase_if(agent_owners_,
                          [&e](const auto& kv) { return !e.agents().contains(kv.first); });
@@ -627,6 +629,7 @@ void Service::DeregisterAgent(const auth::Caller& caller, const v1::DeregisterAg
       [this, id = req.agent_id(), caller](Engine& e) -> absl::StatusOr<v1::Ack> {
         if (absl::Status st = CheckAgentOwner(caller, id); !st.ok()) return st;
         if (absl::Status st = e.Deregister(id); !st.ok()) return st;
+        std::lock_guard<std::mutex> lk(owners_mu_);
         agent_owners_.erase(id);
         return v1::Ack();
       },

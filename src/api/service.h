@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -139,8 +140,12 @@ class Service {
   // several and named none.
   static absl::StatusOr<std::string> NarrowTenant(const auth::Caller& caller, auth::Perm perm,
                                                   const std::string& named);
-  // Agent calls: the agent must be one this principal registered (engine thread).
+  // Agent calls: the agent must be one this principal registered. Any thread (the work
+  // stream is checked on the gRPC thread before it is registered for pushes).
+ public:
   absl::Status CheckAgentOwner(const auth::Caller& caller, uint64_t agent_id) const;
+
+ private:
   static std::string OwnerKey(const auth::Caller& caller);
   // Leaves a task's payload, result and checkpoint out for a viewer of a hidden tenant.
   void Redact(const auth::Caller& caller, v1::Task* task) const;
@@ -148,7 +153,8 @@ class Service {
 
   Runtime& runtime_;
   store::Store& store_;
-  // Engine thread only: which principal (token id) registered each agent.
+  // Which principal (token id) registered each agent; written on the engine thread.
+  mutable std::mutex owners_mu_;
   absl::flat_hash_map<uint64_t, std::string> agent_owners_;
   absl::Time started_;
   pool::PoolManager* pools_ = nullptr;

@@ -177,9 +177,14 @@ absl::StatusOr<std::shared_ptr<const Principal>> TokenRegistry::Authenticate(
   return e.principal;
 }
 
-bool TokenRegistry::LiveNameTaken(const std::string& name, int64_t now_ms) const {
+bool TokenRegistry::LiveNameTaken(const std::string& name, int64_t now_ms,
+                                  const Caller& creator) const {
+  // Among the tokens the creator manages only: another tenant's names are not revealed.
   for (const auto& [id, e] : by_id_) {
-    if (e->token.name() == name && Live(e->token, now_ms)) return true;
+    if (e->token.name() == name && Live(e->token, now_ms) && !e->ephemeral &&
+        Manages(creator, e->token)) {
+      return true;
+    }
   }
   return false;
 }
@@ -232,7 +237,7 @@ absl::StatusOr<TokenRegistry::Created> TokenRegistry::Create(const Caller& creat
   t.set_secret_hash(HashToken(s.token));
   {
     std::unique_lock lk(mu_);
-    if (LiveNameTaken(req.name(), now_ms)) {
+    if (LiveNameTaken(req.name(), now_ms, creator)) {
       return absl::AlreadyExistsError(
           absl::StrCat("name: a live token is already called '", req.name(), "'"));
     }
@@ -283,8 +288,19 @@ absl::StatusOr<v1::Token> TokenRegistry::Revoke(const Caller& caller, absl::stri
   if (auto it = by_id_.find(key); it != by_id_.end()) {
     found = it->second;
   } else {
+    // By name: among the live tokens the caller manages (names are unique only there).
+    int matches = 0;
     for (const auto& [id, e] : by_id_) {
-      if (e->token.name() == key && Live(e->token, now_ms)) found = e;
+      if (e->token.name() == id_or_name && Live(e->token, now_ms) && !e->ephemeral &&
+          Manages(caller, e->token)) {
+        found = e;
+        ++matches;
+      }
+    }
+    if (matches > 1) {
+      return absl::InvalidArgumentError(absl::StrCat("id: ", matches, " live tokens are named '",
+                                                     std::string(id_or_name.substr(0, 64)),
+                                                     "'; give the id (drover token ls)"));
     }
   }
   if (!found || found->ephemeral || !Manages(caller, found->token)) {

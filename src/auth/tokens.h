@@ -84,8 +84,9 @@ class TokenRegistry {
   };
   static std::shared_ptr<const Principal> MakePrincipal(const v1::Token& t);
   static bool Manages(const Caller& caller, const v1::Token& t);
-  bool LiveNameTaken(const std::string& name, int64_t now_ms) const;  // under mu_
-  void Insert(v1::Token token, bool ephemeral);                       // under mu_ (unique)
+  bool LiveNameTaken(const std::string& name, int64_t now_ms,
+                     const Caller& creator) const;  // under mu_
+  void Insert(v1::Token token, bool ephemeral);     // under mu_ (unique)
 
   mutable std::shared_mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> by_hash_;

@@ -94,10 +94,17 @@ std::unique_ptr<Client> Client::Connect(const std::string& address, ClientOption
     creds = grpc::SslCredentials(ssl);
     if (!tls->server_name.empty()) args.SetSslTargetNameOverride(tls->server_name);
   }
+  if (!(tls.has_value() && !tls->ca_file.empty()) && options.token.has_value() &&
+      !options.token->empty() && !AllLoopback(address)) {
+    std::fprintf(stderr,
+                 "drover: warning: sending a token in plaintext to %s (give --ca-file for TLS)\n",
+                 address.c_str());
+  }
   auto channel = grpc::CreateCustomChannel(ChannelTarget(address), creds, args);
   if (!options.token.has_value()) {
     // A token file that cannot be read is reported by the first call (UNAUTHENTICATED).
-    absl::StatusOr<std::string> found = FindToken();
+    // The local admin token file (./drover-data) is only offered to a server on loopback.
+    absl::StatusOr<std::string> found = FindToken(AllLoopback(address));
     options.token = found.ok() ? *found : std::string();
     if (!found.ok())
       std::fprintf(stderr, "drover: %s\n", std::string(found.status().message()).c_str());
@@ -148,7 +155,16 @@ std::optional<ClientOptions::Tls> FindTls() {
   return tls;
 }
 
-absl::StatusOr<std::string> FindToken() {
+bool AllLoopback(const std::string& address) {
+  for (absl::string_view a : absl::StrSplit(address, ',')) {
+    std::string host(a.substr(0, a.rfind(':')));
+    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    if (!(host == "localhost" || host == "::1" || absl::StartsWith(host, "127."))) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::string> FindToken(bool local_file) {
   if (const char* t = std::getenv("DROVER_TOKEN"); t != nullptr && *t != '\0') {
     return std::string(absl::StripAsciiWhitespace(t));
   }

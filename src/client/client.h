@@ -37,10 +37,12 @@ struct ClientOptions {
 std::optional<ClientOptions::Tls> FindTls();
 
 // The token a client uses when none is given (docs/security.md#tokens), first found of:
-// $DROVER_TOKEN; the file $DROVER_TOKEN_FILE; ./drover-data/admin.token (what a local
-// `drover serve` writes at its first start). "" when none is found. An unreadable
-// $DROVER_TOKEN_FILE is an error naming it.
-absl::StatusOr<std::string> FindToken();
+// $DROVER_TOKEN; the file $DROVER_TOKEN_FILE; with `local_file`, ./drover-data/admin.token
+// (what a local `drover serve` writes at its first start; Connect offers it to loopback
+// servers only). "" when none is found. An unreadable $DROVER_TOKEN_FILE is an error naming it.
+absl::StatusOr<std::string> FindToken(bool local_file = true);
+// Whether every address of a list ("a:1,b:2") is loopback (127.0.0.0/8, ::1, localhost).
+bool AllLoopback(const std::string& address);
 // The first line of `path` without surrounding whitespace; the error names the path.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 

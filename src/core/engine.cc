@@ -159,18 +159,20 @@ void Engine::CountOutstanding(const v1::Task& t, int64_t delta) {
   if (it->second == 0) tenant_outstanding_.erase(it);
 }
 
-absl::Status Engine::AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh) {
+absl::Status Engine::AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh,
+                                  const std::string* tenant_of_all) {
   if (options_.tenant_quotas.empty() && options_.default_quota.submits_per_second == 0 &&
       options_.default_quota.max_outstanding == 0) {
     return absl::OkStatus();
   }
   std::map<std::string, int64_t> wanted;  // ordered: the first refusal is deterministic
-  for (const v1::TaskSpec* s : fresh) wanted[s->tenant().empty() ? "default" : s->tenant()]++;
-  struct Take {
-    Bucket* bucket;
-    double tokens;
-  };
-  std::vector<Take> takes;
+  for (const v1::TaskSpec* s : fresh) {
+    const std::string& t = tenant_of_all != nullptr ? *tenant_of_all : s->tenant();
+    wanted[t.empty() ? "default" : t]++;
+  }
+  // Buckets to take from once every tenant passed, by name: a later insert into
+  // submit_buckets_ may move the ones already looked at.
+  std::vector<std::pair<std::string, double>> takes;
   const absl::Time t = now();
   for (const auto& [tenant, n] : wanted) {
     auto listed = options_.tenant_quotas.find(tenant);
@@ -223,18 +225,19 @@ absl::Status Engine::AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh)
                          " tasks/s (", where, ".max_submits_per_second)"),
             absl::Seconds(missing / q.submits_per_second), true);
       }
-      takes.push_back({&b, static_cast<double>(n)});
+      takes.emplace_back(tenant, static_cast<double>(n));
     }
   }
-  for (const Take& take : takes) take.bucket->tokens -= take.tokens;
+  for (const auto& [tenant, n] : takes) submit_buckets_[tenant].tokens -= n;
   return absl::OkStatus();
 }
 
-absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh) {
+absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh,
+                           const std::string* tenant) {
   if (fresh.empty()) return absl::OkStatus();
   // A tenant's own quota first: one tenant's flood is refused before it fills the queue
   // that every tenant shares.
-  if (absl::Status st = AdmitTenants(fresh); !st.ok()) return st;
+  if (absl::Status st = AdmitTenants(fresh, tenant); !st.ok()) return st;
   const int64_t now_out = outstanding();
   const int64_t after = now_out + static_cast<int64_t>(fresh.size());
   const int64_t shed_at = static_cast<int64_t>(

@@ -563,7 +563,8 @@ class Engine {
   };
 
   absl::Status ValidateSpec(const v1::TaskSpec& spec, const std::string& field) const;
-  absl::Status Admit(const std::vector<const v1::TaskSpec*>& fresh);
+  absl::Status Admit(const std::vector<const v1::TaskSpec*>& fresh,
+                     const std::string* tenant = nullptr);
   TypeDefaults DefaultsFor(const std::string& type) const;
   // The dead letters named by `ids`, or all of them (of `type`); an error names the first
   // id that is unknown or not dead-lettered.
@@ -723,7 +724,9 @@ class Engine {
   absl::flat_hash_map<std::string, Bucket> submit_buckets_;
   // Refuses `fresh` when a tenant's quota would be exceeded (nothing taken then); else
   // takes the tokens.
-  absl::Status AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh);
+  // `tenant`, when given, is every task's (a workflow's); else each spec's own.
+  absl::Status AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh,
+                            const std::string* tenant);
   void CountOutstanding(const v1::Task& t, int64_t delta);
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   std::map<std::pair<std::string, int>, int64_t> queue_depths_;

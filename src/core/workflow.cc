@@ -497,7 +497,8 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
   }
   std::vector<const v1::TaskSpec*> fresh;
   for (const v1::WorkflowStep& step : spec.steps()) fresh.push_back(&step.task());
-  if (absl::Status st = Admit(fresh); !st.ok()) return st;
+  // Its tasks are the workflow's tenant's, whatever their specs say (they are left empty).
+  if (absl::Status st = Admit(fresh, &tenant); !st.ok()) return st;
 
   // Accepted: the workflow record, then its tasks in dependency order (parents get lower
   // ids), each with its step edges resolved to task ids in its durable spec.

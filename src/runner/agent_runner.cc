@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -532,6 +533,9 @@ TaskPlan PlanTask(const drover::v1::TaskLease& lease, const std::string& work_di
 }
 
 int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop) {
+  // Not dumpable: the tasks it runs (same user) cannot read its memory or its environment
+  // (/proc/<pid>/environ holds DROVER_TOKEN) through /proc.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   ::signal(SIGPIPE, SIG_IGN);
   Agent agent(options, stop);
   return agent.Run();

@@ -5,10 +5,12 @@
 # a valid one; a server name that does not match; the certificate reloaded while serving;
 # a client certificate as a principal; pool agents connecting over TLS; drover certs dev.
 source "$(dirname "$0")/lib.sh"
+# A failing setup command says which, with openssl's own words (set -e would end quietly).
+trap 'echo "tls.sh: line $LINENO: $BASH_COMMAND failed (exit $?)"; cat "$WORK/openssl.log" 2>/dev/null | tail -20; FAILS=$((FAILS + 1))' ERR
 C="$WORK/certs"
 mkdir -p "$C"
 cd "$C"
-ossl() { openssl "$@" 2>/dev/null; }
+ossl() { openssl "$@" 2>>"$WORK/openssl.log"; }
 key() { ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
 ca() {  # ca NAME
   key "$1.key"

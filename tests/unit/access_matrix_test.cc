@@ -494,5 +494,18 @@ TEST_F(AccessMatrix, AnAgentTokenOnlyWorks) {
   EXPECT_TRUE(agent->Heartbeat(own_.agent).ok());
 }
 
+// Another principal with the agent role cannot take an agent's work stream over (it would
+// get the agent's pushes): refused before the stream is registered.
+TEST_F(AccessMatrix, AnotherPrincipalCannotTakeOverAWorkStream) {
+  auto owner = As(creds_[7].token);  // agent@*, registered own_.agent
+  auto thief = As(creds_[1].token);  // agent@team-a
+  auto stream = thief->OpenWorkStream(own_.agent);
+  v1::WorkItem item;
+  EXPECT_FALSE(stream->Read(&item));
+  absl::Status st = stream->Finish();
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+  EXPECT_TRUE(owner->Heartbeat(own_.agent).ok());
+}
+
 }  // namespace
 }  // namespace drover

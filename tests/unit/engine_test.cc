@@ -849,6 +849,34 @@ TEST_F(QuotaTest, UnlistedTenantsShareTheDefaultQuotaEachOnItsOwn) {
   EXPECT_FALSE(engine_->probe().rejected_quota.contains("a"));  // not a metric label
 }
 
+TEST_F(QuotaTest, ABatchNamingManyNewTenantsTakesEachOnesTokens) {
+  EngineOptions o = BaseOptions();
+  o.default_quota = {10, 10, 0};
+  Reset(o);
+  std::vector<v1::TaskSpec> many;
+  for (int i = 0; i < 40; ++i) many.push_back(Of(absl::StrCat("t", i)));  // the map grows
+  ASSERT_TRUE(TrySubmitBatch(many).ok());
+  std::vector<v1::TaskSpec> ten(10, Of("t7"));
+  EXPECT_FALSE(TrySubmitBatch(ten).ok()) << "t7 has 9 tokens left";
+  std::vector<v1::TaskSpec> nine(9, Of("t7"));
+  EXPECT_TRUE(TrySubmitBatch(nine).ok());
+}
+
+TEST_F(QuotaTest, AWorkflowCountsAgainstItsOwnTenant) {
+  v1::WorkflowSpec wf;
+  wf.set_tenant("capped");
+  for (int i = 0; i < 4; ++i) {
+    v1::WorkflowStep* step = wf.add_steps();
+    step->set_name(absl::StrCat("s", i));
+    step->mutable_task()->set_type("build");
+  }
+  EXPECT_TRUE(HasError(engine_->SubmitWorkflow(wf).status(), absl::StatusCode::kResourceExhausted,
+                       "tenants.capped.max_outstanding"));
+  wf.mutable_steps()->RemoveLast();
+  EXPECT_TRUE(engine_->SubmitWorkflow(wf).ok());
+  EXPECT_EQ(engine_->outstanding("capped"), 3);
+}
+
 TEST_F(QuotaTest, OutstandingCountsSurviveARestartAndReprocessing) {
   for (int i = 0; i < 3; ++i) ASSERT_NE(Submit(Of("capped")), 0u);
   Restart(engine_->options());
