@@ -32,6 +32,7 @@ struct World {
     core::EngineOptions o;
     o.capacity = 10'000;
     o.tenant_quotas["q"] = {5, 5, 20};
+    o.default_quota = {1000, 50, 0};  // every tenant a bucket: batches naming many tenants
     engine = std::make_unique<core::Engine>(o, clock);
     engine->FinishRecovery(0);
   }
