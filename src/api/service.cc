@@ -49,49 +49,6 @@ absl::Status Hidden(const char* kind, uint64_t id, const char* field = "id") {
 
 }  // namespace
 
-absl::StatusOr<std::string> Service::NarrowTenant(const auth::Caller& caller, auth::Perm perm,
-                                                  const std::string& named) {
-  if (!named.empty() || caller.CanEverywhere(perm)) return named;  // named: the gate checked it
-  std::vector<std::string> tenants = caller.TenantsWith(perm);
-  if (tenants.size() == 1) return tenants[0];
-  return absl::InvalidArgumentError(absl::StrCat("tenant: required: ", caller.name(), " may ",
-                                                 auth::PermName(perm), " in several tenants (",
-                                                 absl::StrJoin(tenants, ", "), "); name one"));
-}
-
-absl::Status Service::CheckAgentOwner(const auth::Caller& caller, uint64_t agent_id) const {
-  const auth::Principal* p = caller.principal();
-  if (p != nullptr && p->unrestricted) return absl::OkStatus();
-  std::lock_guard<std::mutex> lk(owners_mu_);
-  auto it = agent_owners_.find(agent_id);
-  if (it == agent_owners_.end() || p == nullptr || it->second != OwnerKey(caller)) {
-    // The engine's answer for an unknown agent, word for word.
-    return absl::NotFoundError(absl::StrCat("agent_id: agent ", agent_id, " not registered"));
-  }
-  return absl::OkStatus();
-}
-
-std::string Service::OwnerKey(const auth::Caller& caller) {
-  const auth::Principal* p = caller.principal();
-  if (p == nullptr) return "";
-  return p->token_id.empty() ? p->credential : p->token_id;
-}
-
-void Service::Redact(const auth::Caller& caller, v1::Task* task) const {
-  if (hidden_.empty()) return;
-  const std::string& tenant = task->spec().tenant();
-  if (std::find(hidden_.begin(), hidden_.end(), tenant) == hidden_.end() &&
-      std::find(hidden_.begin(), hidden_.end(), "*") == hidden_.end()) {
-    return;
-  }
-  // Only a caller who may do nothing but read there is kept from the contents.
-  if ((caller.PermsIn(tenant) & ~static_cast<uint32_t>(auth::kRead)) != 0) return;
-  task->mutable_spec()->clear_payload();
-  task->clear_result();
-  task->clear_checkpoint();
-  task->set_contents_hidden(true);
-}
-
 // Runs `body` on the engine thread; its answer is delivered once its batch commits.
 template <typename T, typename F>
 static void RunOn(Runtime& runtime, Reply<T> done, F body, Runtime::Lane lane = Runtime::kRequest) {
@@ -157,12 +114,7 @@ static void FromStore(Batch& batch, store::Store& store, uint64_t id, absl::Stat
 
 void Service::GetTask(const auth::Caller& caller, const v1::GetTaskRequest& req,
                       Reply<v1::Task> done) {
-  if (Redacts()) {
-    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::Task> r) {
-      if (r.ok()) Redact(caller, &*r);
-      done(std::move(r));
-    };
-  }
+  done = Redacting(caller, std::move(done));
   auto shared = std::make_shared<Reply<v1::Task>>(std::move(done));
   store::Store& store = store_;
   const bool queued =
@@ -189,14 +141,7 @@ void Service::GetTask(const auth::Caller& caller, const v1::GetTaskRequest& req,
 
 void Service::ListTasks(const auth::Caller& caller, const v1::ListTasksRequest& req,
                         Reply<v1::ListTasksResponse> done) {
-  if (Redacts()) {
-    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::ListTasksResponse> r) {
-      if (r.ok()) {
-        for (v1::Task& t : *r->mutable_tasks()) Redact(caller, &t);
-      }
-      done(std::move(r));
-    };
-  }
+  done = Redacting(caller, std::move(done));
   auto tenant = NarrowTenant(caller, auth::kRead, req.tenant());
   if (!tenant.ok()) return done(tenant.status());
   RunOn<v1::ListTasksResponse>(
@@ -238,12 +183,7 @@ void Service::CancelTask(const auth::Caller& caller, const v1::CancelTaskRequest
 
 void Service::WaitTask(const auth::Caller& caller, const v1::WaitTaskRequest& req,
                        Reply<v1::WaitTaskResponse> done) {
-  if (Redacts()) {
-    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::WaitTaskResponse> r) {
-      if (r.ok()) Redact(caller, r->mutable_task());
-      done(std::move(r));
-    };
-  }
+  done = Redacting(caller, std::move(done));
   if (req.timeout_ms() < 0 || req.timeout_ms() > 3'600'000) {
     done(absl::InvalidArgumentError(
         absl::StrCat("timeout_ms: must be 0 (30 s) to 3600000 (1 h), got ", req.timeout_ms())));
@@ -700,14 +640,7 @@ void Service::Stats(const auth::Caller& caller, Reply<v1::StatsResponse> done) {
 
 void Service::ListDeadLetters(const auth::Caller& caller, const v1::ListDeadLettersRequest& req,
                               Reply<v1::ListTasksResponse> done) {
-  if (Redacts()) {
-    done = [this, caller, done = std::move(done)](absl::StatusOr<v1::ListTasksResponse> r) {
-      if (r.ok()) {
-        for (v1::Task& t : *r->mutable_tasks()) Redact(caller, &t);
-      }
-      done(std::move(r));
-    };
-  }
+  done = Redacting(caller, std::move(done));
   auto tenant = NarrowTenant(caller, auth::kRead, req.tenant());
   if (!tenant.ok()) return done(tenant.status());
   RunOn<v1::ListTasksResponse>(

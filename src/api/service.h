@@ -150,6 +150,10 @@ class Service {
   // Leaves a task's payload, result and checkpoint out for a viewer of a hidden tenant.
   void Redact(const auth::Caller& caller, v1::Task* task) const;
   bool Redacts() const { return !hidden_.empty(); }
+  // `done`, redacting the task(s) of its answer for `caller` (Task, WaitTaskResponse or
+  // ListTasksResponse); `done` itself when nothing is hidden.
+  template <typename T>
+  Reply<T> Redacting(const auth::Caller& caller, Reply<T> done) const;
 
   Runtime& runtime_;
   store::Store& store_;

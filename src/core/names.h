@@ -6,10 +6,17 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "drover/v1/drover.pb.h"
 
 namespace drover::core::internal {
 
 inline constexpr size_t kMaxNameLen = 64;
+
+// A priority as queues and admission rank it: unspecified is normal.
+inline int EffectivePriority(v1::Priority p) {
+  return p == v1::PRIORITY_UNSPECIFIED ? static_cast<int>(v1::PRIORITY_NORMAL)
+                                       : static_cast<int>(p);
+}
 // depends_on + depends_on_finished of one task: a reducer may have a parent per item of the
 // largest batch.
 inline constexpr int kMaxParents = 100'000;
