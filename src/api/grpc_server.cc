@@ -201,31 +201,34 @@ CallMeta GrpcMeta(CallbackServerContext* ctx, absl::string_view method) {
 // One unary RPC handled by the Service method of the same name: the gate admits the call
 // (or answers its refusal), then the Service method gets the caller, the request (or none)
 // and a Finisher that writes the response. Each service class below is a table of these.
-#define DROVER_UNARY(Method, Request, Response)                                  \
-  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req, \
-                             v1::Response* resp) override {                      \
-    auto* r = ctx->DefaultReactor();                                             \
-    static const std::string kMethod = std::string(kService) + "/" #Method;      \
-    auto caller = gate_.Admit(GrpcMeta(ctx, kMethod), req);                      \
-    if (!caller.ok()) {                                                          \
-      r->Finish(ToGrpc(caller.status()));                                        \
-      return r;                                                                  \
-    }                                                                            \
-    s_.Method(*caller, *req, Finisher(ctx, r, resp));                            \
-    return r;                                                                    \
+// Admits a unary call through the gate, then hands the caller and a Finisher to `call`
+// (the Service method), or answers the refusal.
+template <typename Req, typename Resp, typename Call>
+ServerUnaryReactor* Admitted(CallbackServerContext* ctx, Gate& gate, const std::string& method,
+                             const Req* req, Resp* resp, Call call) {
+  auto* r = ctx->DefaultReactor();
+  auto caller = gate.Admit(GrpcMeta(ctx, method), req);
+  if (!caller.ok()) {
+    r->Finish(ToGrpc(caller.status()));
+    return r;
   }
-#define DROVER_UNARY_NO_REQUEST(Method, Request, Response)                       \
-  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req, \
-                             v1::Response* resp) override {                      \
-    auto* r = ctx->DefaultReactor();                                             \
-    static const std::string kMethod = std::string(kService) + "/" #Method;      \
-    auto caller = gate_.Admit(GrpcMeta(ctx, kMethod), req);                      \
-    if (!caller.ok()) {                                                          \
-      r->Finish(ToGrpc(caller.status()));                                        \
-      return r;                                                                  \
-    }                                                                            \
-    s_.Method(*caller, Finisher(ctx, r, resp));                                  \
-    return r;                                                                    \
+  call(*caller, Finisher(ctx, r, resp));
+  return r;
+}
+
+#define DROVER_UNARY(Method, Request, Response)                                           \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req,          \
+                             v1::Response* resp) override {                               \
+    static const std::string kMethod = std::string(kService) + "/" #Method;               \
+    return Admitted(ctx, gate_, kMethod, req, resp,                                       \
+                    [&](const auth::Caller& c, auto done) { s_.Method(c, *req, done); }); \
+  }
+#define DROVER_UNARY_NO_REQUEST(Method, Request, Response)                          \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req,    \
+                             v1::Response* resp) override {                         \
+    static const std::string kMethod = std::string(kService) + "/" #Method;         \
+    return Admitted(ctx, gate_, kMethod, req, resp,                                 \
+                    [&](const auth::Caller& c, auto done) { s_.Method(c, done); }); \
   }
 #define DROVER_SERVICE_MEMBERS \
   api::Service& s_;            \
