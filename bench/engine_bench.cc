@@ -7,10 +7,14 @@
 //
 //   engine_bench [--tasks N] [--batch B] [--types T] [--agents A] [--slots S]
 //                [--inflight F] [--db PATH|:memory-store:] [--durability normal|full] [--direct]
+//                [--events off|notable|all]
 //
 // By default (no --inflight) the commands go through api::Runtime exactly as in drover
 // serve: engine thread, group-committing store thread, acks and pushes after commit.
 // --direct (and --inflight) drive the engine and the store from one thread, round by round.
+// --events sets which task changes go to the event log (default notable, as drover serve);
+// through the Runtime the events are written with each commit and published to an event
+// hub, as in drover serve (bench/run_events.sh compares the levels back to back).
 //
 // Prints one line of figures. Also: --recover-only reopens the database and times
 // recovery; --queue-only N queues N tasks and prints resident memory (bench/run_all.sh
@@ -55,6 +59,7 @@ struct Args {
   std::string durability = "normal";
   bool recover_only = false;
   bool direct = false;  // engine and store on one thread, no runtime
+  std::string events = "notable";
 };
 
 int64_t RssKiB() {
@@ -99,6 +104,8 @@ Args Parse(int argc, char** argv) {
       a.recover_only = true;
     else if (k == "--direct")
       a.direct = true;
+    else if (k == "--events")
+      a.events = next();
     else {
       fmt::print(stderr, "unknown flag {}\n", k);
       std::exit(2);
@@ -163,9 +170,11 @@ class LeaseSink final : public drover::api::PushSink {
 int RunThroughRuntime(const Args& a, drover::store::Store& store, drover::core::EngineOptions opts,
                       const drover::Clock& clock) {
   Engine engine(opts, clock);
+  drover::obs::EventHub hub;
   drover::api::Runtime runtime(engine, store, 1'000'000);
   LeaseSink sink;
   runtime.SetPushSink(&sink);
+  runtime.SetEventHub(&hub);
   runtime.Start();
   std::atomic<int> registered{0};
   for (int i = 0; i < a.agents; ++i) {
@@ -225,11 +234,12 @@ int RunThroughRuntime(const Args& a, drover::store::Store& store, drover::core::
   const auto ss = store.Stats();
   fmt::print(
       "engine+runtime+{}: {} tasks submitted, dispatched and completed in {:.2f} s = {:.0f} "
-      "tasks/s ({} types, {} agents x {} slots, batch {}; {} commits, {} rows, commit p50 "
-      "{:.2f} ms; rss {:.0f} MiB)\n",
+      "tasks/s ({} types, {} agents x {} slots, batch {}; {} commits, {} rows, {} events ({}), "
+      "commit p50 {:.2f} ms; rss {:.0f} MiB)\n",
       a.db == ":memory-store:" ? "memory-store" : absl::StrCat("sqlite(", a.durability, ")"),
       completed.load(), secs, completed.load() / secs, a.types, a.agents, a.slots, a.batch,
-      ss.commits, ss.rows_written, rs.commit_seconds.Quantile(0.5) * 1000, RssKiB() / 1024.0);
+      ss.commits, ss.rows_written, ss.event_rows_written, a.events,
+      rs.commit_seconds.Quantile(0.5) * 1000, RssKiB() / 1024.0);
   return engine.probe().succeeded == a.tasks ? 0 : 1;
 }
 
@@ -257,6 +267,14 @@ int main(int argc, char** argv) {
   drover::core::EngineOptions opts;
   opts.capacity = std::max<int64_t>(2'000'000, a.queue_only + 1);
   opts.max_batch = static_cast<size_t>(std::max(a.batch, 10'000));
+  if (a.events == "off") {
+    opts.task_events = drover::core::TaskEvents::kOff;
+  } else if (a.events == "all") {
+    opts.task_events = drover::core::TaskEvents::kAll;
+  } else if (a.events != "notable") {
+    fmt::print(stderr, "--events: '{}' is not off, notable or all\n", a.events);
+    return 2;
+  }
 
   if (a.recover_only) {
     const int64_t rss_before = RssKiB();

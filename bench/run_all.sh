@@ -15,6 +15,9 @@ echo "== engine + SQLite store, one process, durability on (acks after commit)"
 # comes back only after its lease's commit, push, completion and the completion's commit.
 "$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --agents 16 --slots 640 \
   --db "$TMP/engine.db"
+echo "== the same with every task change in the event log (events.tasks all; bench/run_events.sh compares)"
+"$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --agents 16 --slots 640 \
+  --db "$TMP/engine-events.db" --events all
 "$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --direct --db "$TMP/engine1.db"
 echo "== the same with 50 agent types and 10,000 tasks in flight"
 "$BIN/engine_bench" --tasks "$(big 500000 20000)" --batch 1000 --types 50 --agents 100 \

@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev
   libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format clang openssl
   libtorch-dev libxgboost-dev libpq-dev postgresql-15 pgbouncer
-  prometheus sqlite3 curl procps python3 python3-pytest
+  prometheus sqlite3 curl procps python3 python3-pytest python3-jsonschema python3-yaml
   podman runc busybox-static
 )
 

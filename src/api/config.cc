@@ -295,6 +295,25 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     o.audit_retention = absl::Milliseconds(a.audit_retention_ms());
   }
   o.public_metrics = a.public_metrics();
+  const v1::EventsConfig& ev = c.events();
+  if (ev.tasks() == "all") {
+    o.engine.task_events = core::TaskEvents::kAll;
+  } else if (ev.tasks() == "off") {
+    o.engine.task_events = core::TaskEvents::kOff;
+  } else if (!ev.tasks().empty() && ev.tasks() != "notable") {
+    return Bad(source, "events.tasks",
+               absl::StrCat("'", ev.tasks().substr(0, 40), "' is not notable, all or off"));
+  }
+  if (ev.retention_ms() == -1) {
+    o.event_retention = absl::InfiniteDuration();
+  } else if (ev.retention_ms() != 0) {
+    constexpr int64_t kTenYearsMs = 10LL * 365 * 24 * 3600 * 1000;
+    if (ev.retention_ms() < 1000 || ev.retention_ms() > kTenYearsMs) {
+      return Bad(source, "events.retention_ms",
+                 "must be 1000 (1 second) to 315360000000 (10 years), or -1 to keep them forever");
+    }
+    o.event_retention = absl::Milliseconds(ev.retention_ms());
+  }
   for (const auto& [cn, cp] : a.certificates()) {
     const std::string key = absl::StrCat("auth.certificates.", cn.substr(0, 64));
     if (cn.empty() || cn.size() > 255) return Bad(source, key, "a common name is 1 to 255 bytes");

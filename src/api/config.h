@@ -41,6 +41,9 @@ struct ServeOptions {
   // listen addresses are accepted).
   bool auth = true;
   absl::Duration audit_retention = absl::Hours(24 * 90);
+  // The event log (events.*): kept this long; which task changes go in it is
+  // engine.task_events.
+  absl::Duration event_retention = absl::Hours(24 * 7);
   bool public_metrics = false;
   // Client certificates as principals: common name -> grants (auth.certificates).
   std::map<std::string, std::vector<drover::v1::Grant>> certificate_principals;

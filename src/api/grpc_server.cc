@@ -324,6 +324,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   DROVER_UNARY(ImportLoadHistory, ImportLoadHistoryRequest, ImportLoadHistoryResponse)
   DROVER_UNARY_NO_REQUEST(ListAgents, ListAgentsRequest, ListAgentsResponse)
   DROVER_UNARY(GetCluster, GetClusterRequest, ClusterStatus)
+  DROVER_UNARY(ListEvents, ListEventsRequest, ListEventsResponse)
 
  private:
   DROVER_SERVICE_MEMBERS;

@@ -156,6 +156,28 @@ absl::Status BuildAudit(const httplib::Request& req, v1::ListAuditRequest* r) {
   return absl::OkStatus();
 }
 
+absl::Status BuildEvents(const httplib::Request& req, v1::ListEventsRequest* r) {
+  int64_t task = 0, workflow = 0, since = 0, page_size = 0, wait = 0;
+  r->set_type(req.get_param_value("type"));
+  r->set_pool(req.get_param_value("pool"));
+  r->set_tenant(req.get_param_value("tenant"));
+  r->set_page_token(req.get_param_value("page_token"));
+  for (absl::Status st :
+       {ParseIntParam(req, "task_id", &task), ParseIntParam(req, "workflow_id", &workflow),
+        ParseIntParam(req, "since_unix_ms", &since), ParseIntParam(req, "page_size", &page_size),
+        ParseIntParam(req, "wait_ms", &wait)}) {
+    if (!st.ok()) return st;
+  }
+  if (task < 0) return absl::InvalidArgumentError("task_id: must be >= 0");
+  if (workflow < 0) return absl::InvalidArgumentError("workflow_id: must be >= 0");
+  r->set_task_id(static_cast<uint64_t>(task));
+  r->set_workflow_id(static_cast<uint64_t>(workflow));
+  r->set_since_unix_ms(since);
+  r->set_page_size(ClampInt32(page_size));
+  r->set_wait_ms(wait);
+  return absl::OkStatus();
+}
+
 absl::Status DecodeForRoute(const auth::HttpRoute& route, const httplib::Request& req,
                             pb::Message* msg) {
   const std::string pattern(route.pattern);
@@ -184,6 +206,7 @@ absl::Status DecodeForRoute(const auth::HttpRoute& route, const httplib::Request
   if (auto* r = as((v1::GetLoadHistoryRequest*)nullptr)) return BuildHistory(req, r);
   if (auto* r = as((v1::RevokeTokenRequest*)nullptr)) return BuildRevoke(req, r);
   if (auto* r = as((v1::ListAuditRequest*)nullptr)) return BuildAudit(req, r);
+  if (auto* r = as((v1::ListEventsRequest*)nullptr)) return BuildEvents(req, r);
   return absl::OkStatus();  // routes without a request (stats, health, ...)
 }
 

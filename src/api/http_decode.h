@@ -34,6 +34,7 @@ absl::Status BuildListTokens(const httplib::Request& req, v1::ListTokensRequest*
 absl::Status BuildWhoAmI(const httplib::Request& req, v1::WhoAmIRequest* r);
 absl::Status BuildRevoke(const httplib::Request& req, v1::RevokeTokenRequest* r);
 absl::Status BuildAudit(const httplib::Request& req, v1::ListAuditRequest* r);
+absl::Status BuildEvents(const httplib::Request& req, v1::ListEventsRequest* r);
 
 // The request of `route`, decoded from `req` as its handler does (path id, query or body);
 // `msg` is of the route's method's request type. For the fuzz target and tests.

@@ -1,6 +1,9 @@
 #include "api/http_server.h"
 
+#include <algorithm>
+#include <atomic>
 #include <future>
+#include <memory>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -239,6 +242,33 @@ HttpServer::Handler QueryRoute(Service* svc,
   };
 }
 
+// GET /v1/events: a long poll holds one of the server's fixed threads for up to wait_ms, so
+// at most `slots` of them wait at once; beyond that a call is answered at once (wait_ms 0)
+// and its reader simply asks again.
+HttpServer::Handler EventsRoute(Service* svc, std::shared_ptr<std::atomic<int>> slots) {
+  return [svc, slots](const httplib::Request& req, httplib::Response& res,
+                      const HttpServer::Admit& admit) {
+    v1::ListEventsRequest r;
+    absl::Status st = BuildEvents(req, &r);
+    auto caller = admit(&r);
+    if (!caller.ok()) return WriteError(res, caller.status());
+    if (!st.ok()) return WriteError(res, st);
+    bool took = false;
+    if (r.wait_ms() > 0) {
+      if (slots->fetch_sub(1) > 0) {
+        took = true;
+      } else {
+        slots->fetch_add(1);
+        r.set_wait_ms(0);
+      }
+    }
+    Answer(res, Await<v1::ListEventsResponse>([&](Reply<v1::ListEventsResponse> done) {
+             svc->ListEvents(*caller, r, std::move(done));
+           }));
+    if (took) slots->fetch_add(1);
+  };
+}
+
 }  // namespace
 
 void HttpServer::Routes() {
@@ -294,6 +324,8 @@ void HttpServer::Routes() {
       QueryRoute(svc, &S::RevokeToken, &BuildRevoke));
   Add("GET", "/v1/whoami", QueryRoute(svc, &S::WhoAmI, &BuildWhoAmI));
   Add("GET", "/v1/audit", QueryRoute(svc, &S::ListAudit, &BuildAudit));
+  Add("GET", "/v1/events",
+      EventsRoute(svc, std::make_shared<std::atomic<int>>(std::max(1, threads_ / 2))));
 
   Add("GET", "/healthz", NoRequestRoute(svc, &S::Health));
   Add("GET", "/readyz", NoRequestRoute(svc, &S::Ready));

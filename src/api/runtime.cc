@@ -29,6 +29,14 @@ Runtime::~Runtime() { Stop(); }
 void Runtime::Start() {
   if (started_) return;
   started_ = true;
+  // The event log goes on from the last stored seq (the store is not in use yet).
+  if (absl::StatusOr<int64_t> max = store_.MaxEventSeq(); max.ok()) {
+    next_event_seq_ = *max + 1;
+    if (hub_ != nullptr) hub_->Reset(*max, absl::ToUnixMillis(absl::Now()));
+  } else {
+    fmt::print(stderr, "drover: the event log cannot be read ({}); no events are written\n",
+               max.status().ToString());
+  }
   store_thread_ = std::thread([this] { StoreLoop(); });
   engine_thread_ = std::thread([this] { EngineLoop(); });
 }
@@ -153,6 +161,29 @@ absl::Status Runtime::AppendMeta(std::string key, std::string value,
   }
   store_cv_.notify_one();
   return absl::OkStatus();
+}
+
+void Runtime::AppendEvent(drover::v1::Event event) {
+  if (event.unix_ms() == 0) event.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+  {
+    std::lock_guard<std::mutex> lk(store_mu_);
+    if (store_stopping_ || pending_events_.size() >= kMaxPendingEvents) {
+      std::lock_guard<std::mutex> slk(stats_mu_);
+      stats_.events_dropped++;
+      return;
+    }
+    pending_events_.push_back(std::move(event));
+  }
+  store_cv_.notify_one();
+}
+
+void Runtime::AddEvents(std::vector<drover::v1::Event>& events, store::WriteBatch& batch) {
+  if (next_event_seq_ == 0) return;
+  for (drover::v1::Event& e : events) {
+    e.set_seq(next_event_seq_++);
+    store::EventRow& row = batch.events.emplace_back(obs::EventKey(e));
+    e.SerializeToString(&row.blob);
+  }
 }
 
 bool Runtime::ReadLoadHistory(std::string pool, int64_t from_minute, int64_t to_minute,
@@ -295,7 +326,10 @@ void Runtime::EngineLoop() {
     cmds.clear();
     ExpireWaiters(pending);
     BuildBatch(batch, pending);
-    if (pending.writes.empty() && pending.pushes.empty() && pending.callbacks.empty()) continue;
+    if (pending.writes.empty() && pending.pushes.empty() && pending.callbacks.empty() &&
+        pending.events.empty()) {
+      continue;
+    }
     std::unique_lock<std::mutex> lk(store_mu_);
     store_space_cv_.wait(lk, [&] { return store_queue_.size() < kMaxPendingBatches; });
     store_queue_.push_back(std::move(pending));
@@ -309,6 +343,14 @@ void Runtime::PruneLoadHistory(absl::Time now) {
     absl::StatusOr<int64_t> r = store_.PruneAudit(absl::ToUnixMillis(now - prune_.audit_retention));
     if (!r.ok()) {
       fmt::print(stderr, "drover: pruning old audit records from the store failed: {}\n",
+                 r.status().ToString());
+    }
+  }
+  if (prune_.event_retention != absl::InfiniteDuration()) {
+    absl::StatusOr<int64_t> r =
+        store_.PruneEvents(absl::ToUnixMillis(now - prune_.event_retention));
+    if (!r.ok()) {
+      fmt::print(stderr, "drover: pruning old events from the store failed: {}\n",
                  r.status().ToString());
     }
   }
@@ -408,6 +450,8 @@ void Runtime::StoreLoop() {
   std::deque<PendingBatch> work;
   std::vector<store::LoadMinute> load;
   std::vector<store::AuditRow> audit;
+  std::vector<drover::v1::Event> events;  // from other threads
+  std::vector<drover::v1::Event> published;
   std::vector<std::pair<std::string, std::string>> meta;
   std::vector<std::function<void(const absl::Status&)>> load_done;
   store::WriteBatch merged;
@@ -419,7 +463,7 @@ void Runtime::StoreLoop() {
       std::unique_lock<std::mutex> lk(store_mu_);
       auto idle = [&] {
         return store_queue_.empty() && pending_load_.empty() && pending_load_done_.empty() &&
-               pending_audit_.empty() && pending_meta_.empty();
+               pending_audit_.empty() && pending_meta_.empty() && pending_events_.empty();
       };
       auto ready = [&] { return !idle() || store_stopping_; };
       if (next_prune == absl::InfiniteFuture()) {
@@ -432,21 +476,28 @@ void Runtime::StoreLoop() {
       load.swap(pending_load_);
       load_done.swap(pending_load_done_);
       audit.swap(pending_audit_);
+      events.swap(pending_events_);
       meta.swap(pending_meta_);
     }
     // A prune step is due: run it here, between commits, whether or not batches wait (a
     // busy server must prune too; one step is a few milliseconds).
     if (const absl::Time now = absl::Now(); now >= next_prune) next_prune = MaybePrune(now);
-    if (work.empty() && load.empty() && load_done.empty() && audit.empty() && meta.empty()) {
+    if (work.empty() && load.empty() && load_done.empty() && audit.empty() && meta.empty() &&
+        events.empty()) {
       continue;
     }
     store_space_cv_.notify_all();
     // Everything that waited is committed in one transaction (group commit).
     merged.clear();
+    published.clear();
     size_t commands = 0;
     for (PendingBatch& p : work) {
       commands += p.commands;
+      // Events in commit order: each batch's, then those from other threads.
+      AddEvents(p.events, merged);
+      for (auto& e : p.events) published.push_back(std::move(e));
       if (work.size() == 1) {
+        p.writes.events.swap(merged.events);
         merged = std::move(p.writes);
         break;
       }
@@ -459,6 +510,8 @@ void Runtime::StoreLoop() {
     // so do the meta rows of tokens (after the engine's: keys never overlap).
     merged.load.swap(load);
     merged.audit.swap(audit);
+    AddEvents(events, merged);
+    for (auto& e : events) published.push_back(std::move(e));
     for (auto& m : meta) merged.meta.push_back(std::move(m));
     absl::Status st;
     const absl::Time start = absl::Now();
@@ -472,17 +525,28 @@ void Runtime::StoreLoop() {
       // A group of load rows alone carries no command.
       if (!work.empty()) stats_.batch_commands.Observe(static_cast<double>(commands));
       if (!st.ok()) stats_.commit_failures++;
+      if (st.ok()) stats_.events_written += static_cast<int64_t>(merged.events.size());
     }
     if (!st.ok()) {
       fmt::print(stderr, "drover: store commit failed: {}\n", st.ToString());
       st = absl::UnavailableError(
           absl::StrCat("store commit failed (", st.message(), "); restart drover serve"));
     }
-    for (PendingBatch& p : work) {
-      // Events are logged once their batch is durable (a structured line each).
-      for (const std::string& e : p.events) {
-        fmt::print(stderr, "drover: event {}\n", e);
+    if (st.ok() && !merged.events.empty()) {
+      // Once durable: breakers and preemptions also go to the log for operators, and every
+      // event to the followers.
+      for (const drover::v1::Event& e : published) {
+        if (e.type() == "agent.breaker" || e.type() == "task.preempted") {
+          fmt::print(stderr, "drover: event {} {}{}: {}\n", e.seq(), e.type(),
+                     e.task_id() != 0 ? absl::StrCat(" task ", e.task_id())
+                                      : absl::StrCat(" agent ", e.agent_id()),
+                     e.message());
+        }
       }
+      if (hub_ != nullptr) hub_->Publish(std::move(published));
+      published.clear();
+    }
+    for (PendingBatch& p : work) {
       if (st.ok() && sink_ != nullptr) {
         for (const auto& push : p.pushes) sink_->Push(push.agent, push.item);
       }
@@ -492,6 +556,7 @@ void Runtime::StoreLoop() {
     work.clear();
     load.clear();
     audit.clear();
+    events.clear();
     meta.clear();
     load_done.clear();
     if (!st.ok()) {

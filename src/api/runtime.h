@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/engine.h"
+#include "obs/events.h"
 #include "store/store.h"
 #include "util/histogram.h"
 
@@ -61,6 +62,7 @@ struct PruneOptions {
   absl::Duration retention = absl::InfiniteDuration();  // infinite: never prune
   absl::Duration load_history_retention = absl::InfiniteDuration();
   absl::Duration audit_retention = absl::InfiniteDuration();
+  absl::Duration event_retention = absl::InfiniteDuration();
   absl::Duration sweep_interval = absl::Minutes(1);
   absl::Duration step_pause = absl::Milliseconds(100);
   int64_t rows_per_step = 5'000;
@@ -75,6 +77,8 @@ struct RuntimeStats {
   int64_t prune_failures = 0;
   int64_t sweeps_completed = 0;
   int64_t load_prune_failures = 0;
+  int64_t events_written = 0;
+  int64_t events_dropped = 0;  // AppendEvent refused: too many waited for the store
   Histogram commit_seconds{Histogram::LatencyBounds()};
   Histogram batch_commands{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384}};
 };
@@ -87,6 +91,8 @@ class Runtime {
   ~Runtime();
 
   void SetPushSink(PushSink* sink) { sink_ = sink; }
+  // Before Start(): where committed events are published (followers, long polls).
+  void SetEventHub(obs::EventHub* hub) { hub_ = hub; }
   // Before Start(). Without it, nothing is pruned.
   void SetPruning(const PruneOptions& options) { prune_ = options; }
   // The first minute (Unix time / 60) whose load row the retention keeps at `now`: the
@@ -147,6 +153,13 @@ class Runtime {
   absl::Status AppendMeta(std::string key, std::string value,
                           std::function<void(const absl::Status&)> done = nullptr);
 
+  // An event of the event log (docs/events.md) from outside the engine (pools, the
+  // configuration), from any thread: queued for the next commit, given its seq there and
+  // published once durable. unix_ms 0 is stamped now. Never blocks: when
+  // kMaxPendingEvents already wait the event is dropped and counted (events_dropped).
+  static constexpr size_t kMaxPendingEvents = 100'000;
+  void AppendEvent(drover::v1::Event event);
+
   // Reads `pool`'s rows with from_minute <= minute < to_minute, in minute order, at most
   // `max_rows` (0: all), on the store thread once everything queued before this call is
   // committed (rows appended earlier are seen). `done` runs there with the rows (it must
@@ -174,7 +187,7 @@ class Runtime {
   struct PendingBatch {
     store::WriteBatch writes;
     std::vector<core::Outbox::Push> pushes;
-    std::vector<std::string> events;
+    std::vector<drover::v1::Event> events;
     std::vector<std::function<void(const absl::Status&)>> callbacks;
     size_t commands = 0;
   };
@@ -198,7 +211,13 @@ class Runtime {
   store::Store& store_;
   const size_t queue_limit_;
   PushSink* sink_ = nullptr;
+  obs::EventHub* hub_ = nullptr;
   PruneOptions prune_;
+  // Store thread only (set in Start): the seq the next event gets; 0 while the event log
+  // could not be read (then no event is written).
+  int64_t next_event_seq_ = 0;
+  // Store thread: gives `events` their seqs and adds them to `batch`.
+  void AddEvents(std::vector<drover::v1::Event>& events, store::WriteBatch& batch);
   // Store thread only: where the sweep goes on.
   uint64_t prune_cursor_ = 0;
 
@@ -214,6 +233,7 @@ class Runtime {
   // Load rows from any thread, taken by the store thread with store_queue_.
   std::vector<store::LoadMinute> pending_load_;
   std::vector<store::AuditRow> pending_audit_;
+  std::vector<drover::v1::Event> pending_events_;
   std::vector<std::pair<std::string, std::string>> pending_meta_;
   std::vector<std::function<void(const absl::Status&)>> pending_load_done_;
   bool store_stopping_ = false;

@@ -33,6 +33,7 @@ struct Server::Impl {
   SystemClock clock;
   std::unique_ptr<store::Store> store;
   std::unique_ptr<core::Engine> engine;
+  obs::EventHub events;  // outlives the runtime that publishes to it
   std::unique_ptr<Runtime> runtime;
   auth::TokenRegistry tokens;
   std::unique_ptr<Gate> gate;
@@ -317,6 +318,7 @@ absl::StatusOr<std::unique_ptr<core::Engine>> RecoverEngine(store::Store& store,
   if (!batch.empty()) {
     if (absl::Status cst = store.Commit(batch); !cst.ok()) return cst;
   }
+  report->events = std::move(out.events);
   report->seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return engine;
 }
@@ -376,17 +378,35 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   impl->service->SetHiddenPayloads(options.hide_payloads_from_viewers);
   impl->grpc = std::make_unique<GrpcServer>(*impl->service, *impl->gate);
   impl->runtime->SetPushSink(&impl->grpc->sink());
+  impl->runtime->SetEventHub(&impl->events);
+  impl->service->SetEventHub(&impl->events);
   PruneOptions prune;
   prune.retention = options.store_retention;
   prune.load_history_retention = options.load_history_retention;
   prune.audit_retention = options.audit_retention;
+  prune.event_retention = options.event_retention;
   // Sweep at least ten times per retention period (a short retention is pruned promptly),
   // at most once a minute.
-  prune.sweep_interval =
-      std::clamp(std::min(options.store_retention, options.load_history_retention) / 10,
-                 absl::Milliseconds(100), absl::Minutes(1));
+  prune.sweep_interval = std::clamp(
+      std::min({options.store_retention, options.load_history_retention, options.event_retention}) /
+          10,
+      absl::Milliseconds(100), absl::Minutes(1));
   impl->runtime->SetPruning(prune);
   impl->runtime->Start();
+  {
+    v1::Event started;
+    started.set_type("server.started");
+    const RecoveryReport& r = impl->recovery;
+    started.set_message(absl::StrCat("epoch ", r.epoch, " on ", impl->store->Describe(), ": ",
+                                     r.tasks, " tasks recovered (", r.requeued,
+                                     " interrupted, back in the queue) in ",
+                                     fmt::format("{:.2f}", r.seconds), " s"));
+    (*started.mutable_attrs())["epoch"] = absl::StrCat(r.epoch);
+    (*started.mutable_attrs())["pools"] = absl::StrCat(options.pools.size());
+    impl->runtime->AppendEvent(std::move(started));
+    for (v1::Event& e : impl->recovery.events) impl->runtime->AppendEvent(std::move(e));
+    impl->recovery.events.clear();
+  }
   if (absl::Status st = impl->grpc->Start(options.grpc_listen, options.tls); !st.ok()) {
     impl->runtime->Stop();
     return st;
@@ -491,6 +511,7 @@ void Server::Stop() {
   if (impl_->pools) impl_->pools->Stop();
   // Pending WaitTask calls are answered first; the transports wait for every call.
   impl_->runtime->ReleaseWaiters();
+  impl_->events.Shutdown();  // and the readers waiting for events
   if (impl_->http) impl_->http->Stop();
   impl_->grpc->Stop();
   impl_->runtime->Stop();

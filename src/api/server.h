@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "api/config.h"
@@ -26,6 +27,9 @@ struct RecoveryReport {
   int64_t workflows = 0;
   double seconds = 0;
   uint32_t epoch = 0;
+  // What recovery did, for the event log (tasks whose attempt the stop interrupted, back
+  // in the queue): written once the runtime runs.
+  std::vector<drover::v1::Event> events;
 };
 
 // Whether ServeOptions::store names a PostgreSQL database (postgres:// or postgresql://).

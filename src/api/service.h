@@ -130,6 +130,11 @@ class Service {
               Reply<v1::WhoAmIResponse> done);
   void ListAudit(const auth::Caller& caller, const v1::ListAuditRequest& req,
                  Reply<v1::ListAuditResponse> done);
+  // The event log (service_events.cc, docs/events.md): a page of events, from the hub's
+  // memory when it holds them, else from the store; with wait_ms, a long poll.
+  void ListEvents(const auth::Caller& caller, const v1::ListEventsRequest& req,
+                  Reply<v1::ListEventsResponse> done);
+  void SetEventHub(obs::EventHub* hub) { events_ = hub; }
 
  private:
   // Writes the pools defined through the API to the store meta, then answers.
@@ -157,6 +162,7 @@ class Service {
 
   Runtime& runtime_;
   store::Store& store_;
+  obs::EventHub* events_ = nullptr;
   // Which principal (token id) registered each agent; written on the engine thread.
   mutable std::mutex owners_mu_;
   absl::flat_hash_map<uint64_t, std::string> agent_owners_;

@@ -17,7 +17,9 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
   store::Store& store = store_;
   Runtime& runtime = runtime_;
   pool::PoolManager* pools = pools_;
-  const bool queued = runtime_.Post([shared, &store, &runtime, pools](Engine& e, Batch& batch) {
+  obs::EventHub* hub = events_;
+  const bool queued = runtime_.Post([shared, &store, &runtime, pools, hub](Engine& e,
+                                                                           Batch& batch) {
     obs::PromWriter w;
     w.Family("drover_tasks", "gauge", "Tasks known to the engine, by state.");
     for (int s = v1::TASK_STATE_WAITING; s <= v1::TASK_STATE_EXPIRED; ++s) {
@@ -29,6 +31,11 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
       w.Sample({{"type", key.first},
                 {"priority", core::PriorityName(static_cast<v1::Priority>(key.second))}},
                static_cast<double>(depth));
+    }
+    w.Family("drover_oldest_ready_task_age_seconds", "gauge",
+             "How long the oldest ready task of a type has waited for an agent.");
+    for (const auto& [type, age] : e.OldestReadyAges()) {
+      w.Sample({{"type", type}}, absl::ToDoubleSeconds(age));
     }
     w.Gauge("drover_outstanding_tasks", "Non-terminal tasks (admission control counts these).",
             static_cast<double>(e.outstanding()));
@@ -291,6 +298,10 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
             static_cast<double>(streams));
     w.Gauge("drover_agent_slots", "Task slots of registered agents.", static_cast<double>(slots));
     w.Gauge("drover_agent_slots_busy", "Task slots holding a lease.", static_cast<double>(busy));
+    if (hub != nullptr) {
+      w.Gauge("drover_event_waiters", "Readers waiting for the next event (long polls).",
+              static_cast<double>(hub->waiters()));
+    }
     w.Gauge("drover_command_queue_depth", "Requests waiting for the engine thread.",
             static_cast<double>(runtime.queue_depth()));
     auto text = std::make_shared<std::string>(w.text());
@@ -322,6 +333,13 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
                 "Load history rows deleted after load_history_retention_ms.", ss.load_rows_pruned);
       s.Counter("drover_load_history_prune_failures_total", "Load history prunes that failed.",
                 rs.load_prune_failures);
+      s.Counter("drover_events_written_total", "Events written to the event log.",
+                rs.events_written);
+      s.Counter("drover_events_dropped_total",
+                "Events from pools and the API dropped: too many waited for the store.",
+                rs.events_dropped);
+      s.Counter("drover_event_rows_pruned_total", "Events deleted after events.retention_ms.",
+                ss.event_rows_pruned);
       s.Family("drover_store_commit_seconds", "histogram", "Time to commit one group.");
       s.HistogramSample({}, rs.commit_seconds);
       s.Family("drover_engine_batch_commands", "histogram", "Commands per engine batch.");

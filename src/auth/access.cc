@@ -132,6 +132,10 @@ const std::vector<Rule>& Rules() {
       {"drover.v1.AdminService/GetLoadHistory", kRead, S::kGlobal, false},
       {"drover.v1.AdminService/ImportLoadHistory", kOperate, S::kGlobal, true},
       {"drover.v1.AdminService/GetCluster", kRead, S::kGlobal, false},
+      // Narrowed to the caller's tenant when it reads one only (events of no tenant —
+      // agents, pools — are then left out).
+      {"drover.v1.AdminService/ListEvents", kRead, S::kTenant, false,
+       Tenants<v1::ListEventsRequest>(Named<v1::ListEventsRequest>{})},
       // AuthService
       {"drover.v1.AuthService/CreateToken", kTokens, S::kTenant, true,
        Tenants<v1::CreateTokenRequest>(CreateToken{})},
@@ -183,6 +187,7 @@ const std::vector<HttpRoute>& HttpRoutes() {
       {"GET", "/v1/usage", "drover.v1.AdminService/GetUsage"},
       {"GET", "/v1/agents", "drover.v1.AdminService/ListAgents"},
       {"GET", "/v1/cluster", "drover.v1.AdminService/GetCluster"},
+      {"GET", "/v1/events", "drover.v1.AdminService/ListEvents"},
       {"GET", "/v1/pools", "drover.v1.AdminService/ListPools"},
       {"POST", "/v1/pools", "drover.v1.AdminService/ApplyPool"},
       {"POST", "/v1/pools:delete", "drover.v1.AdminService/DeletePool"},

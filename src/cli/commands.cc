@@ -25,6 +25,7 @@
 #include "api/server.h"
 #include "cli/auth_commands.h"
 #include "cli/common.h"
+#include "cli/events_command.h"
 #include "cli/fleet_commands.h"
 #include "cli/forecast_command.h"
 #include "cli/history_command.h"
@@ -441,6 +442,8 @@ int Main(int argc, char** argv) {
   fleet.Add(app);
   HistoryCommand history;
   history.Add(app);
+  EventsCommand events;
+  events.Add(app);
   ForecastCommand forecast;
   forecast.Add(app);
   SimulateCommand simulate;
@@ -534,6 +537,7 @@ int Main(int argc, char** argv) {
   if (workflows.parsed()) return workflows.Run(*c);
   if (fleet.parsed()) return fleet.Run(*c);
   if (history.parsed()) return history.Run(*c);
+  if (events.parsed()) return events.Run(*c);
   if (forecast.parsed()) return forecast.Run(*c);
   if (message->parsed()) {
     v1::SendMessageRequest req;

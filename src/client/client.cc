@@ -467,6 +467,13 @@ absl::StatusOr<v1::ClusterStatus> Client::GetCluster() {
   return resp;
 }
 
+absl::StatusOr<v1::ListEventsResponse> Client::ListEvents(const v1::ListEventsRequest& req) {
+  v1::ListEventsResponse resp;
+  DROVER_CALL(admin_, ListEvents, req, resp, options_.timeout + absl::Milliseconds(req.wait_ms()));
+  if (!st.ok()) return st;
+  return resp;
+}
+
 absl::StatusOr<v1::ListPoolsResponse> Client::ListPools() {
   v1::ListPoolsRequest req;
   v1::ListPoolsResponse resp;

@@ -110,6 +110,8 @@ class Client {
   absl::StatusOr<v1::UsageResponse> GetUsage();
   absl::StatusOr<v1::ListAgentsResponse> ListAgents();
   absl::StatusOr<v1::ClusterStatus> GetCluster();
+  // A page of the event log; with wait_ms a long poll (the deadline allows for it).
+  absl::StatusOr<v1::ListEventsResponse> ListEvents(const v1::ListEventsRequest& req);
   absl::StatusOr<v1::ListPoolsResponse> ListPools();
   absl::Status ApplyPool(const v1::ApplyPoolRequest& req);
   absl::Status DeletePool(const v1::DeletePoolRequest& req);

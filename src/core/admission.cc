@@ -101,6 +101,13 @@ absl::Status Engine::AdmitTenants(const std::vector<const v1::TaskSpec*>& fresh,
 absl::Status Engine::Admit(const std::vector<const v1::TaskSpec*>& fresh,
                            const std::string* tenant) {
   if (fresh.empty()) return absl::OkStatus();
+  absl::Status st = AdmitOrRefuse(fresh, tenant);
+  if (!st.ok()) NoteRefusal(st, tenant != nullptr ? *tenant : fresh[0]->tenant(), fresh.size());
+  return st;
+}
+
+absl::Status Engine::AdmitOrRefuse(const std::vector<const v1::TaskSpec*>& fresh,
+                                   const std::string* tenant) {
   // A tenant's own quota first: one tenant's flood is refused before it fills the queue
   // that every tenant shares.
   if (absl::Status st = AdmitTenants(fresh, tenant); !st.ok()) return st;

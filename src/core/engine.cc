@@ -279,6 +279,7 @@ void Engine::SetState(Entry& e, v1::TaskState s, bool persist) {
   e.task.set_updated_unix_ms(now_ms());
   e.gen++;
   if (persist) MarkDirty(e);
+  if (options_.task_events != TaskEvents::kOff && from != s) TaskEvent(e, from);
 }
 
 void Engine::MakeReady(Entry& e) {
@@ -304,9 +305,10 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   // to the queue anyway, and the fencing token's epoch voids the lost lease. The attempt
   // reaches the store with the task's next write (its outcome, a checkpoint). This saves
   // one row write per task.
-  SetState(e, v1::TASK_STATE_LEASED, /*persist=*/false);
   v1::Task& task = e.task;
   task.set_attempts(task.attempts() + 1);
+  task.set_agent_id(agent.id);  // before SetState: its event names the agent
+  SetState(e, v1::TASK_STATE_LEASED, /*persist=*/false);
   // 24 bits of epoch, 40 of counter: unique across restarts and for 2^40 leases per run.
   const uint64_t token = (static_cast<uint64_t>(options_.epoch) << 40) |
                          (++token_counter_ & ((uint64_t{1} << 40) - 1));
@@ -419,8 +421,8 @@ void Engine::ReleaseFromAgent(Entry& e) {
 
 void Engine::Finish(Entry& e, v1::TaskState terminal, const std::string& reason) {
   RemoveFromReady(e);
+  e.task.set_reason(reason);  // before SetState: its event carries the reason
   SetState(e, terminal);
-  e.task.set_reason(reason);
   e.task.set_finished_unix_ms(now_ms());
   e.task.set_not_before_unix_ms(0);
   outbox_.terminal.push_back(e.task.id());
@@ -557,9 +559,12 @@ void Engine::SetBreaker(AgentInfo& agent, Breaker to, const std::string& why) {
       agent.failed_tasks.clear();
       break;
   }
-  outbox_.events.push_back(absl::StrCat(
-      "circuit breaker of agent ", agent.id, " (", agent.name.empty() ? "unnamed" : agent.name,
-      "): ", BreakerName(from), " -> ", BreakerName(to), ": ", why));
+  AgentEvent(
+      agent, "agent.breaker",
+      absl::StrCat("circuit breaker ", BreakerName(from), " -> ", BreakerName(to), ": ", why));
+  v1::Event& ev = outbox_.events.back();
+  (*ev.mutable_attrs())["from"] = BreakerName(from);
+  (*ev.mutable_attrs())["to"] = BreakerName(to);
   RefreshIdle(agent);
 }
 
@@ -800,6 +805,9 @@ absl::StatusOr<AgentId> Engine::RegisterAgent(const v1::RegisterAgentRequest& re
   a.registered = a.last_seen;
   a.record_acquired = a.labels.contains(kPoolAgentLabel);
   Arm(TimerKind::kAgent, id, 0, a.last_seen + options_.lease_ttl);
+  AgentEvent(a, "agent.registered",
+             absl::StrCat("serves ", absl::StrJoin(a.types, ", "), " (concurrency ",
+                          a.max_concurrency, ")"));
   return id;
 }
 
@@ -951,6 +959,11 @@ void Engine::RemoveAgent(AgentInfo& agent, const std::string& outcome, bool coun
                 true, counted);
   }
   for (const std::string& type : agent.types) queues_[type].idle_agents.erase(id);
+  AgentEvent(agent, "agent.removed",
+             outcome == "lease_expired" ? "no heartbeat within the lease TTL" : "deregistered");
+  if (!leased.empty()) {
+    (*outbox_.events.back().mutable_attrs())["tasks_returned"] = absl::StrCat(leased.size());
+  }
   agents_.erase(id);
 }
 
@@ -1046,6 +1059,10 @@ std::optional<absl::Time> Engine::NextWakeup() const {
     const absl::Time evict_at = finished_.front().first + options_.terminal_retention;
     wake = wake ? std::min(*wake, evict_at) : evict_at;
   }
+  if (!refusals_.empty()) {
+    const absl::Time flush_at = refusals_since_ + kRefusalWindow;
+    wake = wake ? std::min(*wake, flush_at) : flush_at;
+  }
   return wake;
 }
 
@@ -1057,6 +1074,7 @@ void Engine::Tick() {
     FireTimer(timer);
   }
   Evict();
+  FlushRefusals(false);
 }
 
 void Engine::Evict() {

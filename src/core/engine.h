@@ -93,7 +93,17 @@ struct ResourceSpec {
 };
 std::string ResourceKindName(ResourceSpec::Kind k);
 
+// Which task state changes go to the event log (docs/events.md).
+enum class TaskEvents {
+  kOff,
+  // Retries, dead letters, cancellations, expiries, tasks back in the queue from an agent
+  // (a lost lease, a preemption, a restart) or from the dead-letter queue.
+  kNotable,
+  kAll,  // every change, leases and successes too
+};
+
 struct EngineOptions {
+  TaskEvents task_events = TaskEvents::kNotable;
   int64_t capacity = 1'000'000;  // outstanding (non-terminal) tasks admitted at most
   double shed_fraction = 0.9;    // at this share of capacity only high and critical enter
   absl::Duration lease_ttl = absl::Seconds(30);
@@ -211,7 +221,7 @@ struct Outbox {
   std::vector<TaskId> terminal;                           // tasks that reached a terminal state
   std::vector<WorkflowId> dirty_workflows;                // workflows whose record changed
   std::vector<WorkflowId> terminal_workflows;             // workflows that reached an end
-  std::vector<std::string> events;                        // notable transitions, one line each
+  std::vector<v1::Event> events;  // for the event log, in order (seq not yet given)
   bool empty() const {
     return dirty.empty() && purged.empty() && meta.empty() && pushes.empty() && terminal.empty() &&
            dirty_workflows.empty() && terminal_workflows.empty() && events.empty();
@@ -437,6 +447,9 @@ class Engine {
   const std::map<std::pair<std::string, int>, int64_t>& queue_depths() const {
     return queue_depths_;
   }
+  // Per type with ready tasks: how long its oldest ready task has waited (the alert on work
+  // waiting: docs/alerts.md). Trims the bookkeeping as it goes, so not const.
+  std::map<std::string, absl::Duration> OldestReadyAges();
   const absl::btree_map<AgentId, AgentInfo>& agents() const { return agents_; }
   size_t task_count() const { return tasks_.size(); }
   size_t workflow_count() const { return workflows_.size(); }
@@ -532,7 +545,14 @@ class Engine {
     // READY tasks no idle agent could take within their cost budget, by the highest
     // cost_factor they could afford (descending), released when such an agent is free.
     std::set<std::pair<double, QueueKey>> over_budget;
+    // READY tasks (id, gen) in the order they became ready: the front is the oldest one
+    // once stale entries (dispatched, or READY again since: another gen) are popped.
+    // Compacted when it doubled since the last compaction (amortized O(1) per entry).
+    std::deque<std::pair<TaskId, uint32_t>> ready_order;
+    size_t compact_at = 1024;
   };
+  // Pops `q`'s stale ready_order front; compacts it when mostly stale.
+  void TrimReadyOrder(TypeQueue& q);
   struct ResourceState {
     ResourceSpec spec;
     uint64_t index = 0;  // its position in resources_ (the refill timer's id)
@@ -565,6 +585,8 @@ class Engine {
   absl::Status ValidateSpec(const v1::TaskSpec& spec, const std::string& field) const;
   absl::Status Admit(const std::vector<const v1::TaskSpec*>& fresh,
                      const std::string* tenant = nullptr);
+  absl::Status AdmitOrRefuse(const std::vector<const v1::TaskSpec*>& fresh,
+                             const std::string* tenant);
   TypeDefaults DefaultsFor(const std::string& type) const;
   // The dead letters named by `ids`, or all of them (of `type`); an error names the first
   // id that is unknown or not dead-lettered.
@@ -645,6 +667,24 @@ class Engine {
   bool RecordAgentFailure(AgentInfo& agent, TaskId task);
   void RecordAgentSuccess(AgentInfo& agent);
   void SetBreaker(AgentInfo& agent, Breaker to, const std::string& why);
+
+  // The event log (events.cc). Each adds one event to the outbox, stamped now.
+  v1::Event& Emit(const char* type);
+  // A task's change from `from` to its current state, if options_.task_events logs it.
+  void TaskEvent(const Entry& e, v1::TaskState from);
+  void AgentEvent(const AgentInfo& agent, const char* type, const std::string& message);
+  void WorkflowEvent(const v1::Workflow& w, v1::WorkflowState from);
+  // Refused submissions are counted by (reason, tenant) and logged once a second each.
+  void NoteRefusal(const absl::Status& st, const std::string& tenant, size_t n);
+  void FlushRefusals(bool force);
+  struct RefusalCount {
+    int64_t calls = 0;
+    int64_t tasks = 0;
+    std::string last_message;
+  };
+  static constexpr absl::Duration kRefusalWindow = absl::Seconds(1);
+  absl::btree_map<std::pair<std::string, std::string>, RefusalCount> refusals_;
+  absl::Time refusals_since_;
   // --- queues and placement (scheduling.cc) ---
   void DispatchType(const std::string& type);
   void FillAgent(AgentInfo& agent);

@@ -109,6 +109,32 @@ bool Engine::EraseReady(TypeQueue& q, Entry& e, bool dispatched) {
   return true;
 }
 
+void Engine::TrimReadyOrder(TypeQueue& q) {
+  auto live = [&](const std::pair<TaskId, uint32_t>& r) {
+    const Entry* e = Find(r.first);
+    return e != nullptr && e->gen == r.second && e->task.state() == v1::TASK_STATE_READY;
+  };
+  while (!q.ready_order.empty() && !live(q.ready_order.front())) q.ready_order.pop_front();
+  // Entries behind a long-waiting front go stale as their tasks are dispatched: drop them
+  // whenever the deque doubled, so it stays within about twice the tasks waiting.
+  if (q.ready_order.size() > q.compact_at) {
+    std::erase_if(q.ready_order, [&](const auto& r) { return !live(r); });
+    q.compact_at = std::max<size_t>(1024, 2 * q.ready_order.size());
+  }
+}
+
+std::map<std::string, absl::Duration> Engine::OldestReadyAges() {
+  std::map<std::string, absl::Duration> out;
+  const int64_t t = now_ms();
+  for (auto& [type, q] : queues_) {
+    TrimReadyOrder(q);
+    if (q.ready_order.empty()) continue;
+    const Entry* e = Find(q.ready_order.front().first);
+    out[type] = absl::Milliseconds(std::max<int64_t>(0, t - e->task.updated_unix_ms()));
+  }
+  return out;
+}
+
 const Engine::QueueKey* Engine::Head(const TypeQueue& q) const {
   if (q.ready == 0) return nullptr;
   for (const Level& level : q.levels) {
@@ -129,6 +155,8 @@ void Engine::Enqueue(Entry& e) {
       e.task.id()};
   e.parked = Entry::Parked::kNo;
   TypeQueue& q = queues_[s.type()];
+  TrimReadyOrder(q);
+  q.ready_order.emplace_back(e.task.id(), e.gen);
   InsertReady(q, e);
   queue_depths_[{s.type(), e.key.priority()}]++;
   DispatchType(s.type());
@@ -682,9 +710,16 @@ void Engine::Preempt(Entry& critical) {
   const std::string why = absl::StrCat("preempted by critical task ", critical.task.id(),
                                        " (ready for ", now_ms() - critical.task.updated_unix_ms(),
                                        " ms with every agent of type ", type, " busy)");
-  outbox_.events.push_back(absl::StrCat("task ", victim->task.id(), " (",
-                                        PriorityName(victim->task.spec().priority()), ") on agent ",
-                                        holder->id, ": ", why));
+  {
+    v1::Event& ev = Emit("task.preempted");
+    ev.set_tenant(victim->task.spec().tenant());
+    ev.set_task_id(victim->task.id());
+    ev.set_workflow_id(victim->task.workflow_id());
+    ev.set_agent_id(holder->id);
+    ev.set_message(why);
+    (*ev.mutable_attrs())["priority"] = PriorityName(victim->task.spec().priority());
+    (*ev.mutable_attrs())["by_task"] = absl::StrCat(critical.task.id());
+  }
   PushCancel(victim->task, why);
   CloseAttempt(*victim, "preempted", why, false);
   ReleaseFromAgent(*victim);

@@ -354,6 +354,7 @@ void Engine::CountInWorkflow(const v1::Task& t, v1::TaskState from, v1::TaskStat
   }
   w.set_updated_unix_ms(now_ms());
   MarkWorkflowDirty(w.id());
+  if (w.state() != before) WorkflowEvent(w, before);
 }
 
 absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpec& spec) {
@@ -516,6 +517,7 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitWorkflow(const v1::WorkflowSpe
   w.set_total(static_cast<int32_t>(n));
   w.set_max_parallel(spec.max_parallel());
   w.set_fail_fast(spec.fail_fast());
+  WorkflowEvent(w, v1::WORKFLOW_STATE_UNSPECIFIED);
   // Each step's remaining critical path: its expected duration plus the longest of its
   // children's (reverse dependency order).
   std::vector<int64_t> critical(n, 0);

@@ -596,6 +596,15 @@ void PoolController::Tick(absl::Time now, Observation& seen, std::vector<uint64_
       }
       scale::ScalingDecision d = p.scaler->Evaluate(now, in);
       if (p.spec.predictive.mode != scale::Mode::kReactive) Decide(p, now, d, in);
+      if (d.desired != p.desired && on_event_) {
+        PoolEvent(p, "pool.scaled",
+                  fmt::format("{} -> {} agents: {} (metric {:.3g}, target {:.3g})", p.desired,
+                              d.desired, d.rule, d.metric, d.target),
+                  {{"from", absl::StrCat(p.desired)},
+                   {"to", absl::StrCat(d.desired)},
+                   {"rule", d.rule},
+                   {"current", absl::StrCat(d.current)}});
+      }
       p.desired = d.desired;
       // (Rules with a number in them count under their name.)
       p.by_rule[d.rule.substr(0, d.rule.find(" ("))]++;
@@ -667,6 +676,17 @@ void PoolController::Reap(Pool& p, absl::Time now) {
       log_(fmt::format("pool {}: agent {}/{} (pid {}) exited unasked ({}); restart in {}",
                        p.spec.name, p.spec.name, m.n, m.pid, *how,
                        absl::FormatDuration(p.next_start - now)));
+    }
+    if (on_event_) {
+      const bool crash = m.state != Member::State::kStopping;
+      PoolEvent(p, "pool.agent_exited",
+                crash ? fmt::format("{}/{} exited unasked ({}); restart in {}", p.spec.name, m.n,
+                                    *how, absl::FormatDuration(p.next_start - now))
+                      : fmt::format("{}/{} stopped ({})", p.spec.name, m.n, *how),
+                {{"member", absl::StrCat(p.spec.name, "/", m.n)},
+                 {"crash", crash ? "true" : "false"},
+                 {"how", *how},
+                 {"agent_id", absl::StrCat(m.agent)}});
     }
     if (m.check_pid > 0) driver_.KillCheck(m);
     driver_.Forget(p.spec, m);
@@ -791,7 +811,22 @@ absl::Status PoolController::Spawn(Pool& p, absl::Time now) {
   if (absl::Status st = driver_.Start(p.spec, m, now); !st.ok()) return st;
   p.members.push_back(m);
   p.started++;
+  if (on_event_) {
+    PoolEvent(p, "pool.agent_started",
+              fmt::format("{}/{} started (pid {}, {:.3g}/hour)", p.spec.name, m.n, m.pid, m.price),
+              {{"member", absl::StrCat(p.spec.name, "/", m.n)}, {"pid", absl::StrCat(m.pid)}});
+  }
   return absl::OkStatus();
+}
+
+void PoolController::PoolEvent(const Pool& p, const char* type, std::string message,
+                               std::initializer_list<std::pair<const char*, std::string>> attrs) {
+  v1::Event e;
+  e.set_type(type);
+  e.set_pool(p.spec.name);
+  e.set_message(std::move(message));
+  for (const auto& [k, v] : attrs) (*e.mutable_attrs())[k] = v;
+  on_event_(std::move(e));
 }
 
 v1::ListPoolsResponse PoolController::ListPools() const {

@@ -225,6 +225,10 @@ class PoolController {
   void set_on_decision(std::function<void(const std::string&, const scale::ScalingDecision&)> f) {
     on_decision_ = std::move(f);
   }
+  // Events for the event log (docs/events.md): a pool's size changing (pool.scaled), an
+  // agent started (pool.agent_started) or gone (pool.agent_exited). Called on the
+  // controller's thread; must not block.
+  void set_on_event(std::function<void(v1::Event)> f) { on_event_ = std::move(f); }
   // Load history: the minutes each pool closed since the last call (to be stored).
   std::vector<store::LoadMinute> TakeLoadRows();
   // Seeds a pool's history (from the store at start, or after an import): the rows replace
@@ -332,6 +336,9 @@ class PoolController {
   std::vector<uint64_t> requested_drains_;  // StopOne: handed to the next Tick's `drain`
   std::function<void(const std::string&)> log_;
   std::function<void(const std::string&, const scale::ScalingDecision&)> on_decision_;
+  std::function<void(v1::Event)> on_event_;
+  void PoolEvent(const Pool& p, const char* type, std::string message,
+                 std::initializer_list<std::pair<const char*, std::string>> attrs);
   std::function<void(std::function<void()>)> fit_runner_;
   ForecastOverride forecast_override_;
   std::string model_dir_;

@@ -22,6 +22,7 @@ PoolManager::PoolManager(std::vector<PoolSpec> pools, api::Runtime& runtime, std
       driver_(std::move(self), std::move(server), std::move(log_dir)),
       controller_(driver_, fleet_hourly_budget) {
   for (PoolSpec& s : pools) controller_.AddFromConfig(std::move(s));
+  controller_.set_on_event([this](v1::Event e) { runtime_.AppendEvent(std::move(e)); });
 }
 
 PoolManager::~PoolManager() { Stop(); }
@@ -114,12 +115,28 @@ absl::Status PoolManager::Apply(const PoolSpec& spec, const v1::PoolConfig& conf
   absl::Status st = controller_.Known(spec.name) ? driver_.CheckLimits(spec, "pool")
                                                  : driver_.Prepare(spec, "pool");
   if (!st.ok()) return st;
-  return controller_.Apply(spec, config);
+  const bool known = controller_.Known(spec.name);
+  st = controller_.Apply(spec, config);
+  if (st.ok())
+    ConfigEvent(spec.name, known ? "changed through the API" : "created through the API");
+  return st;
+}
+
+void PoolManager::ConfigEvent(const std::string& pool, const std::string& what) {
+  v1::Event e;
+  e.set_type("config.pool");
+  e.set_pool(pool);
+  e.set_message(absl::StrCat("pool ", pool, " ", what));
+  runtime_.AppendEvent(std::move(e));
 }
 
 absl::Status PoolManager::Remove(const std::string& name, bool force) {
   std::lock_guard<std::mutex> lk(mu_);
-  return controller_.Remove(name, force, absl::Now());
+  absl::Status st = controller_.Remove(name, force, absl::Now());
+  if (st.ok())
+    ConfigEvent(name, force ? "removed through the API (agents stopped at once)"
+                            : "removed through the API (agents drain)");
+  return st;
 }
 
 absl::Status PoolManager::StopMember(const std::string& member, bool force) {

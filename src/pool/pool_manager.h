@@ -67,6 +67,8 @@ class PoolManager {
  private:
   void Loop();
   void Tick(absl::Time now);
+  // A config.pool event: a pool defined, changed or removed through the API.
+  void ConfigEvent(const std::string& pool, const std::string& what);
 
   api::Runtime& runtime_;
   std::vector<PoolSpec> config_pools_;

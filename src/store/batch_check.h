@@ -46,6 +46,20 @@ inline absl::Status CheckBatch(const WriteBatch& batch, std::string_view store) 
           fmt::format("{}: commit: {}", store, std::string(st.message())));
     }
   }
+  int64_t last_seq = 0;
+  for (const EventRow& row : batch.events) {
+    if (row.seq <= last_seq) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: commit: event seq {} is not above the one before it ({}); seqs start at 1 and "
+          "increase",
+          store, row.seq, last_seq));
+    }
+    if (row.task_id > kMaxTaskId || row.workflow_id > kMaxTaskId) {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: commit: event {} names an id out of range (max {})", store, row.seq, kMaxTaskId));
+    }
+    last_seq = row.seq;
+  }
   return absl::OkStatus();
 }
 

@@ -41,6 +41,8 @@ class MemoryStore final : public Store {
       kept.seq = static_cast<int64_t>(audit_seq_++);
     }
     stats_.audit_rows_written += static_cast<int64_t>(batch.audit.size());
+    for (const EventRow& row : batch.events) events_.emplace(row.seq, row);  // keeps a seq
+    stats_.event_rows_written += static_cast<int64_t>(batch.events.size());
     ++stats_.commits;
     stats_.rows_written += internal::RowsIn(batch);
     stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
@@ -167,6 +169,34 @@ class MemoryStore final : public Store {
     return deleted;
   }
 
+  absl::Status ReadEvents(const EventQuery& query,
+                          const std::function<void(EventRow&&)>& fn) override {
+    if (query.limit < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("memory: read events: limit must be at least 1, got ", query.limit));
+    }
+    int64_t n = 0;
+    for (auto it = events_.upper_bound(query.after_seq); it != events_.end() && n < query.limit;
+         ++it) {
+      if (!EventMatches(query, it->second)) continue;
+      EventRow copy = it->second;
+      fn(std::move(copy));
+      ++n;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int64_t> PruneEvents(int64_t before_unix_ms) override {
+    const auto deleted = static_cast<int64_t>(
+        std::erase_if(events_, [&](const auto& kv) { return kv.second.unix_ms < before_unix_ms; }));
+    stats_.event_rows_pruned += deleted;
+    return deleted;
+  }
+
+  absl::StatusOr<int64_t> MaxEventSeq() override {
+    return events_.empty() ? 0 : events_.rbegin()->first;
+  }
+
   StoreStats Stats() const override { return stats_; }
 
  private:
@@ -177,6 +207,7 @@ class MemoryStore final : public Store {
   std::map<std::pair<std::string, int64_t>, LoadMinute> load_;
   std::vector<AuditRow> audit_;  // in seq order
   uint64_t audit_seq_ = 1;
+  std::map<int64_t, EventRow> events_;  // by seq
   StoreStats stats_;
   bool loading_ = false;
 };

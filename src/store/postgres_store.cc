@@ -58,6 +58,27 @@ struct Sql {
   const char* name;
   const char* text;
 };
+// The event reads (EventQuery): one text per index it leads with. A type filter is
+// ",a,b.c," and matches a type or its subject (what comes before the dot).
+std::string ReadEventsSql(const char* lead) {
+  return std::string(
+             "SELECT seq, unix_ms, type, tenant, task_id, workflow_id, pool, blob FROM events "
+             "WHERE ") +
+         lead +
+         " seq > $1::int8 AND unix_ms >= $2::int8 AND ($3::int8 = 0 OR task_id = $3::int8) AND "
+         "($4::int8 = 0 OR workflow_id = $4::int8) AND ($5::text = '' OR pool = $5::text) AND "
+         "($6::text = '' OR tenant = $6::text) AND ($7::text = '' OR "
+         "strpos($7::text, ',' || type || ',') > 0 OR "
+         "strpos($7::text, ',' || split_part(type, '.', 1) || ',') > 0) "
+         "ORDER BY seq LIMIT $8::int8";
+}
+const std::string kReadEvents[4] = {
+    ReadEventsSql(""),
+    ReadEventsSql("task_id <> 0 AND task_id = $3::int8 AND"),
+    ReadEventsSql("workflow_id <> 0 AND workflow_id = $4::int8 AND"),
+    ReadEventsSql("pool <> '' AND pool = $5::text AND"),
+};
+
 const Sql kStatements[] = {
     {"up_tasks",
      "INSERT INTO tasks (id, tenant, type, state, priority, updated_unix_ms, rev, blob) "
@@ -142,6 +163,18 @@ const Sql kStatements[] = {
      "unix_ms >= $2::int8 AND ($3::text = '' OR principal = $3::text) AND "
      "($4::text = '' OR tenant = $4::text) ORDER BY seq LIMIT $5::int8"},
     {"prune_audit", "DELETE FROM audit WHERE unix_ms < $1::int8"},
+    {"append_events",
+     "INSERT INTO events (seq, unix_ms, type, tenant, task_id, workflow_id, pool, blob) "
+     "SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[], "
+     "$6::int8[], $7::text[], $8::bytea[]) ON CONFLICT (seq) DO NOTHING"},
+    // One read per index it leads with (the SQLite driver's note on them applies).
+    {"read_events", kReadEvents[0].c_str()},
+    {"read_task_events", kReadEvents[1].c_str()},
+    {"read_workflow_events", kReadEvents[2].c_str()},
+    {"read_pool_events", kReadEvents[3].c_str()},
+    {"first_event_since", "SELECT min(seq) FROM events WHERE unix_ms >= $1::int8"},
+    {"prune_events", "DELETE FROM events WHERE unix_ms < $1::int8"},
+    {"max_event_seq", "SELECT coalesce(max(seq), 0)::int8 FROM events"},
     {"fence", "SELECT drover_fence($1::text, $2::text, $3::int8)"},
     {"list_days",
      "SELECT c.relname::text, c.reltuples::float8 FROM pg_inherits i "
@@ -241,6 +274,10 @@ class PostgresStore final : public Store {
   absl::Status ReadAudit(const AuditQuery& query,
                          const std::function<void(AuditRow&&)>& fn) override;
   absl::StatusOr<int64_t> PruneAudit(int64_t before_unix_ms) override;
+  absl::Status ReadEvents(const EventQuery& query,
+                          const std::function<void(EventRow&&)>& fn) override;
+  absl::StatusOr<int64_t> PruneEvents(int64_t before_unix_ms) override;
+  absl::StatusOr<int64_t> MaxEventSeq() override;
   absl::StatusOr<int64_t> DropFinishedBefore(int64_t cutoff_unix_ms, int64_t now_unix_ms) override;
   StoreStats Stats() const override { return stats_; }
   absl::Status SetFence(const Fence& fence) override {
@@ -499,6 +536,25 @@ absl::Status PostgresStore::Commit(const WriteBatch& batch) {
     stmts.push_back(
         Stmt("append_audit", {at.Finish(), who.Finish(), tenant.Finish(), blob.Finish()}));
   }
+  if (!batch.events.empty()) {
+    pg::ArrayBuilder seq(pg::kInt8Array, pg::kInt8), at(pg::kInt8Array, pg::kInt8),
+        type(pg::kTextArray, pg::kText), tenant(pg::kTextArray, pg::kText),
+        task(pg::kInt8Array, pg::kInt8), wf(pg::kInt8Array, pg::kInt8),
+        pool(pg::kTextArray, pg::kText), blob(pg::kByteaArray, pg::kBytea);
+    for (const EventRow& r : batch.events) {
+      seq.AddInt8(r.seq);
+      at.AddInt8(r.unix_ms);
+      type.AddBytes(r.type);
+      tenant.AddBytes(r.tenant);
+      task.AddInt8(static_cast<int64_t>(r.task_id));
+      wf.AddInt8(static_cast<int64_t>(r.workflow_id));
+      pool.AddBytes(r.pool);
+      blob.AddBytes(r.blob);
+    }
+    stmts.push_back(
+        Stmt("append_events", {seq.Finish(), at.Finish(), type.Finish(), tenant.Finish(),
+                               task.Finish(), wf.Finish(), pool.Finish(), blob.Finish()}));
+  }
   stmts.push_back({"COMMIT", {}, false});
   if (absl::Status st = Ready(); !st.ok()) return st;
   auto r = conn_->Pipeline(stmts, Deadline());
@@ -510,6 +566,7 @@ absl::Status PostgresStore::Commit(const WriteBatch& batch) {
   stats_.rows_written += internal::RowsIn(batch);
   stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
   stats_.audit_rows_written += static_cast<int64_t>(batch.audit.size());
+  stats_.event_rows_written += static_cast<int64_t>(batch.events.size());
   return absl::OkStatus();
 }
 
@@ -690,6 +747,59 @@ absl::Status PostgresStore::ReadAudit(const AuditQuery& query,
     fn(std::move(row));
   }
   return absl::OkStatus();
+}
+
+absl::Status PostgresStore::ReadEvents(const EventQuery& query,
+                                       const std::function<void(EventRow&&)>& fn) {
+  if (query.limit < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Describe(), ": read events: limit must be at least 1, got ", query.limit));
+  }
+  int64_t after = query.after_seq;
+  if (query.since_unix_ms > 0) {
+    auto first = Run("first_event_since", {pg::Int8(query.since_unix_ms)});
+    if (!first.ok()) return first.status();
+    if (first->rows() == 0 || first->null(0, 0)) return absl::OkStatus();  // none since
+    after = std::max(after, first->Int8(0, 0) - 1);
+  }
+  std::string types;
+  for (const std::string& t : query.types) types += "," + t;
+  if (!types.empty()) types += ",";
+  const char* name = query.task_id != 0       ? "read_task_events"
+                     : query.workflow_id != 0 ? "read_workflow_events"
+                     : !query.pool.empty()    ? "read_pool_events"
+                                              : "read_events";
+  auto r = Run(name, {pg::Int8(after), pg::Int8(query.since_unix_ms),
+                      pg::Int8(static_cast<int64_t>(query.task_id)),
+                      pg::Int8(static_cast<int64_t>(query.workflow_id)), pg::Text(query.pool),
+                      pg::Text(query.tenant), pg::Text(types), pg::Int8(query.limit)});
+  if (!r.ok()) return r.status();
+  for (int i = 0; i < r->rows(); ++i) {
+    EventRow row;
+    row.seq = r->Int8(i, 0);
+    row.unix_ms = r->Int8(i, 1);
+    row.type = std::string(r->Bytes(i, 2));
+    row.tenant = std::string(r->Bytes(i, 3));
+    row.task_id = static_cast<uint64_t>(r->Int8(i, 4));
+    row.workflow_id = static_cast<uint64_t>(r->Int8(i, 5));
+    row.pool = std::string(r->Bytes(i, 6));
+    row.blob = std::string(r->Bytes(i, 7));
+    fn(std::move(row));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> PostgresStore::PruneEvents(int64_t before_unix_ms) {
+  auto r = Run("prune_events", {pg::Int8(before_unix_ms)});
+  if (!r.ok()) return r.status();
+  stats_.event_rows_pruned += r->affected();
+  return r->affected();
+}
+
+absl::StatusOr<int64_t> PostgresStore::MaxEventSeq() {
+  auto r = Run("max_event_seq", {});
+  if (!r.ok()) return r.status();
+  return r->Int8(0, 0);
 }
 
 absl::StatusOr<int64_t> PostgresStore::PruneAudit(int64_t before_unix_ms) {

@@ -234,6 +234,27 @@ LoadMinute ReadLoadRow(sqlite3_stmt* stmt, const std::string& pool) {
   return row;
 }
 
+// The event reads (EventQuery): one text per index it leads with; the leading term names
+// the column literally with `<> 0` / `<> ''` so SQLite may use the partial index. A type
+// filter is ",a,b.c," and matches a type or its subject (what comes before the dot).
+std::string ReadEventsSql(const char* lead) {
+  return std::string(
+             "SELECT seq, unix_ms, type, tenant, task_id, workflow_id, pool, blob FROM events "
+             "WHERE ") +
+         lead +
+         " seq > ?1 AND unix_ms >= ?2 AND (?3 = 0 OR task_id = ?3) AND "
+         "(?4 = 0 OR workflow_id = ?4) AND (?5 = '' OR pool = ?5) AND (?6 = '' OR tenant = ?6) "
+         "AND (?7 = '' OR instr(?7, ',' || type || ',') > 0 OR "
+         "instr(?7, ',' || substr(type, 1, instr(type, '.') - 1) || ',') > 0) "
+         "ORDER BY seq LIMIT ?8";
+}
+const std::string kReadEvents[4] = {
+    ReadEventsSql(""),
+    ReadEventsSql("task_id <> 0 AND task_id = ?3 AND"),
+    ReadEventsSql("workflow_id <> 0 AND workflow_id = ?4 AND"),
+    ReadEventsSql("pool <> '' AND pool = ?5 AND"),
+};
+
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::string path, DbPtr db) : path_(std::move(path)), db_(std::move(db)) {}
@@ -258,6 +279,10 @@ class SqliteStore final : public Store {
   absl::Status ReadAudit(const AuditQuery& query,
                          const std::function<void(AuditRow&&)>& fn) override;
   absl::StatusOr<int64_t> PruneAudit(int64_t before_unix_ms) override;
+  absl::Status ReadEvents(const EventQuery& query,
+                          const std::function<void(EventRow&&)>& fn) override;
+  absl::StatusOr<int64_t> PruneEvents(int64_t before_unix_ms) override;
+  absl::StatusOr<int64_t> MaxEventSeq() override;
   StoreStats Stats() const override { return stats_; }
 
  private:
@@ -293,6 +318,12 @@ class SqliteStore final : public Store {
   StmtPtr append_audit_;
   StmtPtr read_audit_;
   StmtPtr prune_audit_;
+  StmtPtr append_event_;
+  // One read per index: by seq, or by task, workflow or pool (then seq).
+  StmtPtr read_events_[4];
+  StmtPtr first_event_since_;
+  StmtPtr prune_events_;
+  StmtPtr max_event_seq_;
   StoreStats stats_;
   // True while LoadTasks runs its callback; Commit and LoadTasks refuse to run then.
   bool loading_ = false;
@@ -364,6 +395,16 @@ absl::Status SqliteStore::Prepare() {
        "unix_ms >= ?2 AND (?3 = '' OR principal = ?3) AND (?4 = '' OR tenant = ?4) "
        "ORDER BY seq LIMIT ?5"},
       {&prune_audit_, "prune audit", "DELETE FROM audit WHERE unix_ms < ?1"},
+      {&append_event_, "append event",
+       "INSERT INTO events (seq, unix_ms, type, tenant, task_id, workflow_id, pool, blob) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (seq) DO NOTHING"},
+      {&read_events_[0], "read events", kReadEvents[0].c_str()},
+      {&read_events_[1], "read task events", kReadEvents[1].c_str()},
+      {&read_events_[2], "read workflow events", kReadEvents[2].c_str()},
+      {&read_events_[3], "read pool events", kReadEvents[3].c_str()},
+      {&first_event_since_, "first event since", "SELECT min(seq) FROM events WHERE unix_ms >= ?1"},
+      {&prune_events_, "prune events", "DELETE FROM events WHERE unix_ms < ?1"},
+      {&max_event_seq_, "max event seq", "SELECT coalesce(max(seq), 0) FROM events"},
   };
   for (const Spec& spec : specs) {
     sqlite3_stmt* raw = nullptr;
@@ -474,6 +515,21 @@ absl::Status SqliteStore::WriteBatchInTransaction(const WriteBatch& batch) {
     if (!s.ok()) return s;
   }
 
+  sqlite3_stmt* ev = append_event_.get();
+  for (const EventRow& row : batch.events) {
+    int rc = sqlite3_bind_int64(ev, 1, row.seq);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(ev, 2, row.unix_ms);
+    if (rc == SQLITE_OK) rc = BindText(ev, 3, row.type);
+    if (rc == SQLITE_OK) rc = BindText(ev, 4, row.tenant);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(ev, 5, static_cast<int64_t>(row.task_id));
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(ev, 6, static_cast<int64_t>(row.workflow_id));
+    if (rc == SQLITE_OK) rc = BindText(ev, 7, row.pool);
+    if (rc == SQLITE_OK) rc = BindBlob(ev, 8, row.blob);
+    if (rc != SQLITE_OK) return Internal(fmt::format("commit: bind event {}", row.seq));
+    auto s = Run(ev, [&] { return fmt::format("commit: append event {}", row.seq); });
+    if (!s.ok()) return s;
+  }
+
   return Run(commit_.get(), [] { return "commit: commit"; });
 }
 
@@ -492,6 +548,7 @@ absl::Status SqliteStore::Commit(const WriteBatch& batch) {
   sqlite3_clear_bindings(upsert_workflow_.get());
   sqlite3_clear_bindings(upsert_load_.get());
   sqlite3_clear_bindings(append_audit_.get());
+  sqlite3_clear_bindings(append_event_.get());
   if (!status.ok()) {
     // A failed statement or a failed COMMIT can leave the transaction open; nothing of the
     // batch may become visible, so undo it all.
@@ -502,6 +559,7 @@ absl::Status SqliteStore::Commit(const WriteBatch& batch) {
   stats_.rows_written += internal::RowsIn(batch);
   stats_.load_rows_written += static_cast<int64_t>(batch.load.size());
   stats_.audit_rows_written += static_cast<int64_t>(batch.audit.size());
+  stats_.event_rows_written += static_cast<int64_t>(batch.events.size());
   return absl::OkStatus();
 }
 
@@ -705,6 +763,77 @@ absl::StatusOr<int64_t> SqliteStore::PruneAudit(int64_t before_unix_ms) {
   const int64_t deleted = sqlite3_changes64(db_.get());
   stats_.audit_rows_pruned += deleted;
   return deleted;
+}
+
+absl::Status SqliteStore::ReadEvents(const EventQuery& query,
+                                     const std::function<void(EventRow&&)>& fn) {
+  if (query.limit < 1) {
+    return absl::InvalidArgumentError(fmt::format(
+        "sqlite:{}: read events: limit must be at least 1, got {}", path_, query.limit));
+  }
+  int64_t after = query.after_seq;
+  if (query.since_unix_ms > 0) {
+    // Events are in time order but for clock steps: start from the first one at or after
+    // `since` (through events_by_time), and let the row filter drop the rest.
+    sqlite3_stmt* first = first_event_since_.get();
+    ResetOnExit reset_first(first);
+    if (sqlite3_bind_int64(first, 1, query.since_unix_ms) != SQLITE_OK)
+      return Internal("read events: bind");
+    if (sqlite3_step(first) != SQLITE_ROW) return Internal("read events: first since");
+    if (sqlite3_column_type(first, 0) == SQLITE_NULL) return absl::OkStatus();  // none since
+    after = std::max<int64_t>(after, sqlite3_column_int64(first, 0) - 1);
+  }
+  std::string types;
+  for (const std::string& t : query.types) types += "," + t;
+  if (!types.empty()) types += ",";
+  const int index = query.task_id != 0       ? 1
+                    : query.workflow_id != 0 ? 2
+                    : !query.pool.empty()    ? 3
+                                             : 0;
+  sqlite3_stmt* stmt = read_events_[index].get();
+  ResetOnExit reset(stmt);
+  int rc = sqlite3_bind_int64(stmt, 1, after);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(stmt, 2, query.since_unix_ms);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(stmt, 3, static_cast<int64_t>(query.task_id));
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(stmt, 4, static_cast<int64_t>(query.workflow_id));
+  if (rc == SQLITE_OK) rc = BindText(stmt, 5, query.pool);
+  if (rc == SQLITE_OK) rc = BindText(stmt, 6, query.tenant);
+  if (rc == SQLITE_OK) rc = BindText(stmt, 7, types);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(stmt, 8, query.limit);
+  if (rc != SQLITE_OK) return Internal("read events: bind");
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    EventRow row;
+    row.seq = sqlite3_column_int64(stmt, 0);
+    row.unix_ms = sqlite3_column_int64(stmt, 1);
+    row.type = ColumnText(stmt, 2);
+    row.tenant = ColumnText(stmt, 3);
+    row.task_id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 4));
+    row.workflow_id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 5));
+    row.pool = ColumnText(stmt, 6);
+    row.blob = ColumnBlob(stmt, 7);
+    fn(std::move(row));
+  }
+  sqlite3_clear_bindings(stmt);
+  if (rc != SQLITE_DONE) return Internal("read events");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqliteStore::PruneEvents(int64_t before_unix_ms) {
+  sqlite3_stmt* stmt = prune_events_.get();
+  ResetOnExit reset(stmt);
+  if (sqlite3_bind_int64(stmt, 1, before_unix_ms) != SQLITE_OK)
+    return Internal("prune events: bind");
+  if (sqlite3_step(stmt) != SQLITE_DONE) return Internal("prune events");
+  const int64_t deleted = sqlite3_changes64(db_.get());
+  stats_.event_rows_pruned += deleted;
+  return deleted;
+}
+
+absl::StatusOr<int64_t> SqliteStore::MaxEventSeq() {
+  sqlite3_stmt* stmt = max_event_seq_.get();
+  ResetOnExit reset(stmt);
+  if (sqlite3_step(stmt) != SQLITE_ROW) return Internal("max event seq");
+  return sqlite3_column_int64(stmt, 0);
 }
 
 }  // namespace

@@ -108,8 +108,58 @@ struct AuditQuery {
   int64_t limit = 100;
 };
 
+// One entry of the event log (docs/events.md). The indexed columns are plain; the whole
+// event is a serialized drover.v1.Event. `seq` is given by the writer (the one server that
+// owns the store's work), increasing and gapless; appending a seq that exists already
+// leaves the stored event as it is, so a batch committed twice (a retry after the store
+// was unreachable) does not fail or duplicate.
+struct EventRow {
+  int64_t seq = 0;  // >= 1
+  int64_t unix_ms = 0;
+  std::string type;    // "task.dead": [a-z_]+(\.[a-z_]+)*
+  std::string tenant;  // "" for events of no tenant
+  uint64_t task_id = 0;
+  uint64_t workflow_id = 0;
+  std::string pool;
+  std::string blob;  // serialized drover.v1.Event
+};
+
+// Which events ReadEvents returns: those after `after_seq`, at or after `since_unix_ms`,
+// of the given task, workflow, pool and tenant when set (tenant "" matches every tenant),
+// whose type is one of `types` or under one ("task" matches "task.dead"; empty: any), in
+// seq order, at most `limit` (1 or more).
+struct EventQuery {
+  int64_t after_seq = 0;
+  int64_t since_unix_ms = 0;
+  std::vector<std::string> types;
+  uint64_t task_id = 0;
+  uint64_t workflow_id = 0;
+  std::string pool;
+  std::string tenant;
+  int64_t limit = 100;
+};
+
+// Whether an event of `type` matches a query's `types` (the rule above).
+inline bool EventTypeMatches(const std::vector<std::string>& types, const std::string& type) {
+  if (types.empty()) return true;
+  for (const std::string& t : types) {
+    if (type == t ||
+        (type.size() > t.size() && type.compare(0, t.size(), t) == 0 && type[t.size()] == '.')) {
+      return true;
+    }
+  }
+  return false;
+}
+inline bool EventMatches(const EventQuery& q, const EventRow& row) {
+  return row.seq > q.after_seq && row.unix_ms >= q.since_unix_ms &&
+         (q.task_id == 0 || row.task_id == q.task_id) &&
+         (q.workflow_id == 0 || row.workflow_id == q.workflow_id) &&
+         (q.pool.empty() || row.pool == q.pool) && (q.tenant.empty() || row.tenant == q.tenant) &&
+         EventTypeMatches(q.types, row.type);
+}
+
 // Everything one transaction writes. Applied in this order: upserts, deletes, workflows,
-// meta, load, audit.
+// meta, load, audit, events.
 struct WriteBatch {
   std::vector<TaskRow> upserts;
   std::vector<uint64_t> deletes;
@@ -117,10 +167,11 @@ struct WriteBatch {
   std::vector<std::pair<std::string, std::string>> meta;  // key, value (upsert)
   std::vector<LoadMinute> load;  // upserts by (pool, minute): a row replaces the whole minute
   std::vector<AuditRow> audit;   // appended in order (their seq is ignored)
+  std::vector<EventRow> events;  // appended, in increasing seq order
 
   bool empty() const {
     return upserts.empty() && deletes.empty() && workflows.empty() && meta.empty() &&
-           load.empty() && audit.empty();
+           load.empty() && audit.empty() && events.empty();
   }
   void clear() {
     upserts.clear();
@@ -129,6 +180,7 @@ struct WriteBatch {
     meta.clear();
     load.clear();
     audit.clear();
+    events.clear();
   }
 };
 
@@ -140,6 +192,8 @@ struct StoreStats {
   int64_t load_rows_pruned = 0;
   int64_t audit_rows_written = 0;
   int64_t audit_rows_pruned = 0;
+  int64_t event_rows_written = 0;
+  int64_t event_rows_pruned = 0;
 };
 
 // One step of the sweep that removes old finished rows (PruneRows). The sweep walks the
@@ -213,6 +267,14 @@ class Store {
   // Deletes the audit records older than `before_unix_ms` (the retention sweep); returns
   // how many.
   virtual absl::StatusOr<int64_t> PruneAudit(int64_t before_unix_ms) = 0;
+
+  // Events matching `query`, in seq order (docs/events.md).
+  virtual absl::Status ReadEvents(const EventQuery& query,
+                                  const std::function<void(EventRow&&)>& fn) = 0;
+  // Deletes the events older than `before_unix_ms` (the retention sweep); returns how many.
+  virtual absl::StatusOr<int64_t> PruneEvents(int64_t before_unix_ms) = 0;
+  // The highest event seq stored, 0 when there is none (where a new writer goes on).
+  virtual absl::StatusOr<int64_t> MaxEventSeq() = 0;
 
   // Drivers that keep finished tasks in day tables (PostgreSQL) drop, whole, the days that
   // ended at or before `cutoff_unix_ms`, and create the coming days' tables; returns about

@@ -16,7 +16,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 check "three failures in a row open the agent's breaker (a logged event)" \
-  grep -q "circuit breaker of agent .*closed -> open: 3 consecutive failed attempts" "$WORK/serve.log"
+  grep -q "agent.breaker agent [0-9]*: circuit breaker closed -> open: 3 consecutive failed attempts" "$WORK/serve.log"
+check "the event log has it, with from and to" bash -c "'$DROVER' events --type agent.breaker --jsonl | grep -q '\"from\":\"closed\".*\"to\":\"open\"\\|\"to\":\"open\".*\"from\":\"closed\"'"
 curl -s "$HTTP/metrics" >"$WORK/m1.txt"
 check "metrics show one open breaker" grep -q '^drover_agent_breakers{state="open"} 1' "$WORK/m1.txt"
 check "the first two failures count against their tasks" \

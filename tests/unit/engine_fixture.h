@@ -98,6 +98,7 @@ class EngineTest : public ::testing::Test {
     meta_.clear();
     dirty_.clear();
     terminal_workflows_.clear();
+    events_.clear();
   }
 
   // What drover serve does after each command: take the outbox, write the changed records
@@ -129,6 +130,7 @@ class EngineTest : public ::testing::Test {
     purged_.insert(purged_.end(), out.purged.begin(), out.purged.end());
     meta_.insert(meta_.end(), out.meta.begin(), out.meta.end());
     dirty_.insert(dirty_.end(), out.dirty.begin(), out.dirty.end());
+    for (v1::Event& e : out.events) events_.push_back(std::move(e));
     ExpectConsistent();
   }
 
@@ -368,6 +370,7 @@ class EngineTest : public ::testing::Test {
   std::map<TaskId, v1::Task> store_;  // the store's rows, as Settle wrote them
   std::map<WorkflowId, v1::Workflow> workflow_store_;
   std::vector<WorkflowId> terminal_workflows_;
+  std::vector<v1::Event> events_;    // for the event log, in emission order
   uint64_t stored_max_task_id_ = 0;  // the store's max_task_id meta
   std::string stored_costs_;         // the store's costs meta
 };

@@ -153,7 +153,7 @@ TEST_F(PostgresTest, ServersStartingTogetherMigrateOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok.load(), 4);
   EXPECT_EQ(Q("SELECT count(*) FROM drover_schema"), "1");
-  EXPECT_EQ(Q("SELECT version FROM drover_schema"), "4");  // the newest migration
+  EXPECT_EQ(Q("SELECT version FROM drover_schema"), "5");  // the newest migration
 }
 
 TEST_F(PostgresTest, ASchemaFromANewerDroverIsRefused) {

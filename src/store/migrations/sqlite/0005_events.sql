@@ -1,0 +1,22 @@
+-- 0005_events: the event log (docs/events.md): what happened (task state changes, agents,
+-- breakers, workflows, pools, refusals, configuration), one row per event in the order it
+-- became durable. The blob is a drover.v1.Event; the plain columns are what reads filter on.
+--
+-- `seq` is given by the server that writes (one owns the store's work at a time) and goes
+-- on from max(seq) after a restart. Reads page by seq; a task's or a pool's events come
+-- through their own indexes; retention deletes by time through events_by_time.
+CREATE TABLE events (
+  seq         INTEGER PRIMARY KEY,
+  unix_ms     INTEGER NOT NULL,
+  type        TEXT    NOT NULL,
+  tenant      TEXT    NOT NULL,
+  task_id     INTEGER NOT NULL,
+  workflow_id INTEGER NOT NULL,
+  pool        TEXT    NOT NULL,
+  blob        BLOB    NOT NULL
+) STRICT;
+
+CREATE INDEX events_by_time ON events (unix_ms);
+CREATE INDEX events_by_task ON events (task_id, seq) WHERE task_id <> 0;
+CREATE INDEX events_by_workflow ON events (workflow_id, seq) WHERE workflow_id <> 0;
+CREATE INDEX events_by_pool ON events (pool, seq) WHERE pool <> '';
