@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "fmt/format.h"
 #include "store/store.h"
 
@@ -61,6 +64,33 @@ inline absl::Status CheckBatch(const WriteBatch& batch, std::string_view store) 
     last_seq = row.seq;
   }
   return absl::OkStatus();
+}
+
+// Events are appended in time order, so unix_ms grows with seq (but for a clock stepping
+// back): the first seq in [lo, hi] whose event is at or after `unix_ms`, by binary search
+// with `at(seq)` — the first event with a seq >= the one given, as {seq, unix_ms}, or
+// nullopt — instead of an index on time. nullopt when every event is older.
+template <typename At>
+absl::StatusOr<std::optional<int64_t>> FirstEventAtOrAfter(int64_t lo, int64_t hi, int64_t unix_ms,
+                                                           const At& at) {
+  if (lo > hi) return std::optional<int64_t>();
+  absl::StatusOr<std::optional<std::pair<int64_t, int64_t>>> e = at(hi);
+  if (!e.ok()) return e.status();
+  if (!e->has_value() || (*e)->second < unix_ms) return std::optional<int64_t>();
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    e = at(mid);
+    if (!e.ok()) return e.status();
+    if (e->has_value() && (*e)->second >= unix_ms) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  e = at(lo);
+  if (!e.ok()) return e.status();
+  if (!e->has_value()) return std::optional<int64_t>();
+  return std::optional<int64_t>((*e)->first);
 }
 
 // What StoreStats::rows_written adds for one successful commit: the task rows the batch

@@ -187,8 +187,17 @@ class MemoryStore final : public Store {
   }
 
   absl::StatusOr<int64_t> PruneEvents(int64_t before_unix_ms) override {
+    // By seq, as the SQL drivers: the events before the first one at or after the cutoff,
+    // and never the newest (it keeps the log's last seq).
+    int64_t below = events_.empty() ? 0 : events_.rbegin()->first;
+    for (const auto& [seq, row] : events_) {
+      if (row.unix_ms >= before_unix_ms) {
+        below = seq;
+        break;
+      }
+    }
     const auto deleted = static_cast<int64_t>(
-        std::erase_if(events_, [&](const auto& kv) { return kv.second.unix_ms < before_unix_ms; }));
+        std::erase_if(events_, [&](const auto& kv) { return kv.first < below; }));
     stats_.event_rows_pruned += deleted;
     return deleted;
   }

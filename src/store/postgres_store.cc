@@ -172,8 +172,9 @@ const Sql kStatements[] = {
     {"read_task_events", kReadEvents[1].c_str()},
     {"read_workflow_events", kReadEvents[2].c_str()},
     {"read_pool_events", kReadEvents[3].c_str()},
-    {"first_event_since", "SELECT min(seq) FROM events WHERE unix_ms >= $1::int8"},
-    {"prune_events", "DELETE FROM events WHERE unix_ms < $1::int8"},
+    {"event_at", "SELECT seq, unix_ms FROM events WHERE seq >= $1::int8 ORDER BY seq LIMIT 1"},
+    {"min_event_seq", "SELECT coalesce(min(seq), 0)::int8 FROM events"},
+    {"prune_events", "DELETE FROM events WHERE seq < $1::int8"},
     {"max_event_seq", "SELECT coalesce(max(seq), 0)::int8 FROM events"},
     {"fence", "SELECT drover_fence($1::text, $2::text, $3::int8)"},
     {"list_days",
@@ -278,6 +279,7 @@ class PostgresStore final : public Store {
                           const std::function<void(EventRow&&)>& fn) override;
   absl::StatusOr<int64_t> PruneEvents(int64_t before_unix_ms) override;
   absl::StatusOr<int64_t> MaxEventSeq() override;
+  absl::StatusOr<std::optional<int64_t>> FirstEventSince(int64_t unix_ms);
   absl::StatusOr<int64_t> DropFinishedBefore(int64_t cutoff_unix_ms, int64_t now_unix_ms) override;
   StoreStats Stats() const override { return stats_; }
   absl::Status SetFence(const Fence& fence) override {
@@ -757,10 +759,10 @@ absl::Status PostgresStore::ReadEvents(const EventQuery& query,
   }
   int64_t after = query.after_seq;
   if (query.since_unix_ms > 0) {
-    auto first = Run("first_event_since", {pg::Int8(query.since_unix_ms)});
+    absl::StatusOr<std::optional<int64_t>> first = FirstEventSince(query.since_unix_ms);
     if (!first.ok()) return first.status();
-    if (first->rows() == 0 || first->null(0, 0)) return absl::OkStatus();  // none since
-    after = std::max(after, first->Int8(0, 0) - 1);
+    if (!first->has_value()) return absl::OkStatus();  // none since
+    after = std::max<int64_t>(after, **first - 1);
   }
   std::string types;
   for (const std::string& t : query.types) types += "," + t;
@@ -789,8 +791,35 @@ absl::Status PostgresStore::ReadEvents(const EventQuery& query,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<int64_t>> PostgresStore::FirstEventSince(int64_t unix_ms) {
+  auto lo = Run("min_event_seq", {});
+  if (!lo.ok()) return lo.status();
+  absl::StatusOr<int64_t> hi = MaxEventSeq();
+  if (!hi.ok()) return hi.status();
+  if (lo->Int8(0, 0) == 0) return std::optional<int64_t>();
+  using At = absl::StatusOr<std::optional<std::pair<int64_t, int64_t>>>;
+  return internal::FirstEventAtOrAfter(lo->Int8(0, 0), *hi, unix_ms, [&](int64_t seq) -> At {
+    auto r = Run("event_at", {pg::Int8(seq)});
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return std::optional<std::pair<int64_t, int64_t>>();
+    return std::optional<std::pair<int64_t, int64_t>>({r->Int8(0, 0), r->Int8(0, 1)});
+  });
+}
+
 absl::StatusOr<int64_t> PostgresStore::PruneEvents(int64_t before_unix_ms) {
-  auto r = Run("prune_events", {pg::Int8(before_unix_ms)});
+  absl::StatusOr<std::optional<int64_t>> first = FirstEventSince(before_unix_ms);
+  if (!first.ok()) return first.status();
+  int64_t below = 0;
+  if (first->has_value()) {
+    below = **first;
+  } else {
+    // Every event is older: all go but the newest, which keeps the log's last seq (where
+    // the seqs go on after a restart, and followers' tokens stay valid).
+    absl::StatusOr<int64_t> max = MaxEventSeq();
+    if (!max.ok()) return max.status();
+    below = *max;
+  }
+  auto r = Run("prune_events", {pg::Int8(below)});
   if (!r.ok()) return r.status();
   stats_.event_rows_pruned += r->affected();
   return r->affected();

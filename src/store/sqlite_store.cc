@@ -321,8 +321,11 @@ class SqliteStore final : public Store {
   StmtPtr append_event_;
   // One read per index: by seq, or by task, workflow or pool (then seq).
   StmtPtr read_events_[4];
-  StmtPtr first_event_since_;
+  StmtPtr event_at_;
+  StmtPtr min_event_seq_;
   StmtPtr prune_events_;
+  // The first seq of an event at or after `unix_ms` (FirstEventAtOrAfter), nullopt if none.
+  absl::StatusOr<std::optional<int64_t>> FirstEventSince(int64_t unix_ms);
   StmtPtr max_event_seq_;
   StoreStats stats_;
   // True while LoadTasks runs its callback; Commit and LoadTasks refuse to run then.
@@ -402,8 +405,10 @@ absl::Status SqliteStore::Prepare() {
       {&read_events_[1], "read task events", kReadEvents[1].c_str()},
       {&read_events_[2], "read workflow events", kReadEvents[2].c_str()},
       {&read_events_[3], "read pool events", kReadEvents[3].c_str()},
-      {&first_event_since_, "first event since", "SELECT min(seq) FROM events WHERE unix_ms >= ?1"},
-      {&prune_events_, "prune events", "DELETE FROM events WHERE unix_ms < ?1"},
+      {&event_at_, "event at",
+       "SELECT seq, unix_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1"},
+      {&min_event_seq_, "min event seq", "SELECT coalesce(min(seq), 0) FROM events"},
+      {&prune_events_, "prune events", "DELETE FROM events WHERE seq < ?1"},
       {&max_event_seq_, "max event seq", "SELECT coalesce(max(seq), 0) FROM events"},
   };
   for (const Spec& spec : specs) {
@@ -773,15 +778,12 @@ absl::Status SqliteStore::ReadEvents(const EventQuery& query,
   }
   int64_t after = query.after_seq;
   if (query.since_unix_ms > 0) {
-    // Events are in time order but for clock steps: start from the first one at or after
-    // `since` (through events_by_time), and let the row filter drop the rest.
-    sqlite3_stmt* first = first_event_since_.get();
-    ResetOnExit reset_first(first);
-    if (sqlite3_bind_int64(first, 1, query.since_unix_ms) != SQLITE_OK)
-      return Internal("read events: bind");
-    if (sqlite3_step(first) != SQLITE_ROW) return Internal("read events: first since");
-    if (sqlite3_column_type(first, 0) == SQLITE_NULL) return absl::OkStatus();  // none since
-    after = std::max<int64_t>(after, sqlite3_column_int64(first, 0) - 1);
+    // Start from the first event at or after `since`; the row filter drops any earlier one
+    // after it (a clock step back).
+    absl::StatusOr<std::optional<int64_t>> first = FirstEventSince(query.since_unix_ms);
+    if (!first.ok()) return first.status();
+    if (!first->has_value()) return absl::OkStatus();  // none since
+    after = std::max<int64_t>(after, **first - 1);
   }
   std::string types;
   for (const std::string& t : query.types) types += "," + t;
@@ -818,11 +820,47 @@ absl::Status SqliteStore::ReadEvents(const EventQuery& query,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<int64_t>> SqliteStore::FirstEventSince(int64_t unix_ms) {
+  int64_t lo = 0;
+  {
+    sqlite3_stmt* stmt = min_event_seq_.get();
+    ResetOnExit reset(stmt);
+    if (sqlite3_step(stmt) != SQLITE_ROW) return Internal("min event seq");
+    lo = sqlite3_column_int64(stmt, 0);
+  }
+  absl::StatusOr<int64_t> hi = MaxEventSeq();
+  if (!hi.ok()) return hi.status();
+  if (lo == 0) return std::optional<int64_t>();
+  using At = absl::StatusOr<std::optional<std::pair<int64_t, int64_t>>>;
+  return internal::FirstEventAtOrAfter(lo, *hi, unix_ms, [&](int64_t seq) -> At {
+    sqlite3_stmt* stmt = event_at_.get();
+    ResetOnExit reset(stmt);
+    if (sqlite3_bind_int64(stmt, 1, seq) != SQLITE_OK) return Internal("event at: bind");
+    const int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return std::optional<std::pair<int64_t, int64_t>>();
+    if (rc != SQLITE_ROW) return Internal("event at");
+    return std::optional<std::pair<int64_t, int64_t>>(
+        {sqlite3_column_int64(stmt, 0), sqlite3_column_int64(stmt, 1)});
+  });
+}
+
 absl::StatusOr<int64_t> SqliteStore::PruneEvents(int64_t before_unix_ms) {
+  // Every event before the first one at or after the cutoff: a range of seqs.
+  absl::StatusOr<std::optional<int64_t>> first = FirstEventSince(before_unix_ms);
+  if (!first.ok()) return first.status();
+  int64_t below = 0;
+  if (first->has_value()) {
+    below = **first;
+  } else {
+    // Every event is older: all go but the newest, which keeps the log's last seq (where
+    // the seqs go on after a restart, and followers' tokens stay valid).
+    absl::StatusOr<int64_t> max = MaxEventSeq();
+    if (!max.ok()) return max.status();
+    below = *max;
+  }
   sqlite3_stmt* stmt = prune_events_.get();
   ResetOnExit reset(stmt);
-  if (sqlite3_bind_int64(stmt, 1, before_unix_ms) != SQLITE_OK)
-    return Internal("prune events: bind");
+  if (sqlite3_bind_int64(stmt, 1, below) != SQLITE_OK) return Internal("prune events: bind");
   if (sqlite3_step(stmt) != SQLITE_DONE) return Internal("prune events");
   const int64_t deleted = sqlite3_changes64(db_.get());
   stats_.event_rows_pruned += deleted;

@@ -271,7 +271,8 @@ class Store {
   // Events matching `query`, in seq order (docs/events.md).
   virtual absl::Status ReadEvents(const EventQuery& query,
                                   const std::function<void(EventRow&&)>& fn) = 0;
-  // Deletes the events older than `before_unix_ms` (the retention sweep); returns how many.
+  // Deletes the events before the first one at or after `before_unix_ms` (the retention
+  // sweep; events are in time order), never the newest one; returns how many.
   virtual absl::StatusOr<int64_t> PruneEvents(int64_t before_unix_ms) = 0;
   // The highest event seq stored, 0 when there is none (where a new writer goes on).
   virtual absl::StatusOr<int64_t> MaxEventSeq() = 0;

@@ -154,6 +154,32 @@ TEST_P(EventStore, PruneDeletesOlderEventsOnly) {
   EXPECT_EQ(store_->Stats().event_rows_written, 6);
 }
 
+TEST_P(EventStore, SinceAndPruneFindTheirPlaceAmongManyByTime) {
+  store::WriteBatch b;
+  for (int64_t s = 1; s <= 1000; ++s) b.events.push_back(Row(s, s * 10, "task.ready", "a", s));
+  Commit(b);
+  EventQuery q;
+  q.since_unix_ms = 5005;
+  q.limit = 2;
+  EXPECT_THAT(Seqs(q), ElementsAre(501, 502));
+  q.since_unix_ms = 10;
+  EXPECT_THAT(Seqs(q), ElementsAre(1, 2));
+  q.since_unix_ms = 10'001;
+  EXPECT_TRUE(Seqs(q).empty());
+  auto n = store_->PruneEvents(3000);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 299);  // seqs 1 to 299 (at 10 to 2990 ms)
+  q = EventQuery{};
+  q.limit = 1;
+  EXPECT_THAT(Seqs(q), ElementsAre(300));
+  // Everything older: all go but the newest, which keeps the log's last seq.
+  n = store_->PruneEvents(1'000'000);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 700);
+  EXPECT_THAT(Seqs(EventQuery{}), ElementsAre(1000));
+  EXPECT_EQ(*store_->MaxEventSeq(), 1000);
+}
+
 TEST_P(EventStore, AZeroLimitIsRefused) {
   EventQuery q;
   q.limit = 0;

@@ -4,7 +4,9 @@
 --
 -- `seq` is given by the server that writes (one owns the store's work at a time) and goes
 -- on from max(seq) after a restart. Reads page by seq; a task's or a pool's events come
--- through their own indexes; retention deletes by time through events_by_time.
+-- through their own indexes. Time has no index (one b-tree less per event): seqs grow with
+-- time, so a read `since` and the retention sweep find their first seq by binary search
+-- over seq, and the sweep deletes a range of seqs.
 CREATE TABLE events (
   seq         bigint PRIMARY KEY,
   unix_ms     bigint NOT NULL,
@@ -16,7 +18,6 @@ CREATE TABLE events (
   blob        bytea NOT NULL
 );
 
-CREATE INDEX events_by_time ON events (unix_ms);
 CREATE INDEX events_by_task ON events (task_id, seq) WHERE task_id <> 0;
 CREATE INDEX events_by_workflow ON events (workflow_id, seq) WHERE workflow_id <> 0;
 CREATE INDEX events_by_pool ON events (pool, seq) WHERE pool <> '';
