@@ -7,7 +7,7 @@
 //
 //   engine_bench [--tasks N] [--batch B] [--types T] [--agents A] [--slots S]
 //                [--inflight F] [--db PATH|:memory-store:] [--durability normal|full] [--direct]
-//                [--events off|notable|all]
+//                [--events off|notable|all] [--trace-endpoint URL --trace-sampling R]
 //
 // By default (no --inflight) the commands go through api::Runtime exactly as in drover
 // serve: engine thread, group-committing store thread, acks and pushes after commit.
@@ -15,6 +15,8 @@
 // --events sets which task changes go to the event log (default notable, as drover serve);
 // through the Runtime the events are written with each commit and published to an event
 // hub, as in drover serve (bench/run_events.sh compares the levels back to back).
+// --trace-endpoint exports finished tasks' spans to an OTLP/HTTP receiver, a share
+// --trace-sampling of the traces (bench/run_tracing.sh).
 //
 // Prints one line of figures. Also: --recover-only reopens the database and times
 // recovery; --queue-only N queues N tasks and prints resident memory (bench/run_all.sh
@@ -60,6 +62,8 @@ struct Args {
   bool recover_only = false;
   bool direct = false;  // engine and store on one thread, no runtime
   std::string events = "notable";
+  std::string trace_endpoint;
+  double trace_sampling = 0.01;
 };
 
 int64_t RssKiB() {
@@ -106,6 +110,10 @@ Args Parse(int argc, char** argv) {
       a.direct = true;
     else if (k == "--events")
       a.events = next();
+    else if (k == "--trace-endpoint")
+      a.trace_endpoint = next();
+    else if (k == "--trace-sampling")
+      a.trace_sampling = std::stod(next());
     else {
       fmt::print(stderr, "unknown flag {}\n", k);
       std::exit(2);
@@ -175,6 +183,17 @@ int RunThroughRuntime(const Args& a, drover::store::Store& store, drover::core::
   LeaseSink sink;
   runtime.SetPushSink(&sink);
   runtime.SetEventHub(&hub);
+  std::unique_ptr<drover::obs::OtlpExporter> tracer;
+  if (!a.trace_endpoint.empty()) {
+    drover::obs::OtlpOptions to;
+    to.endpoint = a.trace_endpoint;
+    tracer = std::make_unique<drover::obs::OtlpExporter>(to);
+    if (absl::Status st = tracer->Start(); !st.ok()) {
+      fmt::print(stderr, "{}\n", st.ToString());
+      return 2;
+    }
+    runtime.SetTracer(tracer.get(), a.trace_sampling);
+  }
   runtime.Start();
   std::atomic<int> registered{0};
   for (int i = 0; i < a.agents; ++i) {
@@ -230,16 +249,23 @@ int RunThroughRuntime(const Args& a, drover::store::Store& store, drover::core::
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
   submitter.join();
   runtime.Stop();
+  std::string traced;
+  if (tracer) {
+    tracer->Stop();
+    const auto ts = tracer->stats();
+    traced = fmt::format("; tracing {}: {} spans exported, {} dropped", a.trace_sampling,
+                         ts.exported, ts.dropped_queue_full + ts.dropped_export_failed);
+  }
   const auto rs = runtime.stats();
   const auto ss = store.Stats();
   fmt::print(
       "engine+runtime+{}: {} tasks submitted, dispatched and completed in {:.2f} s = {:.0f} "
       "tasks/s ({} types, {} agents x {} slots, batch {}; {} commits, {} rows, {} events ({}), "
-      "commit p50 {:.2f} ms; rss {:.0f} MiB)\n",
+      "commit p50 {:.2f} ms; rss {:.0f} MiB{})\n",
       a.db == ":memory-store:" ? "memory-store" : absl::StrCat("sqlite(", a.durability, ")"),
       completed.load(), secs, completed.load() / secs, a.types, a.agents, a.slots, a.batch,
       ss.commits, ss.rows_written, ss.event_rows_written, a.events,
-      rs.commit_seconds.Quantile(0.5) * 1000, RssKiB() / 1024.0);
+      rs.commit_seconds.Quantile(0.5) * 1000, RssKiB() / 1024.0, traced);
   return engine.probe().succeeded == a.tasks ? 0 : 1;
 }
 

@@ -1,6 +1,7 @@
 // The agent runner's handling of a lease (drover agent): whatever a lease holds (step
 // names, types, tenants, NULs and newlines), every file it writes stays inside the work
-// directory and no environment entry carries a NUL or a newline.
+// directory, the environment it sets is DROVER_* and the W3C TRACEPARENT only, and no entry
+// carries a NUL or a newline.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -38,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(Inside(plan.checkpoint_file, dir));
   if (!plan.parents_dir.empty()) Require(Inside(plan.parents_dir, dir));
   for (const std::string& e : plan.env) {
-    Require(e.rfind("DROVER_", 0) == 0);
+    Require(e.rfind("DROVER_", 0) == 0 || e.rfind("TRACEPARENT=", 0) == 0);
     Require(e.find('=') != std::string::npos);
     Require(e.find('\0') == std::string::npos && e.find('\n') == std::string::npos);
   }

@@ -7,6 +7,7 @@
 #include "auth/roles.h"
 #include "core/names.h"
 #include "google/protobuf/util/json_util.h"
+#include "obs/otlp.h"
 #include "util/file.h"
 
 namespace drover::api {
@@ -295,6 +296,34 @@ absl::StatusOr<ServeOptions> ParseServeOptions(const std::string& json, const st
     o.audit_retention = absl::Milliseconds(a.audit_retention_ms());
   }
   o.public_metrics = a.public_metrics();
+  const v1::TracingConfig& tr = c.tracing();
+  if (!tr.endpoint().empty()) {
+    if (auto e = obs::ParseOtlpEndpoint(tr.endpoint(), "tracing.endpoint"); !e.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.status().message()));
+    }
+    o.tracing_endpoint = tr.endpoint();
+  }
+  if (tr.has_sampling()) {
+    if (!(tr.sampling() >= 0 && tr.sampling() <= 1)) {  // also refuses NaN
+      return Bad(source, "tracing.sampling", "must be 0 to 1 (the share of traces exported)");
+    }
+    o.tracing_sampling = tr.sampling();
+  }
+  if (!tr.service_name().empty()) {
+    if (tr.service_name().size() > 128)
+      return Bad(source, "tracing.service_name", "at most 128 bytes");
+    o.tracing_service_name = tr.service_name();
+  }
+  if (tr.max_queue_spans() != 0) {
+    if (tr.max_queue_spans() < 100 || tr.max_queue_spans() > 10'000'000) {
+      return Bad(source, "tracing.max_queue_spans", "must be 100 to 10000000");
+    }
+    o.tracing_max_queue = static_cast<size_t>(tr.max_queue_spans());
+  }
+  if (o.tracing_endpoint.empty() &&
+      (tr.has_sampling() || !tr.service_name().empty() || tr.max_queue_spans() != 0)) {
+    return Bad(source, "tracing.endpoint", "is needed: the other tracing keys are set");
+  }
   const v1::EventsConfig& ev = c.events();
   if (ev.tasks() == "all") {
     o.engine.task_events = core::TaskEvents::kAll;

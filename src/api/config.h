@@ -44,6 +44,11 @@ struct ServeOptions {
   // The event log (events.*): kept this long; which task changes go in it is
   // engine.task_events.
   absl::Duration event_retention = absl::Hours(24 * 7);
+  // Tracing (docs/tracing.md): on with an endpoint.
+  std::string tracing_endpoint;
+  double tracing_sampling = 1;
+  std::string tracing_service_name = "drover";
+  size_t tracing_max_queue = 20'000;
   bool public_metrics = false;
   // Client certificates as principals: common name -> grants (auth.certificates).
   std::map<std::string, std::vector<drover::v1::Grant>> certificate_principals;

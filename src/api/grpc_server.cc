@@ -10,6 +10,7 @@
 #include "api/tls.h"
 #include "drover/v1/drover.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "obs/trace.h"
 
 namespace drover::api {
 namespace {
@@ -223,6 +224,24 @@ ServerUnaryReactor* Admitted(CallbackServerContext* ctx, Gate& gate, const std::
     return Admitted(ctx, gate_, kMethod, req, resp,                                       \
                     [&](const auth::Caller& c, auto done) { s_.Method(c, *req, done); }); \
   }
+// Submissions: a task without a traceparent takes the call's (metadata "traceparent"), on
+// a copy of the request made only then (obs::ApplyTraceparent; a bad header is ignored).
+#define DROVER_UNARY_TRACED(Method, Request, Response)                                      \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req,            \
+                             v1::Response* resp) override {                                 \
+    static const std::string kMethod = std::string(kService) + "/" #Method;                 \
+    return Admitted(ctx, gate_, kMethod, req, resp, [&](const auth::Caller& c, auto done) { \
+      auto it = ctx->client_metadata().find("traceparent");                                 \
+      if (it != ctx->client_metadata().end()) {                                             \
+        v1::Request copy = *req;                                                            \
+        if (obs::ApplyTraceparent(absl::string_view(it->second.data(), it->second.size()),  \
+                                  &copy)) {                                                 \
+          return s_.Method(c, copy, done);                                                  \
+        }                                                                                   \
+      }                                                                                     \
+      s_.Method(c, *req, done);                                                             \
+    });                                                                                     \
+  }
 #define DROVER_UNARY_NO_REQUEST(Method, Request, Response)                          \
   ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::Request* req,    \
                              v1::Response* resp) override {                         \
@@ -238,8 +257,8 @@ class TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
   static constexpr char kService[] = "drover.v1.TaskService";
   TaskServiceImpl(api::Service& s, Gate& g) : s_(s), gate_(g) {}
-  DROVER_UNARY(SubmitTask, SubmitTaskRequest, SubmitTaskResponse)
-  DROVER_UNARY(SubmitTasks, SubmitTasksRequest, SubmitTasksResponse)
+  DROVER_UNARY_TRACED(SubmitTask, SubmitTaskRequest, SubmitTaskResponse)
+  DROVER_UNARY_TRACED(SubmitTasks, SubmitTasksRequest, SubmitTasksResponse)
   DROVER_UNARY(GetTask, GetTaskRequest, Task)
   DROVER_UNARY(ListTasks, ListTasksRequest, ListTasksResponse)
   DROVER_UNARY(CancelTask, CancelTaskRequest, Task)

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <future>
 #include <memory>
+#include <type_traits>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -16,6 +17,7 @@
 #include "fmt/format.h"
 #include "google/protobuf/util/json_util.h"
 #include "httplib.h"
+#include "obs/trace.h"
 
 namespace drover::api {
 namespace {
@@ -184,6 +186,12 @@ HttpServer::Handler BodyRoute(Service* svc,
     auto caller = admit(parsed.ok() ? &r : nullptr);
     if (!caller.ok()) return WriteError(res, caller.status());
     if (!parsed.ok()) return WriteError(res, parsed);
+    // Submissions: a task without a traceparent takes the call's header (a bad one is
+    // ignored).
+    if constexpr (std::is_same_v<Req, v1::SubmitTaskRequest> ||
+                  std::is_same_v<Req, v1::SubmitTasksRequest>) {
+      obs::ApplyTraceparent(req.get_header_value("traceparent"), &r);
+    }
     Answer(res, Await<Resp>([&](Reply<Resp> done) { (svc->*call)(*caller, r, std::move(done)); }));
   };
 }

@@ -290,6 +290,15 @@ void Runtime::BuildBatch(Batch& batch, PendingBatch& pending) {
   }
   pending.writes.deletes = std::move(out.purged);
   pending.events = std::move(out.events);
+  if (tracer_ != nullptr) {
+    // Unsampled tasks cost a hash of their trace id; a sampled one its spans.
+    for (core::TaskId id : out.terminal) {
+      const drover::v1::Task* t = engine_.Snapshot(id);
+      if (t == nullptr || !obs::Sampled(*t, sampling_)) continue;
+      std::vector<obs::Span> spans = obs::TaskSpans(*t);
+      for (obs::Span& s : spans) pending.spans.push_back(std::move(s));
+    }
+  }
   pending.writes.meta = std::move(out.meta);
   pending.pushes = std::move(out.pushes);
   FireWaiters(out, pending);
@@ -547,6 +556,7 @@ void Runtime::StoreLoop() {
       published.clear();
     }
     for (PendingBatch& p : work) {
+      if (st.ok() && tracer_ != nullptr) tracer_->Offer(std::move(p.spans));
       if (st.ok() && sink_ != nullptr) {
         for (const auto& push : p.pushes) sink_->Push(push.agent, push.item);
       }

@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/engine.h"
 #include "obs/events.h"
+#include "obs/otlp.h"
 #include "store/store.h"
 #include "util/histogram.h"
 
@@ -93,6 +94,12 @@ class Runtime {
   void SetPushSink(PushSink* sink) { sink_ = sink; }
   // Before Start(): where committed events are published (followers, long polls).
   void SetEventHub(obs::EventHub* hub) { hub_ = hub; }
+  // Before Start(): finished tasks' spans go to `exporter` when their trace is sampled
+  // (`sampling`: obs::Sampled), offered once their batch has committed.
+  void SetTracer(obs::OtlpExporter* exporter, double sampling) {
+    tracer_ = exporter;
+    sampling_ = sampling;
+  }
   // Before Start(). Without it, nothing is pruned.
   void SetPruning(const PruneOptions& options) { prune_ = options; }
   // The first minute (Unix time / 60) whose load row the retention keeps at `now`: the
@@ -188,6 +195,7 @@ class Runtime {
     store::WriteBatch writes;
     std::vector<core::Outbox::Push> pushes;
     std::vector<drover::v1::Event> events;
+    std::vector<obs::Span> spans;
     std::vector<std::function<void(const absl::Status&)>> callbacks;
     size_t commands = 0;
   };
@@ -212,6 +220,8 @@ class Runtime {
   const size_t queue_limit_;
   PushSink* sink_ = nullptr;
   obs::EventHub* hub_ = nullptr;
+  obs::OtlpExporter* tracer_ = nullptr;
+  double sampling_ = 1;
   PruneOptions prune_;
   // Store thread only (set in Start): the seq the next event gets; 0 while the event log
   // could not be read (then no event is written).

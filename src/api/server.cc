@@ -33,7 +33,8 @@ struct Server::Impl {
   SystemClock clock;
   std::unique_ptr<store::Store> store;
   std::unique_ptr<core::Engine> engine;
-  obs::EventHub events;  // outlives the runtime that publishes to it
+  obs::EventHub events;                       // outlives the runtime that publishes to it
+  std::unique_ptr<obs::OtlpExporter> tracer;  // and the exporter it offers spans to
   std::unique_ptr<Runtime> runtime;
   auth::TokenRegistry tokens;
   std::unique_ptr<Gate> gate;
@@ -379,6 +380,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
   impl->grpc = std::make_unique<GrpcServer>(*impl->service, *impl->gate);
   impl->runtime->SetPushSink(&impl->grpc->sink());
   impl->runtime->SetEventHub(&impl->events);
+  if (!options.tracing_endpoint.empty()) {
+    obs::OtlpOptions to;
+    to.endpoint = options.tracing_endpoint;
+    to.service_name = options.tracing_service_name;
+    to.max_queue = options.tracing_max_queue;
+    impl->tracer = std::make_unique<obs::OtlpExporter>(to);
+    if (absl::Status st = impl->tracer->Start(); !st.ok()) return st;
+    impl->runtime->SetTracer(impl->tracer.get(), options.tracing_sampling);
+    impl->service->SetTracer(impl->tracer.get());
+  }
   impl->service->SetEventHub(&impl->events);
   PruneOptions prune;
   prune.retention = options.store_retention;
@@ -515,6 +526,7 @@ void Server::Stop() {
   if (impl_->http) impl_->http->Stop();
   impl_->grpc->Stop();
   impl_->runtime->Stop();
+  if (impl_->tracer) impl_->tracer->Stop();  // sends what waits (up to its timeout)
   // Everything is committed: hand the work over at once instead of after the TTL.
   if (impl_->lease) {
     absl::Status st = impl_->lease->Release();

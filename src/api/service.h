@@ -135,6 +135,7 @@ class Service {
   void ListEvents(const auth::Caller& caller, const v1::ListEventsRequest& req,
                   Reply<v1::ListEventsResponse> done);
   void SetEventHub(obs::EventHub* hub) { events_ = hub; }
+  void SetTracer(obs::OtlpExporter* tracer) { tracer_ = tracer; }
 
  private:
   // Writes the pools defined through the API to the store meta, then answers.
@@ -163,6 +164,7 @@ class Service {
   Runtime& runtime_;
   store::Store& store_;
   obs::EventHub* events_ = nullptr;
+  obs::OtlpExporter* tracer_ = nullptr;
   // Which principal (token id) registered each agent; written on the engine thread.
   mutable std::mutex owners_mu_;
   absl::flat_hash_map<uint64_t, std::string> agent_owners_;

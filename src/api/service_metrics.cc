@@ -18,8 +18,9 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
   Runtime& runtime = runtime_;
   pool::PoolManager* pools = pools_;
   obs::EventHub* hub = events_;
-  const bool queued = runtime_.Post([shared, &store, &runtime, pools, hub](Engine& e,
-                                                                           Batch& batch) {
+  obs::OtlpExporter* tracer = tracer_;
+  const bool queued = runtime_.Post([shared, &store, &runtime, pools, hub, tracer](Engine& e,
+                                                                                   Batch& batch) {
     obs::PromWriter w;
     w.Family("drover_tasks", "gauge", "Tasks known to the engine, by state.");
     for (int s = v1::TASK_STATE_WAITING; s <= v1::TASK_STATE_EXPIRED; ++s) {
@@ -298,6 +299,17 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
             static_cast<double>(streams));
     w.Gauge("drover_agent_slots", "Task slots of registered agents.", static_cast<double>(slots));
     w.Gauge("drover_agent_slots_busy", "Task slots holding a lease.", static_cast<double>(busy));
+    if (tracer != nullptr) {
+      const obs::OtlpStats ts = tracer->stats();
+      w.Counter("drover_trace_spans_exported_total", "Spans the OTLP receiver accepted.",
+                static_cast<double>(ts.exported));
+      w.Family("drover_trace_spans_dropped_total", "counter",
+               "Spans not exported: the queue was full, or the receiver failed or was away.");
+      w.Sample({{"reason", "queue_full"}}, static_cast<double>(ts.dropped_queue_full));
+      w.Sample({{"reason", "export_failed"}}, static_cast<double>(ts.dropped_export_failed));
+      w.Counter("drover_trace_export_failures_total", "OTLP export requests that failed.",
+                static_cast<double>(ts.requests_failed));
+    }
     if (hub != nullptr) {
       w.Gauge("drover_event_waiters", "Readers waiting for the next event (long polls).",
               static_cast<double>(hub->waiters()));

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -123,11 +124,22 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
   if (options_.token.has_value() && !options_.token->empty()) {
     authorization_ = "Bearer " + *options_.token;
   }
+  if (options_.traceparent.has_value()) {
+    traceparent_ = *options_.traceparent;
+  } else if (const char* tp = std::getenv("TRACEPARENT"); tp != nullptr) {
+    traceparent_ = tp;
+  }
+  // Metadata takes printable ASCII only; the server ignores a malformed value anyway.
+  if (traceparent_.size() > 256 || !std::all_of(traceparent_.begin(), traceparent_.end(),
+                                                [](char c) { return c >= 0x20 && c < 0x7f; })) {
+    traceparent_.clear();
+  }
 }
 
 void Client::Prepare(grpc::ClientContext& ctx, absl::Duration timeout) const {
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   if (!authorization_.empty()) ctx.AddMetadata("authorization", authorization_);
+  if (!traceparent_.empty()) ctx.AddMetadata("traceparent", traceparent_);
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {

@@ -30,6 +30,10 @@ struct ClientOptions {
     std::string ca_file, cert_file, key_file, server_name;
   };
   std::optional<Tls> tls;
+  // W3C trace context sent as "traceparent" metadata on every call, so submitted tasks
+  // join the caller's trace (docs/tracing.md). Unset: $TRACEPARENT (a `drover agent`
+  // command that submits tasks links them to its own attempt). Empty: none.
+  std::optional<std::string> traceparent;
 };
 
 // TLS settings from $DROVER_CA_FILE, $DROVER_CERT_FILE, $DROVER_KEY_FILE and
@@ -140,6 +144,7 @@ class Client {
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<v1::AuthService::Stub> auth_;
   std::string authorization_;  // "Bearer <token>", or "" for none
+  std::string traceparent_;    // "" for none
 };
 
 // The retry-after hint (ms) the server attached to a RESOURCE_EXHAUSTED answer, if any;

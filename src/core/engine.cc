@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "core/names.h"
 #include "google/protobuf/util/json_util.h"
+#include "obs/trace.h"
 
 namespace drover::core {
 namespace {
@@ -77,6 +78,12 @@ absl::Status Engine::ValidateSpec(const v1::TaskSpec& s, const std::string& f) c
   if (s.payload().size() > options_.max_payload_bytes) {
     return bad("payload", absl::StrCat(s.payload().size(), " bytes exceeds the limit of ",
                                        options_.max_payload_bytes, " bytes"));
+  }
+  if (!s.traceparent().empty() && !obs::ParseTraceparent(s.traceparent())) {
+    return bad("traceparent",
+               absl::StrCat("'", s.traceparent().substr(0, 64),
+                            "' is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, "
+                            "lowercase, ids not all zeros)"));
   }
   if (!v1::Priority_IsValid(s.priority())) {
     return bad("priority", absl::StrCat("unknown value ", static_cast<int>(s.priority()),
@@ -354,6 +361,7 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
     l->set_workflow_id(task.workflow_id());
     l->set_step(task.step());
   }
+  l->set_traceparent(obs::AttemptTraceparent(task, task.attempts()));
   FillParents(task, l);
   outbox_.pushes.push_back(std::move(push));
   RefreshIdle(agent);

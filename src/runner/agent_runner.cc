@@ -233,7 +233,10 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
   // Everything the child needs is prepared before fork.
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "DROVER_", 7) != 0) env_strings.emplace_back(*e);
+    // The task's own values replace the runner's: DROVER_* and the trace context.
+    if (std::strncmp(*e, "DROVER_", 7) != 0 && std::strncmp(*e, "TRACEPARENT=", 12) != 0) {
+      env_strings.emplace_back(*e);
+    }
   }
   env_strings.insert(env_strings.end(), plan.env.begin(), plan.env.end());
   std::vector<char*> envp;
@@ -521,6 +524,10 @@ TaskPlan PlanTask(const drover::v1::TaskLease& lease, const std::string& work_di
   env.push_back(absl::StrCat("DROVER_CHECKPOINT_FILE=", plan.checkpoint_file));
   env.push_back(absl::StrCat("DROVER_SERVER=", EnvValue(server)));
   env.push_back(absl::StrCat("DROVER_MESSAGES_FILE=", messages_file));
+  // The attempt's span in the task's trace (W3C): the command's own spans join it.
+  if (!lease.traceparent().empty()) {
+    env.push_back(absl::StrCat("TRACEPARENT=", EnvValue(lease.traceparent())));
+  }
   if (lease.workflow_id() != 0) {
     env.push_back(absl::StrCat("DROVER_WORKFLOW_ID=", lease.workflow_id()));
     env.push_back(absl::StrCat("DROVER_STEP=", EnvValue(lease.step())));
