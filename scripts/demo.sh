@@ -155,6 +155,8 @@ cat <<EOF2
    drover forecast backtest --trace traces/nasa_http_jul95.csv   # the forecasters, judged
    drover token create ci --role submitter@default --ttl 30d   # a token for someone else
    drover audit --limit 20                    # who changed what, and every refused call
+   drover events --type task.dead,task.retry_wait,pool   # what happened: failures, scaling
+   drover events --follow                     # ...as it happens (Ctrl-C stops)
    curl -H "Authorization: Bearer \$(cat $DROVER_TOKEN_FILE)" http://127.0.0.1:$HTTP_PORT/metrics
    curl -H "Authorization: Bearer \$(cat $DROVER_TOKEN_FILE)" http://127.0.0.1:$HTTP_PORT/v1/stats
    logs: $WORK/serve.log, agents: $WORK/data/pools/<pool>/<n>.log
