@@ -19,7 +19,6 @@ trap 'kill $RECEIVER 2>/dev/null; rm -rf "$TMP"' EXIT
 for _ in $(seq 1 100); do [ -s "$TMP/url" ] && break; sleep 0.1; done
 URL=$(head -1 "$TMP/url")
 URL=${URL%/}
-declare -A R
 rate() { grep -o '= [0-9]* tasks/s' | grep -o '[0-9]*' | head -1; }
 run() {
   local extra=()
@@ -27,21 +26,6 @@ run() {
   "$BIN/engine_bench" --tasks "$TASKS" --batch 1000 --agents 16 --slots 640 \
     --db "$TMP/engine.db" "${extra[@]}" | tee -a "$TMP/log" | rate
 }
-levels=(off 0.01 1)
-for i in $(seq 0 $((ROUNDS - 1))); do
-  line="round $((i + 1)):"
-  for j in 0 1 2; do
-    l=${levels[$(((i + j) % 3))]}
-    r=$(run "$l")
-    R[$l]="${R[$l]:-} $r"
-    line="$line $l $r"
-  done
-  echo "$line tasks/s"
-done
+source "$(dirname "$0")/rounds.sh"
+rounds "$ROUNDS" sampling off 0.01 1
 grep -o 'tracing .*' "$TMP/log" | tail -2
-median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-off=$(median "${R[off]}")
-for l in "${levels[@]}"; do
-  m=$(median "${R[$l]}")
-  echo "median sampling $l: $m tasks/s ($(awk -v a="$m" -v b="$off" 'BEGIN {printf "%.3f", a / b}') x off)"
-done

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -91,6 +92,26 @@ absl::StatusOr<std::optional<int64_t>> FirstEventAtOrAfter(int64_t lo, int64_t h
   if (!e.ok()) return e.status();
   if (!e->has_value()) return std::optional<int64_t>();
   return std::optional<int64_t>((*e)->first);
+}
+
+// Where PruneEvents deletes below: the first event at or after the cutoff (`first`), or,
+// when every event is older, the newest one — which stays: it keeps the log's last seq
+// (where the seqs go on after a restart, and followers' tokens stay valid). `max` gives the
+// newest seq.
+template <typename Max>
+absl::StatusOr<int64_t> EventPruneBound(const absl::StatusOr<std::optional<int64_t>>& first,
+                                        const Max& max) {
+  if (!first.ok()) return first.status();
+  if (first->has_value()) return **first;
+  return max();
+}
+
+// A query's types as the SQL filters take them: ",a,b.c," ("" for any type).
+inline std::string EventTypesFilter(const std::vector<std::string>& types) {
+  std::string out;
+  for (const std::string& t : types) out += "," + t;
+  if (!out.empty()) out += ",";
+  return out;
 }
 
 // What StoreStats::rows_written adds for one successful commit: the task rows the batch

@@ -764,9 +764,7 @@ absl::Status PostgresStore::ReadEvents(const EventQuery& query,
     if (!first->has_value()) return absl::OkStatus();  // none since
     after = std::max<int64_t>(after, **first - 1);
   }
-  std::string types;
-  for (const std::string& t : query.types) types += "," + t;
-  if (!types.empty()) types += ",";
+  const std::string types = internal::EventTypesFilter(query.types);
   const char* name = query.task_id != 0       ? "read_task_events"
                      : query.workflow_id != 0 ? "read_workflow_events"
                      : !query.pool.empty()    ? "read_pool_events"
@@ -807,19 +805,10 @@ absl::StatusOr<std::optional<int64_t>> PostgresStore::FirstEventSince(int64_t un
 }
 
 absl::StatusOr<int64_t> PostgresStore::PruneEvents(int64_t before_unix_ms) {
-  absl::StatusOr<std::optional<int64_t>> first = FirstEventSince(before_unix_ms);
-  if (!first.ok()) return first.status();
-  int64_t below = 0;
-  if (first->has_value()) {
-    below = **first;
-  } else {
-    // Every event is older: all go but the newest, which keeps the log's last seq (where
-    // the seqs go on after a restart, and followers' tokens stay valid).
-    absl::StatusOr<int64_t> max = MaxEventSeq();
-    if (!max.ok()) return max.status();
-    below = *max;
-  }
-  auto r = Run("prune_events", {pg::Int8(below)});
+  absl::StatusOr<int64_t> below =
+      internal::EventPruneBound(FirstEventSince(before_unix_ms), [&] { return MaxEventSeq(); });
+  if (!below.ok()) return below.status();
+  auto r = Run("prune_events", {pg::Int8(*below)});
   if (!r.ok()) return r.status();
   stats_.event_rows_pruned += r->affected();
   return r->affected();

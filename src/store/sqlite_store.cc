@@ -785,9 +785,7 @@ absl::Status SqliteStore::ReadEvents(const EventQuery& query,
     if (!first->has_value()) return absl::OkStatus();  // none since
     after = std::max<int64_t>(after, **first - 1);
   }
-  std::string types;
-  for (const std::string& t : query.types) types += "," + t;
-  if (!types.empty()) types += ",";
+  const std::string types = internal::EventTypesFilter(query.types);
   const int index = query.task_id != 0       ? 1
                     : query.workflow_id != 0 ? 2
                     : !query.pool.empty()    ? 3
@@ -846,21 +844,12 @@ absl::StatusOr<std::optional<int64_t>> SqliteStore::FirstEventSince(int64_t unix
 
 absl::StatusOr<int64_t> SqliteStore::PruneEvents(int64_t before_unix_ms) {
   // Every event before the first one at or after the cutoff: a range of seqs.
-  absl::StatusOr<std::optional<int64_t>> first = FirstEventSince(before_unix_ms);
-  if (!first.ok()) return first.status();
-  int64_t below = 0;
-  if (first->has_value()) {
-    below = **first;
-  } else {
-    // Every event is older: all go but the newest, which keeps the log's last seq (where
-    // the seqs go on after a restart, and followers' tokens stay valid).
-    absl::StatusOr<int64_t> max = MaxEventSeq();
-    if (!max.ok()) return max.status();
-    below = *max;
-  }
+  absl::StatusOr<int64_t> below =
+      internal::EventPruneBound(FirstEventSince(before_unix_ms), [&] { return MaxEventSeq(); });
+  if (!below.ok()) return below.status();
   sqlite3_stmt* stmt = prune_events_.get();
   ResetOnExit reset(stmt);
-  if (sqlite3_bind_int64(stmt, 1, below) != SQLITE_OK) return Internal("prune events: bind");
+  if (sqlite3_bind_int64(stmt, 1, *below) != SQLITE_OK) return Internal("prune events: bind");
   if (sqlite3_step(stmt) != SQLITE_DONE) return Internal("prune events");
   const int64_t deleted = sqlite3_changes64(db_.get());
   stats_.event_rows_pruned += deleted;
