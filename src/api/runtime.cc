@@ -29,9 +29,14 @@ Runtime::~Runtime() { Stop(); }
 void Runtime::Start() {
   if (started_) return;
   started_ = true;
-  // The event log goes on from the last stored seq (the store is not in use yet).
+  // The event log goes on after the last stored seq (the store is not in use yet), in a
+  // range of this run's own: epoch << 39. Seqs increase across restarts and owners, are
+  // consecutive within one run (as the hub needs), and two owners of a PostgreSQL store
+  // never write the same seq — a commit of a fenced owner still in flight cannot collide
+  // with the new owner's.
   if (absl::StatusOr<int64_t> max = store_.MaxEventSeq(); max.ok()) {
-    next_event_seq_ = *max + 1;
+    const int64_t range = static_cast<int64_t>(engine_.options().epoch & 0xffffff) << 39;
+    next_event_seq_ = std::max(*max + 1, range + 1);
     if (hub_ != nullptr) hub_->Reset(*max, absl::ToUnixMillis(absl::Now()));
   } else {
     fmt::print(stderr, "drover: the event log cannot be read ({}); no events are written\n",

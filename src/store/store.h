@@ -110,7 +110,7 @@ struct AuditQuery {
 
 // One entry of the event log (docs/events.md). The indexed columns are plain; the whole
 // event is a serialized drover.v1.Event. `seq` is given by the writer (the one server that
-// owns the store's work), increasing and gapless; appending a seq that exists already
+// owns the store's work), increasing; appending a seq that exists already
 // leaves the stored event as it is, so a batch committed twice (a retry after the store
 // was unreachable) does not fail or duplicate.
 struct EventRow {
