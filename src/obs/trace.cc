@@ -56,9 +56,7 @@ uint64_t Get(const uint8_t* in) {
   return v;
 }
 
-template <typename Req>
-bool Fill(absl::string_view header, Req* req,
-          google::protobuf::RepeatedPtrField<v1::TaskSpec>* tasks) {
+bool Fill(absl::string_view header, google::protobuf::RepeatedPtrField<v1::TaskSpec>* tasks) {
   if (header.empty()) return false;
   std::optional<TraceContext> c = ParseTraceparent(header);
   if (!c) return false;
@@ -146,7 +144,7 @@ bool ApplyTraceparent(absl::string_view header, v1::SubmitTaskRequest* req) {
 }
 
 bool ApplyTraceparent(absl::string_view header, v1::SubmitTasksRequest* req) {
-  return Fill(header, req, req->mutable_tasks());
+  return Fill(header, req->mutable_tasks());
 }
 
 }  // namespace drover::obs
