@@ -557,7 +557,8 @@ void Runtime::StoreLoop() {
                      e.message());
         }
       }
-      if (hub_ != nullptr) hub_->Publish(std::move(published));
+      // The committed rows carry the key columns the hub filters on: hand them over.
+      if (hub_ != nullptr) hub_->Publish(std::move(published), std::move(merged.events));
       published.clear();
     }
     for (PendingBatch& p : work) {

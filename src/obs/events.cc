@@ -116,15 +116,22 @@ absl::Status EventHub::Wait(const store::EventQuery& query, absl::Time deadline,
 }
 
 void EventHub::Publish(std::vector<v1::Event> events) {
-  if (events.empty()) return;
+  std::vector<store::EventRow> keys;
+  keys.reserve(events.size());
+  for (const v1::Event& e : events) keys.push_back(EventKey(e));
+  Publish(std::move(events), std::move(keys));
+}
+
+void EventHub::Publish(std::vector<v1::Event> events, std::vector<store::EventRow> keys) {
+  if (events.empty() || keys.size() != events.size()) return;
   std::vector<std::pair<WaitFn, Page>> ready;
   {
     std::lock_guard<std::mutex> lk(mu_);
     const int64_t before = last_seq_;
-    for (v1::Event& e : events) {
-      store::EventRow key = EventKey(e);
-      last_seq_ = e.seq();
-      ring_.push_back(Entry{std::move(key), std::move(e)});
+    for (size_t i = 0; i < events.size(); ++i) {
+      keys[i].blob.clear();
+      last_seq_ = events[i].seq();
+      ring_.push_back(Entry{std::move(keys[i]), std::move(events[i])});
     }
     published_ += static_cast<int64_t>(events.size());
     while (ring_.size() > capacity_) {

@@ -50,6 +50,10 @@ class EventHub {
   // After the commit that made them durable, in increasing seq order, each seq one above
   // the one before.
   void Publish(std::vector<v1::Event> events);
+  // The same with each event's key columns already built (`keys[i]` is events[i]'s, its
+  // blob unused): the store thread hands over the rows it committed instead of copying the
+  // columns again.
+  void Publish(std::vector<v1::Event> events, std::vector<store::EventRow> keys);
   int64_t last_seq() const;
 
   // The page of matching events after query.after_seq, when the ring holds every event it
