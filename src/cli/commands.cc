@@ -389,14 +389,18 @@ int Main(int argc, char** argv) {
   get->add_flag("--json", json, "print JSON");
 
   struct {
-    std::string state, type, tenant, priority, page_token;
+    std::string state, type, tenant, priority, page_token, label, error;
     int limit = 50;
+    bool newest = false;
   } l;
   CLI::App* ls = app.add_subcommand("ls", "List tasks");
   ls->add_option("--state", l.state, "waiting, ready, leased, retry_wait, succeeded, dead, ...");
   ls->add_option("--type", l.type, "agent type");
   ls->add_option("--tenant", l.tenant, "tenant");
   ls->add_option("--priority", l.priority, "priority");
+  ls->add_option("--label", l.label, "a label: key=value, or key for any value");
+  ls->add_option("--error", l.error, "text the last error contains");
+  ls->add_flag("--newest", l.newest, "newest first");
   ls->add_option("--limit", l.limit, "page size (at most 1000)");
   ls->add_option("--page-token", l.page_token, "continue a listing");
   ls->add_flag("--json", json, "print JSON");
@@ -670,6 +674,9 @@ int Main(int argc, char** argv) {
     }
     req.set_type(l.type);
     req.set_tenant(l.tenant);
+    req.set_label(l.label);
+    req.set_error_contains(l.error);
+    req.set_newest_first(l.newest);
     req.set_page_size(l.limit);
     req.set_page_token(l.page_token);
     auto r = c->List(req);

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/names.h"
@@ -562,29 +564,92 @@ absl::StatusOr<const v1::Task*> Engine::Get(TaskId id) const {
   return &e->task;
 }
 
-std::vector<const v1::Task*> Engine::List(const ListFilter& f) const {
-  std::vector<const v1::Task*> out;
+namespace {
+
+bool HasLabel(const v1::Task& t, absl::string_view label) {
+  const size_t eq = label.find('=');
+  const auto& labels = t.spec().labels();
+  auto it = labels.find(std::string(label.substr(0, eq)));
+  if (it == labels.end()) return false;
+  return eq == absl::string_view::npos || it->second == label.substr(eq + 1);
+}
+
+// Walks ids from `after` (exclusive) up, or down with `newest_first` (0: from the newest),
+// over an ordered container of ids (the keys of `c`, through `id_of`), collecting the
+// matches: at most f.limit of them, looking at no more than f.max_scan.
+template <typename C, typename IdOf, typename TaskOf, typename Match>
+ListPage Walk(const C& c, const ListFilter& f, IdOf id_of, TaskOf task_of, Match matches) {
+  ListPage page;
   const int limit = std::clamp(f.limit, 1, 1000);
+  const int max_scan = std::max(f.max_scan, limit);
+  int scanned = 0;
+  auto visit = [&](auto it) {
+    const v1::Task* t = task_of(it);
+    ++scanned;
+    if (t != nullptr && matches(*t)) page.tasks.push_back(t);
+    if (static_cast<int>(page.tasks.size()) >= limit || scanned >= max_scan) {
+      page.next = id_of(it);
+      return false;
+    }
+    return true;
+  };
+  if (!f.newest_first) {
+    for (auto it = c.upper_bound(f.after); it != c.end(); ++it) {
+      if (!visit(it)) break;
+    }
+    // The last id looked at is the next page's start; nothing more when it was the last.
+    if (page.next != 0 && std::next(c.find(page.next)) == c.end()) page.next = 0;
+    return page;
+  }
+  auto it = f.after == 0 ? c.end() : c.lower_bound(f.after);
+  while (it != c.begin()) {
+    --it;
+    if (!visit(it)) break;
+  }
+  if (page.next != 0 && c.find(page.next) == c.begin()) page.next = 0;
+  return page;
+}
+
+}  // namespace
+
+ListPage Engine::List(const ListFilter& f) const {
   auto matches = [&](const v1::Task& t) {
     if (f.state != v1::TASK_STATE_UNSPECIFIED && t.state() != f.state) return false;
     if (!f.type.empty() && t.spec().type() != f.type) return false;
     if (!f.tenant.empty() && t.spec().tenant() != f.tenant) return false;
     if (f.priority != v1::PRIORITY_UNSPECIFIED && t.spec().priority() != f.priority) return false;
+    if (!f.label.empty() && !HasLabel(t, f.label)) return false;
+    if (!f.error_contains.empty() && !absl::StrContains(t.last_error(), f.error_contains)) {
+      return false;
+    }
     return true;
   };
-  if (f.dead_only) {
-    for (auto it = dead_.upper_bound(f.after); it != dead_.end(); ++it) {
-      const Entry* e = Find(*it);
-      if (e != nullptr && matches(e->task)) out.push_back(&e->task);
-      if (static_cast<int>(out.size()) >= limit) break;
+  if (f.workflow_id != 0) {
+    // Only the workflow's own tasks are looked through.
+    std::set<TaskId> ids;
+    if (auto w = GetWorkflow(f.workflow_id); w.ok()) {
+      for (const v1::WorkflowTaskRef& ref : (*w)->tasks()) ids.insert(ref.task_id());
     }
-    return out;
+    return Walk(
+        ids, f, [](auto it) { return *it; },
+        [this](auto it) -> const v1::Task* {
+          const Entry* e = Find(*it);
+          return e == nullptr ? nullptr : &e->task;
+        },
+        matches);
   }
-  for (auto it = tasks_.upper_bound(f.after); it != tasks_.end(); ++it) {
-    if (matches(it->second->task)) out.push_back(&it->second->task);
-    if (static_cast<int>(out.size()) >= limit) break;
+  if (f.dead_only) {
+    return Walk(
+        dead_, f, [](auto it) { return *it; },
+        [this](auto it) -> const v1::Task* {
+          const Entry* e = Find(*it);
+          return e == nullptr ? nullptr : &e->task;
+        },
+        matches);
   }
-  return out;
+  return Walk(
+      tasks_, f, [](auto it) { return it->first; },
+      [](auto it) -> const v1::Task* { return &it->second->task; }, matches);
 }
 
 absl::StatusOr<const v1::Task*> Engine::Cancel(TaskId id, const std::string& reason) {

@@ -234,8 +234,23 @@ struct ListFilter {
   std::string tenant;
   v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
   bool dead_only = false;
-  TaskId after = 0;  // page token: list ids greater than this
+  // A label: "key=value" matches that value, "key" any value; "" matches every task.
+  std::string label;
+  std::string error_contains;  // a substring of last_error; "" matches every task
+  uint64_t workflow_id = 0;    // the tasks of one workflow (0: any)
+  bool newest_first = false;   // descending ids
+  // Page token: list ids greater than this (less than it with newest_first; 0 starts at
+  // the newest).
+  TaskId after = 0;
   int limit = 100;
+  // How many tasks one call looks through at most, so a filter that matches little does
+  // not hold the engine thread over a large store.
+  int max_scan = 100'000;
+};
+// A page of List: the tasks, and where the next call goes on (0: nothing more to see).
+struct ListPage {
+  std::vector<const v1::Task*> tasks;
+  TaskId next = 0;
 };
 
 struct WorkflowFilter {
@@ -339,7 +354,7 @@ class Engine {
   absl::StatusOr<std::vector<SubmitResult>> Submit(const std::vector<v1::TaskSpec>& specs,
                                                    const std::string& field_prefix);
   absl::StatusOr<const v1::Task*> Get(TaskId id) const;
-  std::vector<const v1::Task*> List(const ListFilter& filter) const;
+  ListPage List(const ListFilter& filter) const;
   absl::StatusOr<const v1::Task*> Cancel(TaskId id, const std::string& reason);
   // Dead letters back to READY with a fresh attempt series. Unknown or non-dead ids are
   // an error naming them (nothing changes then).

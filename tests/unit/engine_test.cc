@@ -398,7 +398,7 @@ TEST_F(EngineTest, DeadLettersAfterMaxAttemptsThenReprocessRunsItAgain) {
   EXPECT_TRUE(TakePushes().empty()) << "a dead letter is not dispatched";
   ListFilter dead_only;
   dead_only.dead_only = true;
-  ASSERT_EQ(engine_->List(dead_only).size(), 1u);
+  ASSERT_EQ(engine_->List(dead_only).tasks.size(), 1u);
   EXPECT_EQ(std::count(terminal_.begin(), terminal_.end(), id), 1);
 
   absl::StatusOr<std::vector<TaskId>> back = engine_->Reprocess({id}, false, "");
@@ -409,7 +409,7 @@ TEST_F(EngineTest, DeadLettersAfterMaxAttemptsThenReprocessRunsItAgain) {
   const v1::TaskLease again = TakeOnlyLease(agent);
   EXPECT_EQ(again.task_id(), id);
   EXPECT_EQ(TaskOf(id).failures(), 0) << "reprocess starts a fresh attempt series";
-  EXPECT_TRUE(engine_->List(dead_only).empty());
+  EXPECT_TRUE(engine_->List(dead_only).tasks.empty());
   ASSERT_TRUE(Complete(agent, again, "finally").ok());
   EXPECT_EQ(StateOf(id), v1::TASK_STATE_SUCCEEDED);
   EXPECT_EQ(TaskOf(id).result(), "finally");
@@ -1408,6 +1408,73 @@ TEST_F(EngineTest, MessagesGoToTheTargetedConnectedAgentsOnly) {
   unknown.set_agent_id(424242);
   EXPECT_TRUE(HasError(engine_->SendMessage(unknown).status(), absl::StatusCode::kNotFound,
                        "agent_id: agent 424242 not found"));
+}
+
+// Listing: every filter, both orders, and pages that go on from their token, also when one
+// call's scan cap cuts a page short.
+TEST_F(EngineTest, ListFiltersByLabelAndErrorInBothOrdersAndPagesByToken) {
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 6; ++i) {
+    v1::TaskSpec s = Spec("build");
+    (*s.mutable_labels())["team"] = i % 2 == 0 ? "red" : "blue";
+    if (i == 5) s.mutable_labels()->clear();
+    ids.push_back(Submit(s));
+  }
+  auto listed = [&](const ListFilter& f) {
+    std::vector<TaskId> out;
+    for (const v1::Task* t : engine_->List(f).tasks) out.push_back(t->id());
+    return out;
+  };
+  ListFilter red;
+  red.label = "team=red";
+  EXPECT_EQ(listed(red), (std::vector<TaskId>{ids[0], ids[2], ids[4]}));
+  ListFilter any_team;
+  any_team.label = "team";
+  EXPECT_EQ(listed(any_team).size(), 5u);
+  ListFilter newest;
+  newest.newest_first = true;
+  newest.limit = 4;
+  const ListPage first = engine_->List(newest);
+  ASSERT_EQ(first.tasks.size(), 4u);
+  EXPECT_EQ(first.tasks[0]->id(), ids[5]);
+  EXPECT_EQ(first.next, ids[2]);
+  newest.after = first.next;
+  const ListPage second = engine_->List(newest);
+  EXPECT_EQ(second.tasks.size(), 2u);
+  EXPECT_EQ(second.tasks[1]->id(), ids[0]);
+  EXPECT_EQ(second.next, 0u) << "the oldest task was listed: nothing more";
+  // A filter matching one task near the end, with a scan cap of 2: short pages, each with
+  // a token, until it is found.
+  ListFilter capped;
+  capped.label = "team=blue";
+  capped.max_scan = 2;
+  capped.limit = 1;
+  std::vector<TaskId> found;
+  int calls = 0;
+  for (ListPage p = engine_->List(capped);; capped.after = p.next, p = engine_->List(capped)) {
+    ++calls;
+    for (const v1::Task* t : p.tasks) found.push_back(t->id());
+    if (p.next == 0) break;
+  }
+  EXPECT_EQ(found, (std::vector<TaskId>{ids[1], ids[3]}));
+  EXPECT_GE(calls, 3);
+}
+
+TEST_F(EngineTest, ListFiltersByTextInTheLastError) {
+  const AgentId agent = StartAgent("build", 1);
+  const TaskId a = Submit("build");
+  const TaskId b = Submit("build");
+  const v1::TaskLease lease = TakeOnlyLease(agent);
+  ASSERT_EQ(lease.task_id(), a);
+  ASSERT_TRUE(Fail(agent, lease, "disk full on /var", false).ok());
+  ListFilter f;
+  f.error_contains = "disk full";
+  const ListPage p = engine_->List(f);
+  ASSERT_EQ(p.tasks.size(), 1u);
+  EXPECT_EQ(p.tasks[0]->id(), a);
+  f.error_contains = "Disk full";
+  EXPECT_TRUE(engine_->List(f).tasks.empty()) << "case-sensitive";
+  (void)b;
 }
 
 }  // namespace

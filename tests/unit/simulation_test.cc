@@ -1357,16 +1357,16 @@ class Simulation {
       ListFilter page;
       page.limit = 1000;
       size_t listed = 0;
-      for (std::vector<const v1::Task*> l = engine_->List(page); !l.empty();
-           page.after = l.back()->id(), l = engine_->List(page)) {
-        for (const v1::Task* t : l) {
+      for (ListPage l = engine_->List(page);; page.after = l.next, l = engine_->List(page)) {
+        for (const v1::Task* t : l.tasks) {
           if (t->id() >= tasks_.size() || !InMemory(tasks_[t->id()])) {
             return Violation(absl::StrCat("the engine holds task ", t->id(),
                                           " which was never accepted, purged or evicted"));
           }
           snap_[t->id()] = t;
         }
-        listed += l.size();
+        listed += l.tasks.size();
+        if (l.next == 0) break;
       }
       if (listed != engine_->task_count()) return Violation("List misses tasks");
     }
