@@ -344,6 +344,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   DROVER_UNARY_NO_REQUEST(ListAgents, ListAgentsRequest, ListAgentsResponse)
   DROVER_UNARY(GetCluster, GetClusterRequest, ClusterStatus)
   DROVER_UNARY(ListEvents, ListEventsRequest, ListEventsResponse)
+  DROVER_UNARY(GetStatsSeries, StatsSeriesRequest, StatsSeriesResponse)
 
  private:
   DROVER_SERVICE_MEMBERS;

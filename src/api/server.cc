@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -46,7 +49,34 @@ struct Server::Impl {
   RecoveryReport recovery;
   int lock_fd = -1;  // flock on data_dir/drover.lock: one server per data directory
   bool stopped = false;
+  // The dashboard's charts: a sample every series.step() (docs/dashboard.md).
+  obs::StatsSeries series;
+  std::thread sampler;
+  std::mutex sampler_mu;
+  std::condition_variable sampler_cv;
+  bool sampler_stop = false;
+  void StartSampler() {
+    service->SetStatsSeries(&series);
+    sampler = std::thread([this] {
+      std::unique_lock<std::mutex> lk(sampler_mu);
+      do {
+        lk.unlock();
+        service->SampleStats();
+        lk.lock();
+      } while (!sampler_cv.wait_for(lk, absl::ToChronoMilliseconds(series.step()),
+                                    [this] { return sampler_stop; }));
+    });
+  }
+  void StopSampler() {
+    {
+      std::lock_guard<std::mutex> lk(sampler_mu);
+      sampler_stop = true;
+    }
+    sampler_cv.notify_all();
+    if (sampler.joinable()) sampler.join();
+  }
   ~Impl() {
+    StopSampler();
     if (lock_fd >= 0) ::close(lock_fd);
   }
 };
@@ -511,12 +541,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
     impl->service->SetPools(impl->pools.get());
   }
   impl->service->SetCluster(ClusterStatusFn(*impl));
+  impl->StartSampler();
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
 void Server::Stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  impl_->StopSampler();
   // Pool agents first, while the server still answers them: they hand back their tasks
   // and deregister.
   if (impl_->pools) impl_->pools->Stop();

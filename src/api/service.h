@@ -17,6 +17,7 @@
 #include "api/runtime.h"
 #include "auth/principal.h"
 #include "drover/v1/drover.pb.h"
+#include "obs/series.h"
 #include "pool/pool_manager.h"
 #include "store/store.h"
 
@@ -136,6 +137,12 @@ class Service {
                   Reply<v1::ListEventsResponse> done);
   void SetEventHub(obs::EventHub* hub) { events_ = hub; }
   void SetTracer(obs::OtlpExporter* tracer) { tracer_ = tracer; }
+  // The dashboard's charts (service_metrics.cc): the recent samples, and taking one (the
+  // server's sampler calls it every series step).
+  void GetStatsSeries(const auth::Caller& caller, const v1::StatsSeriesRequest& req,
+                      Reply<v1::StatsSeriesResponse> done);
+  void SampleStats();
+  void SetStatsSeries(obs::StatsSeries* series) { series_ = series; }
 
  private:
   // Writes the pools defined through the API to the store meta, then answers.
@@ -165,6 +172,7 @@ class Service {
   store::Store& store_;
   obs::EventHub* events_ = nullptr;
   obs::OtlpExporter* tracer_ = nullptr;
+  obs::StatsSeries* series_ = nullptr;
   // Which principal (token id) registered each agent; written on the engine thread.
   mutable std::mutex owners_mu_;
   absl::flat_hash_map<uint64_t, std::string> agent_owners_;

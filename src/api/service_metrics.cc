@@ -363,3 +363,68 @@ void Service::Metrics(const auth::Caller& caller, Reply<std::string> done) {
 }
 
 }  // namespace drover::api
+
+namespace drover::api {
+
+void Service::SampleStats() {
+  obs::StatsSeries* series = series_;
+  if (series == nullptr) return;
+  // On the engine thread (control lane); nothing to commit, the sample goes straight
+  // into the ring.
+  runtime_.Post(
+      [series](Engine& e, Batch&) {
+        v1::StatsSample s;
+        s.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+        const core::EngineProbe& p = e.probe();
+        s.set_submitted_total(p.submitted);
+        s.set_succeeded_total(p.succeeded);
+        s.set_dead_lettered_total(p.dead_lettered);
+        s.set_retries_total(p.retries);
+        int64_t quota = 0;
+        for (const auto& [tenant, q] : p.rejected_quota) quota += q.rate + q.outstanding;
+        s.set_rejected_total(p.rejected_full + p.rejected_shed + p.rejected_invalid + quota);
+        s.set_failed_attempts_total(p.failed_attempts);
+        double cost = 0;
+        for (const auto& [key, sum] : e.costs()) cost += sum.cost;
+        s.set_cost_total(cost);
+        for (int st = v1::TASK_STATE_WAITING; st <= v1::TASK_STATE_EXPIRED; ++st) {
+          (*s.mutable_tasks_by_state())[core::StateName(static_cast<v1::TaskState>(st))] =
+              e.CountInState(static_cast<v1::TaskState>(st));
+        }
+        auto& by_priority = *s.mutable_queue_by_priority();
+        for (int pr = v1::PRIORITY_CRITICAL; pr <= v1::PRIORITY_BACKGROUND; ++pr) {
+          by_priority[core::PriorityName(static_cast<v1::Priority>(pr))] = 0;
+        }
+        for (const auto& [key, depth] : e.queue_depths()) {
+          by_priority[core::PriorityName(static_cast<v1::Priority>(key.second))] += depth;
+        }
+        const Histogram& h = p.dispatch_latency;
+        std::vector<uint64_t>& before = series->last_dispatch_counts();
+        s.set_dispatch_p50_ms(1000 * obs::DeltaQuantile(h.bounds(), h.counts(), before, 0.5));
+        s.set_dispatch_p99_ms(1000 * obs::DeltaQuantile(h.bounds(), h.counts(), before, 0.99));
+        before = h.counts();
+        int64_t slots = 0, busy = 0;
+        for (const auto& [id, a] : e.agents()) {
+          slots += a.max_concurrency;
+          busy += static_cast<int64_t>(a.leased.size());
+        }
+        s.set_agents(static_cast<int64_t>(e.agents().size()));
+        s.set_agent_slots(slots);
+        s.set_agent_slots_busy(busy);
+        series->Add(std::move(s));
+      },
+      Runtime::kControl);
+}
+
+void Service::GetStatsSeries(const auth::Caller&, const v1::StatsSeriesRequest& req,
+                             Reply<v1::StatsSeriesResponse> done) {
+  const int64_t window = req.window_s() == 0 ? 900 : req.window_s();
+  if (window < 60 || window > 86'400) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("window_s: must be 0 (900) or 60 to 86400 seconds, got ", req.window_s())));
+  }
+  if (series_ == nullptr) return done(absl::UnavailableError("stats series: not sampled"));
+  done(series_->Query(absl::Seconds(window), absl::Now()));
+}
+
+}  // namespace drover::api

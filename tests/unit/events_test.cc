@@ -15,6 +15,7 @@
 #include "engine_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "obs/series.h"
 #include "store/store.h"
 #include "store_fixture.h"
 
@@ -502,6 +503,36 @@ TEST_F(EngineEvents, TheOldestReadyTaskOfATypeIsTrackedThroughDispatchAndRetries
   }
   Advance(absl::Seconds(1));
   EXPECT_EQ(engine_->OldestReadyAges()["lint"], absl::Seconds(1));
+}
+
+// The dashboard's stats series (obs/series.h).
+TEST(StatsSeries, DeltaQuantileReadsOnlyTheObservationsBetweenSnapshots) {
+  const std::vector<double> bounds = {0.001, 0.01, 0.1, 1};
+  // 10 observations in (0.001, 0.01] before; 10 more in (0.1, 1] since.
+  const std::vector<uint64_t> before = {0, 10, 0, 0, 0};
+  const std::vector<uint64_t> now = {0, 10, 0, 10, 0};
+  EXPECT_NEAR(obs::DeltaQuantile(bounds, now, before, 0.5), 0.1 + 0.9 * 0.5, 1e-9);
+  EXPECT_NEAR(obs::DeltaQuantile(bounds, now, before, 1.0), 1.0, 1e-9);
+  EXPECT_EQ(obs::DeltaQuantile(bounds, before, before, 0.5), 0) << "none since: 0";
+  EXPECT_NEAR(obs::DeltaQuantile(bounds, now, {}, 0.25), 0.001 + 0.009 * 0.5, 1e-9);
+  EXPECT_EQ(obs::DeltaQuantile(bounds, {0, 0, 0, 0, 3}, {}, 0.5), 1) << "+Inf: the largest bound";
+}
+
+TEST(StatsSeries, KeepsItsWindowAndAnswersTheLastOne) {
+  obs::StatsSeries series(absl::Seconds(5), absl::Seconds(50));  // 10 samples
+  const absl::Time t0 = absl::FromUnixSeconds(1'000'000);
+  for (int i = 0; i < 15; ++i) {
+    v1::StatsSample s;
+    s.set_unix_ms(absl::ToUnixMillis(t0 + absl::Seconds(5 * i)));
+    s.set_submitted_total(i);
+    series.Add(s);
+  }
+  EXPECT_EQ(series.size(), 10u);
+  const v1::StatsSeriesResponse r = series.Query(absl::Seconds(20), t0 + absl::Seconds(70));
+  EXPECT_EQ(r.step_ms(), 5000);
+  ASSERT_EQ(r.samples_size(), 5);  // 50, 55, 60, 65, 70 s
+  EXPECT_EQ(r.samples(0).submitted_total(), 10);
+  EXPECT_EQ(r.samples(4).submitted_total(), 14);
 }
 
 }  // namespace
