@@ -10,7 +10,7 @@ PACKAGES=(
   libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format clang openssl
   libtorch-dev libxgboost-dev libpq-dev postgresql-15 pgbouncer
   prometheus sqlite3 curl procps python3 python3-pytest python3-jsonschema python3-yaml
-  podman runc busybox-static
+  podman runc busybox-static nodejs chromium
 )
 
 missing=()

@@ -7,6 +7,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace drover::api::http {
@@ -61,6 +63,24 @@ int32_t ClampInt32(int64_t v) {
   return static_cast<int32_t>(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
 }
 
+namespace {
+
+// A query parameter read from the request line itself: httplib cuts a value at its own
+// '=' ("label=team=red" would read "team"), and a label filter is "key=value".
+std::string RawParam(const httplib::Request& req, absl::string_view name) {
+  absl::string_view target = req.target;
+  const size_t q = target.find('?');
+  if (q == absl::string_view::npos) return req.get_param_value(std::string(name).c_str());
+  for (absl::string_view part : absl::StrSplit(target.substr(q + 1), '&')) {
+    if (absl::ConsumePrefix(&part, name) && absl::ConsumePrefix(&part, "=")) {
+      return httplib::detail::decode_url(std::string(part), true);
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 absl::Status BuildListTasks(const httplib::Request& req, v1::ListTasksRequest* r) {
   v1::TaskState state = v1::TASK_STATE_UNSPECIFIED;
   v1::Priority priority = v1::PRIORITY_UNSPECIFIED;
@@ -68,6 +88,20 @@ absl::Status BuildListTasks(const httplib::Request& req, v1::ListTasksRequest* r
   r->set_type(req.get_param_value("type"));
   r->set_tenant(req.get_param_value("tenant"));
   r->set_page_token(req.get_param_value("page_token"));
+  r->set_label(RawParam(req, "label"));
+  r->set_error_contains(req.get_param_value("error"));
+  int64_t workflow = 0;
+  if (absl::Status st = ParseIntParam(req, "workflow_id", &workflow); !st.ok()) return st;
+  if (workflow < 0) return absl::InvalidArgumentError("workflow_id: must be >= 0");
+  r->set_workflow_id(static_cast<uint64_t>(workflow));
+  if (req.has_param("order")) {
+    const std::string order = req.get_param_value("order");
+    if (order != "newest" && order != "oldest") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("order: must be newest or oldest, got '", order, "'"));
+    }
+    r->set_newest_first(order == "newest");
+  }
   for (absl::Status st :
        {ParseEnumParam<v1::TaskState>(req, "state", "TASK_STATE_", &v1::TaskState_Parse, &state),
         ParseEnumParam<v1::Priority>(req, "priority", "PRIORITY_", &v1::Priority_Parse, &priority),
@@ -77,6 +111,13 @@ absl::Status BuildListTasks(const httplib::Request& req, v1::ListTasksRequest* r
   r->set_state(state);
   r->set_priority(priority);
   r->set_page_size(ClampInt32(page_size));
+  return absl::OkStatus();
+}
+
+absl::Status BuildStatsSeries(const httplib::Request& req, v1::StatsSeriesRequest* r) {
+  int64_t window = 0;
+  if (absl::Status st = ParseIntParam(req, "window_s", &window); !st.ok()) return st;
+  r->set_window_s(window);
   return absl::OkStatus();
 }
 
@@ -207,6 +248,7 @@ absl::Status DecodeForRoute(const auth::HttpRoute& route, const httplib::Request
   if (auto* r = as((v1::RevokeTokenRequest*)nullptr)) return BuildRevoke(req, r);
   if (auto* r = as((v1::ListAuditRequest*)nullptr)) return BuildAudit(req, r);
   if (auto* r = as((v1::ListEventsRequest*)nullptr)) return BuildEvents(req, r);
+  if (auto* r = as((v1::StatsSeriesRequest*)nullptr)) return BuildStatsSeries(req, r);
   return absl::OkStatus();  // routes without a request (stats, health, ...)
 }
 

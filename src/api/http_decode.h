@@ -25,6 +25,7 @@ absl::Status ParseIntParam(const httplib::Request& req, const std::string& key, 
 int32_t ClampInt32(int64_t v);
 
 absl::Status BuildListTasks(const httplib::Request& req, v1::ListTasksRequest* r);
+absl::Status BuildStatsSeries(const httplib::Request& req, v1::StatsSeriesRequest* r);
 absl::Status BuildListWorkflows(const httplib::Request& req, v1::ListWorkflowsRequest* r);
 absl::Status BuildListDeadLetters(const httplib::Request& req, v1::ListDeadLettersRequest* r);
 absl::Status BuildDecisions(const httplib::Request& req, v1::ListScalingDecisionsRequest* r);

@@ -9,7 +9,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "api/http_decode.h"
+#include "api/http_internal.h"
 #include "api/status_map.h"
 #include "api/tls.h"
 #include "auth/access.h"
@@ -20,15 +23,15 @@
 #include "obs/trace.h"
 
 namespace drover::api {
-namespace {
-
-using namespace http;  // the decoders (http_decode.h)
+namespace http {
 
 namespace pb = google::protobuf;
 
+namespace {
 std::string StatusCodeName(absl::StatusCode code) {
   return absl::AsciiStrToUpper(absl::StatusCodeToString(code));
 }
+}  // namespace
 
 std::string JsonEscape(absl::string_view in) {
   std::string out;
@@ -84,64 +87,65 @@ void WriteMessage(httplib::Response& res, const pb::Message& msg) {
   res.set_content(json + "\n", "application/json");
 }
 
-// Waits for a Service answer; handlers run on httplib's pool, so blocking is fine here.
-template <typename T>
-absl::StatusOr<T> Await(const std::function<void(Reply<T>)>& call) {
-  auto promise = std::make_shared<std::promise<absl::StatusOr<T>>>();
-  auto future = promise->get_future();
-  call([promise](absl::StatusOr<T> r) { promise->set_value(std::move(r)); });
-  return future.get();
-}
-
-template <typename T>
-void Answer(httplib::Response& res, const absl::StatusOr<T>& r) {
-  if (!r.ok()) {
-    WriteError(res, r.status());
-  } else {
-    WriteMessage(res, *r);
+std::string SessionFromCookies(absl::string_view header) {
+  for (absl::string_view part : absl::StrSplit(header, ';')) {
+    part = absl::StripAsciiWhitespace(part);
+    if (absl::ConsumePrefix(&part, kSessionCookie) && absl::ConsumePrefix(&part, "=")) {
+      return std::string(part);
+    }
   }
+  return "";
 }
 
-}  // namespace
+}  // namespace http
+
+using namespace http;  // the decoders (http_decode.h) and the answer helpers (http_internal.h)
+
+namespace pb = google::protobuf;
 
 HttpServer::HttpServer(Service& service, Gate& gate, int threads, bool public_metrics)
     : service_(service), gate_(gate), threads_(threads), public_metrics_(public_metrics) {}
 
 HttpServer::~HttpServer() { Stop(); }
 
-// One call's admission: the handler parses its request and passes it here, so the gate
-// can read the tenants it names. Every handler must call it once (Add checks).
-class HttpServer::Admit {
- public:
-  Admit(Gate& gate, const httplib::Request& req, absl::string_view method)
-      : gate_(gate), req_(req), method_(method) {}
-  absl::StatusOr<auth::Caller> operator()(const pb::Message* request) const {
-    used_ = true;
-    const std::string authorization = req_.get_header_value("Authorization");
-    const std::string user_agent = req_.get_header_value("User-Agent");
-    const std::string request_id = req_.get_header_value("X-Request-Id");
-    const std::string traceparent = req_.get_header_value("traceparent");
-    CallMeta m;
-    m.method = method_;
-    m.transport = "http";
-    m.authorization = authorization;
-    m.user_agent = user_agent;
-    m.request_id = request_id;
-    m.traceparent = traceparent;
-    m.peer = absl::StrCat(req_.remote_addr, ":", req_.remote_port);
-    m.peer_cn = PeerCommonName(req_.ssl);
-    return gate_.Admit(m, request);
+absl::StatusOr<auth::Caller> HttpServer::Admit::Run(const pb::Message* request,
+                                                    const std::string* token) const {
+  used_ = true;
+  std::string authorization = req_.get_header_value("Authorization");
+  bool by_cookie = false;
+  if (token != nullptr) {
+    authorization = absl::StrCat("Bearer ", *token);
+  } else if (authorization.empty()) {
+    if (std::string session = SessionFromCookies(req_.get_header_value("Cookie"));
+        !session.empty()) {
+      authorization = absl::StrCat("Bearer ", session);
+      by_cookie = true;
+    }
   }
-  bool used() const { return used_; }
-  // For a route that is open by configuration (public /metrics): no check, no audit record.
-  void Open() const { used_ = true; }
-
- private:
-  Gate& gate_;
-  const httplib::Request& req_;
-  absl::string_view method_;
-  mutable bool used_ = false;
-};
+  const std::string user_agent = req_.get_header_value("User-Agent");
+  const std::string request_id = req_.get_header_value("X-Request-Id");
+  const std::string traceparent = req_.get_header_value("traceparent");
+  CallMeta m;
+  m.method = method_;
+  m.transport = "http";
+  m.authorization = authorization;
+  m.user_agent = user_agent;
+  m.request_id = request_id;
+  m.traceparent = traceparent;
+  m.peer = absl::StrCat(req_.remote_addr, ":", req_.remote_port);
+  m.peer_cn = PeerCommonName(req_.ssl);
+  absl::StatusOr<auth::Caller> caller = gate_.Admit(m, request);
+  if (caller.ok() && by_cookie && req_.method != "GET" &&
+      req_.get_header_value("Sec-Fetch-Site") != "same-origin") {
+    const char* why =
+        "a write signed in with the dashboard's session cookie must come from the dashboard's "
+        "own page (Sec-Fetch-Site: same-origin); API clients send 'Authorization: Bearer "
+        "<token>'";
+    gate_.AuditRefusal(m, *caller, why, request);
+    return absl::PermissionDeniedError(why);
+  }
+  return caller;
+}
 
 void HttpServer::Add(const char* verb, const char* pattern, Handler handler) {
   const auth::HttpRoute* route = nullptr;
@@ -312,6 +316,7 @@ void HttpServer::Routes() {
   Add("POST", "/v1/dlq:purge", BodyRoute(svc, &S::PurgeDeadLetters));
   Add("POST", "/v1/messages", BodyRoute(svc, &S::SendMessage));
   Add("GET", "/v1/stats", NoRequestRoute(svc, &S::Stats));
+  Add("GET", "/v1/stats/series", QueryRoute(svc, &S::GetStatsSeries, &BuildStatsSeries));
   Add("GET", "/v1/usage", NoRequestRoute(svc, &S::GetUsage));
   Add("GET", "/v1/agents", NoRequestRoute(svc, &S::ListAgents));
   Add("GET", "/v1/cluster", QueryRoute(svc, &S::GetCluster, &BuildCluster));
@@ -390,9 +395,13 @@ absl::Status HttpServer::Start(const std::string& address, const TlsOptions& tls
   }
   server_->set_tcp_nodelay(true);  // without it keep-alive stalls at ~200 req/s
   server_->set_payload_max_length(64 << 20);
-  const int threads = threads_;
+  // Each follower of the dashboard's push stream holds a thread of its own for as long as
+  // it follows: they come on top of the request threads.
+  const int threads = threads_ + kMaxStreams;
+  streams_ = MakeStreams(kMaxStreams);
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   Routes();
+  DashboardRoutes();
   if (port == 0) {
     port_ = server_->bind_to_any_port(host.c_str());
   } else {
@@ -408,6 +417,7 @@ absl::Status HttpServer::Start(const std::string& address, const TlsOptions& tls
 
 void HttpServer::Stop() {
   if (!server_) return;
+  StopStreams();
   server_->stop();
   if (thread_.joinable()) thread_.join();
   server_.reset();

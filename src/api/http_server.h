@@ -1,5 +1,6 @@
 // The HTTP/JSON surface: the same messages as gRPC through protobuf's JSON mapping, plus
-// /metrics (Prometheus text), /healthz and /readyz. Routes: docs/http-api.md.
+// /metrics (Prometheus text), /healthz and /readyz, and the dashboard (its assets, sign-in
+// and push stream: docs/dashboard.md). Routes: docs/http-api.md.
 //
 // Threading: cpp-httplib's worker pool runs handlers; each waits for its Service answer.
 #pragma once
@@ -26,6 +27,8 @@ namespace drover::api {
 
 class HttpServer {
  public:
+  // Followers of the dashboard's push stream at once (each holds a thread).
+  static constexpr int kMaxStreams = 16;
   // `public_metrics`: /metrics answers without a token (AuthConfig.public_metrics).
   HttpServer(Service& service, Gate& gate, int threads, bool public_metrics = false);
   ~HttpServer();
@@ -45,6 +48,11 @@ class HttpServer {
 
  private:
   void Routes();
+  // The dashboard's assets, sign-in and push stream (http_dashboard.cc).
+  void DashboardRoutes();
+  struct Streams;  // the push stream's followers
+  static std::shared_ptr<Streams> MakeStreams(int max);
+  void StopStreams();  // ends every push stream (Stop)
   // Registers a route; aborts when (verb, pattern) is not in the access table.
   void Add(const char* verb, const char* pattern, Handler handler);
   Service& service_;
@@ -54,6 +62,7 @@ class HttpServer {
   std::vector<auth::HttpRoute> routes_;
   std::unique_ptr<TlsFiles> tls_;  // declared before server_, so destroyed after it
   std::unique_ptr<httplib::Server> server_;
+  std::shared_ptr<Streams> streams_;
   std::thread thread_;
   int port_ = 0;
 };

@@ -33,12 +33,10 @@ absl::Status CheckPageSize(int32_t size) {
   return absl::OkStatus();
 }
 
-v1::ListTasksResponse Page(const std::vector<const v1::Task*>& tasks, int limit) {
+v1::ListTasksResponse Page(const core::ListPage& page) {
   v1::ListTasksResponse resp;
-  for (const v1::Task* t : tasks) *resp.add_tasks() = *t;
-  if (static_cast<int>(tasks.size()) == limit && !tasks.empty()) {
-    resp.set_next_page_token(absl::StrCat(tasks.back()->id()));
-  }
+  for (const v1::Task* t : page.tasks) *resp.add_tasks() = *t;
+  if (page.next != 0) resp.set_next_page_token(absl::StrCat(page.next));
   return resp;
 }
 
@@ -155,6 +153,15 @@ void Service::ListTasks(const auth::Caller& caller, const v1::ListTasksRequest& 
           return absl::InvalidArgumentError(
               absl::StrCat("priority: unknown value ", req.priority()));
         }
+        if (req.label().size() > 256 || req.label().starts_with('=')) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("label: must be key=value or key, with a key, at most 256 bytes (got ",
+                           req.label().size(), " bytes)"));
+        }
+        if (req.error_contains().size() > 256) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("error_contains: at most 256 bytes, got ", req.error_contains().size()));
+        }
         auto after = ParsePageToken(req.page_token());
         if (!after.ok()) return after.status();
         core::ListFilter f;
@@ -162,9 +169,13 @@ void Service::ListTasks(const auth::Caller& caller, const v1::ListTasksRequest& 
         f.type = req.type();
         f.tenant = tenant;
         f.priority = req.priority();
+        f.label = req.label();
+        f.error_contains = req.error_contains();
+        f.newest_first = req.newest_first();
+        f.workflow_id = req.workflow_id();
         f.after = *after;
         f.limit = req.page_size() == 0 ? 100 : req.page_size();
-        return Page(e.List(f), f.limit);
+        return Page(e.List(f));
       });
 }
 
@@ -655,7 +666,7 @@ void Service::ListDeadLetters(const auth::Caller& caller, const v1::ListDeadLett
         f.tenant = tenant;
         f.after = *after;
         f.limit = req.page_size() == 0 ? 100 : req.page_size();
-        return Page(e.List(f), f.limit);
+        return Page(e.List(f));
       });
 }
 

@@ -136,6 +136,7 @@ const std::vector<Rule>& Rules() {
       // agents, pools — are then left out).
       {"drover.v1.AdminService/ListEvents", kRead, S::kTenant, false,
        Tenants<v1::ListEventsRequest>(Named<v1::ListEventsRequest>{})},
+      {"drover.v1.AdminService/GetStatsSeries", kRead, S::kGlobal, false},
       // AuthService
       {"drover.v1.AuthService/CreateToken", kTokens, S::kTenant, true,
        Tenants<v1::CreateTokenRequest>(CreateToken{})},
@@ -146,6 +147,13 @@ const std::vector<Rule>& Rules() {
        Tenants<v1::ListAuditRequest>(Named<v1::ListAuditRequest>{})},
       // HTTP only
       {"http/Metrics", kRead, S::kGlobal, false},
+      // The dashboard (docs/dashboard.md): its assets carry no data; signing in checks the
+      // token in the body (any valid one, as WhoAmI) and is audited; the push stream says
+      // only which kinds of object changed, narrowed like ListEvents.
+      {"http/Dashboard", kNone, S::kPublic, false},
+      {"http/SignIn", kNone, S::kSelf, true},
+      {"http/SignOut", kNone, S::kPublic, false},
+      {"http/Stream", kRead, S::kTenant, false},
   };
   return rules;
 }
@@ -204,6 +212,13 @@ const std::vector<HttpRoute>& HttpRoutes() {
       {"GET", "/healthz", "drover.v1.AdminService/Health"},
       {"GET", "/readyz", "drover.v1.AdminService/Ready"},
       {"GET", "/metrics", "http/Metrics"},
+      {"GET", "/v1/stats/series", "drover.v1.AdminService/GetStatsSeries"},
+      {"POST", "/v1/session", "http/SignIn"},
+      {"POST", "/v1/session:end", "http/SignOut"},
+      {"GET", "/v1/stream", "http/Stream"},
+      {"GET", "/", "http/Dashboard"},
+      {"GET", "/assets/(.+)", "http/Dashboard"},
+      {"GET", R"(/(tasks|workflows|pools|dlq|resources|events|signin)(/[^/]*)?)", "http/Dashboard"},
   };
   return routes;
 }

@@ -29,6 +29,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "web/assets.h"
 
 namespace drover {
 namespace {
@@ -385,6 +386,15 @@ std::string PathOf(const auth::HttpRoute& route, const Ids& ids) {
   p = absl::StrReplaceAll(p, {{R"((\d+))", absl::StrCat(workflow ? ids.workflow : ids.task)},
                               {"([A-Za-z0-9_.-]+)", "nopool"},
                               {"([A-Za-z0-9_.@-]+)", ids.token}});
+  // The dashboard's routes: a page path, one of its assets, and a push stream that ends.
+  p = absl::StrReplaceAll(
+      p, {{"/(tasks|workflows|pools|dlq|resources|events|signin)(/[^/]*)?", "/tasks/1"}});
+  if (p == "/assets/(.+)") {
+    for (size_t i = 0; i < web::AssetCount(); ++i) {
+      if (web::AssetAt(i)->path.starts_with("/assets/")) p = std::string(web::AssetAt(i)->path);
+    }
+  }
+  if (p == "/v1/stream") p += "?interval_ms=250&max_ms=300";
   return p;
 }
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds the dashboard (web/) with its npm toolchain into OUT_DIR (the C++ build embeds it:
+# src/web/). Installs web/node_modules from package-lock.json first when it is missing or
+# older than the lock file.
+#   scripts/build-web.sh OUT_DIR
+set -euo pipefail
+OUT=${1:?usage: scripts/build-web.sh OUT_DIR}
+cd "$(dirname "$0")/../web"
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build -- --outDir "$OUT" --emptyOutDir --logLevel warn
