@@ -153,9 +153,13 @@ try {
     await page.selectOption('[data-testid="filter-state"]', "succeeded");
     await page.click('[data-testid="filter-apply"]');
     await page.waitForURL(/state=succeeded/);
-    await page.locator('[data-testid^="task-row-"]').first().waitFor();
-    const states = await page.locator('[data-testid^="task-row-"]').evaluateAll((rows) => rows.map((r) => r.dataset.state));
-    assert(states.length > 0 && states.every((s) => s === "succeeded"), `states: ${states}`);
+    // The rows of the unfiltered list may still be on screen for a moment after the URL
+    // changed (the page re-renders when its module is ready): wait for the filtered ones.
+    let states = [];
+    await until("only succeeded rows", async () => {
+      states = await page.locator('[data-testid^="task-row-"]').evaluateAll((rows) => rows.map((r) => r.dataset.state));
+      return states.length > 0 && states.every((s) => s === "succeeded");
+    }).catch(() => { throw new Error(`states: ${states}`); });
     await shot("tasks");
     await noScriptErrors("tasks");
   });
