@@ -60,6 +60,8 @@ sed 's/^/   /' "$WORK/serve.log"
 # Auth is on: the first start wrote an admin token there; the CLI and curl below use it.
 export DROVER_TOKEN_FILE="$WORK/data/admin.token"
 echo "   (auth on: every call carries the admin token from $DROVER_TOKEN_FILE; drover token create makes others)"
+echo "   the dashboard, live while the demo runs: http://127.0.0.1:$HTTP_PORT/"
+echo "   (sign in with this demo's admin token: $(cat "$DROVER_TOKEN_FILE"))"
 
 bold "2. agent pools: summarizers (1 to 4 agents x 4 slots), reviewers (1 to 3 x 3 slots)"
 for _ in $(seq 1 100); do
@@ -146,6 +148,8 @@ echo
 
 bold "where to look next"
 cat <<EOF2
+   http://127.0.0.1:$HTTP_PORT/                # the dashboard: tasks, the DAG, pools, dead letters, live
+     (KEEP=1 keeps it up after the demo; sign in with the token in $DROVER_TOKEN_FILE)
    drover ls --state dead                     # or: --state succeeded --type review
    drover get <id>                            # a task, its result and every attempt
    drover dlq reprocess --all                 # queue the dead letters again
