@@ -16,6 +16,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "api/gate.h"
 #include "api/grpc_server.h"
 #include "api/http_server.h"
@@ -400,6 +401,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
                "ports may do anything\n");
   }
 
+  // The pools made through the API. Read now: once the runtime starts, its store thread
+  // owns the store (a read from here would share the connection with its commits).
+  absl::StatusOr<std::optional<std::string>> stored_pools = impl->store->GetMeta("pools");
+
   impl->runtime =
       std::make_unique<Runtime>(*impl->engine, *impl->store, options.command_queue_limit);
   impl->gate = std::make_unique<Gate>(impl->tokens, *impl->runtime, options.auth,
@@ -513,10 +518,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
       impl->runtime->Stop();
       return st;
     };
-    auto stored = impl->store->GetMeta("pools");
-    if (stored.ok() && stored->has_value()) {
+    if (!stored_pools.ok()) return fail(stored_pools.status());
+    if (stored_pools->has_value()) {
       v1::ServerConfig c;
-      if (!google::protobuf::util::JsonStringToMessage(**stored, &c).ok()) {
+      if (!google::protobuf::util::JsonStringToMessage(**stored_pools, &c).ok()) {
         return fail(absl::DataLossError("store: meta pools is unreadable"));
       }
       for (int i = 0; i < c.pools_size(); ++i) {
@@ -548,23 +553,42 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServeOptions& option
 void Server::Stop() {
   if (!impl_ || impl_->stopped) return;
   impl_->stopped = true;
+  // Each step's time goes in one line at the end: a slow stop holds the lease (and so the
+  // standby) for as long as it takes.
+  const absl::Time start = absl::Now();
+  absl::Time mark = start;
+  std::string steps;
+  auto step = [&](const char* name) {
+    const absl::Time now = absl::Now();
+    absl::StrAppend(&steps, steps.empty() ? "" : ", ", name, " ",
+                    absl::StrFormat("%.2f", absl::ToDoubleSeconds(now - mark)));
+    mark = now;
+  };
   impl_->StopSampler();
   // Pool agents first, while the server still answers them: they hand back their tasks
   // and deregister.
   if (impl_->pools) impl_->pools->Stop();
+  step("pools");
   // Pending WaitTask calls are answered first; the transports wait for every call.
   impl_->runtime->ReleaseWaiters();
   impl_->events.Shutdown();  // and the readers waiting for events
   if (impl_->http) impl_->http->Stop();
+  step("http");
   impl_->grpc->Stop();
+  step("grpc");
   impl_->runtime->Stop();
+  step("engine");
   if (impl_->tracer) impl_->tracer->Stop();  // sends what waits (up to its timeout)
+  step("traces");
   // Everything is committed: hand the work over at once instead of after the TTL.
   if (impl_->lease) {
     absl::Status st = impl_->lease->Release();
+    step("lease");
     fmt::print(stderr, "drover serve: released the lease on the work{}\n",
                st.ok() ? "" : absl::StrCat(" (failed: ", st.message(), ")"));
   }
+  fmt::print(stderr, "drover serve: stopped in {:.2f} s ({} s)\n",
+             absl::ToDoubleSeconds(absl::Now() - start), steps);
 }
 
 int Server::grpc_port() const { return impl_->grpc->port(); }

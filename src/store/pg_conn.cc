@@ -262,7 +262,35 @@ absl::StatusOr<Result> Conn::Collect(absl::Time deadline, std::string_view what)
   return last;
 }
 
+Conn::Use::Use(Conn& c) : c_(c) {
+  std::thread::id none{};
+  const std::thread::id self = std::this_thread::get_id();
+  if (c_.user_.compare_exchange_strong(none, self)) {
+    owner_ = true;
+  } else if (none != self) {
+    refused_ = true;
+  }
+}
+
+Conn::Use::~Use() {
+  if (owner_) c_.user_.store(std::thread::id{});
+}
+
+absl::Status Conn::Use::status() const {
+  if (!refused_) return absl::OkStatus();
+  return absl::InternalError(
+      "postgres: a connection was used by two threads at once (a store is used from its "
+      "owner's thread only); the call was refused");
+}
+
+#define DROVER_PG_USE()                              \
+  Use use_(*this);                                   \
+  if (absl::Status st_ = use_.status(); !st_.ok()) { \
+    return st_;                                      \
+  }
+
 absl::Status Conn::Exec(std::string_view sql, absl::Time deadline) {
+  DROVER_PG_USE();
   if (!healthy()) return absl::UnavailableError("postgres: not connected");
   if (PQsendQuery(conn_, std::string(sql).c_str()) == 0) return Broken("send query");
   return Collect(deadline, sql.substr(0, 60)).status();
@@ -270,6 +298,7 @@ absl::Status Conn::Exec(std::string_view sql, absl::Time deadline) {
 
 absl::Status Conn::Prepare(const std::string& name, const std::string& sql,
                            const std::vector<Oid>& types, absl::Time deadline) {
+  DROVER_PG_USE();
   if (!healthy()) return absl::UnavailableError("postgres: not connected");
   if (PQsendPrepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(types.size()),
                     types.data()) == 0) {
@@ -279,6 +308,7 @@ absl::Status Conn::Prepare(const std::string& name, const std::string& sql,
 }
 
 absl::StatusOr<Result> Conn::Query(const Statement& stmt, absl::Time deadline) {
+  DROVER_PG_USE();
   if (!healthy()) return absl::UnavailableError("postgres: not connected");
   if (absl::Status st = Send(stmt); !st.ok()) return st;
   return Collect(deadline, std::string_view(stmt.sql).substr(0, 60));
@@ -286,6 +316,7 @@ absl::StatusOr<Result> Conn::Query(const Statement& stmt, absl::Time deadline) {
 
 absl::StatusOr<std::vector<Result>> Conn::Pipeline(const std::vector<Statement>& stmts,
                                                    absl::Time deadline) {
+  DROVER_PG_USE();
   if (!healthy()) return absl::UnavailableError("postgres: not connected");
   if (PQenterPipelineMode(conn_) == 0) return Broken("enter pipeline mode");
   for (const Statement& s : stmts) {
@@ -331,6 +362,7 @@ absl::StatusOr<std::vector<Result>> Conn::Pipeline(const std::vector<Statement>&
 
 absl::Status Conn::Stream(const Statement& stmt, absl::Time deadline,
                           const std::function<bool(const Result&)>& fn) {
+  DROVER_PG_USE();
   if (!healthy()) return absl::UnavailableError("postgres: not connected");
   if (absl::Status st = Send(stmt); !st.ok()) return st;
   if (PQsetSingleRowMode(conn_) == 0) return Broken("single-row mode");

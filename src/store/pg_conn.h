@@ -15,11 +15,13 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -91,6 +93,8 @@ struct Statement {
   bool prepared = false;
 };
 
+// Threading: one thread at a time (a call made while another thread is inside one returns
+// Internal "used by two threads at once" instead of corrupting libpq's state).
 class Conn {
  public:
   // Connects (non-blocking, within `timeout`) with keepalives and a TCP user timeout so a
@@ -143,7 +147,22 @@ class Conn {
   absl::Status Broken(std::string_view what);
   void Close();
 
+  // Marks the connection in use by this thread for a call's duration (calls nest on one
+  // thread: Pipeline's rollback goes through Exec).
+  class Use {
+   public:
+    explicit Use(Conn& c);
+    ~Use();
+    absl::Status status() const;
+
+   private:
+    Conn& c_;
+    bool owner_ = false;  // the outermost call on this thread
+    bool refused_ = false;
+  };
+
   PGconn* conn_ = nullptr;
+  std::atomic<std::thread::id> user_{};
 };
 
 // The SQLSTATE drover_fence() raises when the writer no longer holds its lease

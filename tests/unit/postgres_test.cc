@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pg_test_db.h"
+#include "store/pg_conn.h"
 #include "store/store.h"
 
 namespace drover {
@@ -256,6 +257,39 @@ TEST_F(PostgresTest, FencedWritesFailOnceTheLeaseMovesAndWriteNothing) {
 }
 
 // ---- leases -------------------------------------------------------------------------------
+
+TEST_F(PostgresTest, AConnectionUsedByTwoThreadsAtOnceRefusesTheSecond) {
+  auto c = store::pg::Conn::Connect(schema_.url, absl::Seconds(5));
+  ASSERT_TRUE(c.ok()) << c.status();
+  store::pg::Conn& conn = **c;
+  std::atomic<bool> inside{false}, other_done{false};
+  absl::Status other;
+  std::thread t([&] {
+    while (!inside.load()) std::this_thread::yield();
+    auto r = conn.Query({"SELECT 1", {}, false}, absl::Now() + absl::Seconds(5));
+    other = r.status();
+    other_done.store(true);
+  });
+  int rows = 0;
+  absl::Status st = conn.Stream({"SELECT generate_series(1, 3)", {}, false},
+                                absl::Now() + absl::Seconds(5), [&](const store::pg::Result&) {
+                                  inside.store(true);
+                                  while (!other_done.load()) std::this_thread::yield();
+                                  ++rows;
+                                  return true;
+                                });
+  t.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(rows, 3);
+  EXPECT_TRUE(absl::IsInternal(other)) << other;
+  EXPECT_THAT(std::string(other.message()), HasSubstr("two threads at once"));
+  // Free again afterwards, for any thread.
+  std::thread later([&] {
+    auto r = conn.Query({"SELECT 1", {}, false}, absl::Now() + absl::Seconds(5));
+    EXPECT_TRUE(r.ok()) << r.status();
+  });
+  later.join();
+}
 
 class LeaseTest : public PostgresTest {
  protected:
