@@ -6,7 +6,8 @@
 //       W completion calls in flight per agent, each carrying every lease waiting by then;
 //       on SIGTERM prints the submission-to-receipt latency of the tasks it received.
 //   e2e_bench load --server ADDR --tasks N [--batch B] [--threads C] [--rate R] [--types T]
-//       submits N tasks (R per second when given, else as fast as it can) and waits until
+//       submits N tasks (R per second when given, open loop: one task per call, or batches
+//       of B when --batch is given; else as fast as it can) and waits until
 //       the server counts them all succeeded (unless --wait off); prints throughput.
 //
 // Latency: each payload carries its submission time (CLOCK_REALTIME ns); the agent
@@ -38,7 +39,8 @@ struct Args {
   int agents = 8, slots = 256, types = 1, workers = 4, batch = 500, threads = 4;
   int64_t tasks = 100'000;
   double rate = 0;
-  bool wait = true;  // --wait off: stop once every submission is acknowledged
+  bool wait = true;        // --wait off: stop once every submission is acknowledged
+  bool batch_set = false;  // --batch given: with --rate, batches leave at their due time
 };
 
 Args Parse(int argc, char** argv) {
@@ -65,9 +67,10 @@ Args Parse(int argc, char** argv) {
       a.types = std::stoi(v);
     else if (k == "--workers")
       a.workers = std::stoi(v);
-    else if (k == "--batch")
+    else if (k == "--batch") {
       a.batch = std::stoi(v);
-    else if (k == "--threads")
+      a.batch_set = true;
+    } else if (k == "--threads")
       a.threads = std::stoi(v);
     else if (k == "--tasks")
       a.tasks = std::stoll(v);
@@ -208,7 +211,7 @@ int RunLoad(const Args& a) {
       auto client = Client::Connect(a.server);
       std::vector<v1::TaskSpec> specs;
       while (true) {
-        const int n = a.rate > 0 ? 1 : a.batch;
+        const int n = a.rate > 0 && !a.batch_set ? 1 : a.batch;
         const int64_t first = next.fetch_add(n);
         if (first >= a.tasks) return;
         const int count = static_cast<int>(std::min<int64_t>(n, a.tasks - first));
@@ -257,7 +260,7 @@ int RunLoad(const Args& a) {
       "load: {} tasks submitted in {:.2f} s ({:.0f}/s), {} completed end to end in "
       "{:.2f} s = {:.0f} tasks/s ({} rejected; batch {}, {} threads{})\n",
       a.tasks, submit_secs, a.tasks / submit_secs, done, secs, done / secs, rejected.load(),
-      a.rate > 0 ? 1 : a.batch, nthreads,
+      a.rate > 0 && !a.batch_set ? 1 : a.batch, nthreads,
       a.rate > 0 ? absl::StrCat(", open loop at ", a.rate, "/s") : "");
   return done >= want ? 0 : 1;
 }
