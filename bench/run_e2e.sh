@@ -2,7 +2,8 @@
 # Starts drover serve (SQLite store, acks after commit), an agents process and a load
 # process, and prints both processes' figures.
 #   bench/run_e2e.sh BIN_DIR throughput|latency TASKS
-# AUTH=off runs the server with auth off (bench/run_auth.sh compares the two); BATCH sets
+# AUTH=off runs the server with auth off (bench/run_auth.sh compares the two); HTTP_LISTEN
+# (default off) gives the server an HTTP port too, 127.0.0.1:0 say; BATCH sets
 # the tasks per submission call in throughput mode (default 500).
 set -euo pipefail
 BIN=$1 MODE=$2 TASKS=$3
@@ -15,7 +16,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-"$BIN/drover" serve --data-dir "$TMP/data" --grpc-listen 127.0.0.1:0 --http-listen off \
+"$BIN/drover" serve --data-dir "$TMP/data" --grpc-listen 127.0.0.1:0 --http-listen "${HTTP_LISTEN:-off}" \
   --auth "$AUTH" --port-file "$TMP/ports" 2>"$TMP/serve.log" &
 PIDS+=("$!")
 for _ in $(seq 1 200); do [ -f "$TMP/ports" ] && break; sleep 0.05; done

@@ -29,6 +29,7 @@
 #include "cli/fleet_commands.h"
 #include "cli/forecast_command.h"
 #include "cli/history_command.h"
+#include "cli/loadtest_command.h"
 #include "cli/simulate_command.h"
 #include "cli/workflow_commands.h"
 #include "client/client.h"
@@ -452,6 +453,8 @@ int Main(int argc, char** argv) {
   forecast.Add(app);
   SimulateCommand simulate;
   simulate.Add(app);
+  LoadtestCommand loadtest;
+  loadtest.Add(app);
   AuthCommands auth_cmds;
   auth_cmds.Add(app);
 
@@ -534,6 +537,11 @@ int Main(int argc, char** argv) {
     if (auto st = ParseLabels(agent_labels, &labels); !st.ok()) return Fail(st);
     ao.labels.insert(labels.begin(), labels.end());
     return Agent(ao);
+  }
+
+  if (loadtest.parsed()) {
+    const bool given = app.get_option("--server")->count() > 0 || std::getenv("DROVER_SERVER");
+    return loadtest.Run(given ? server : "");
   }
 
   auto c = connect();

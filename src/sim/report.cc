@@ -7,6 +7,7 @@
 
 #include "fmt/core.h"
 #include "sim/simulator.h"
+#include "util/svg_chart.h"
 
 namespace drover::sim {
 
@@ -52,15 +53,7 @@ std::string ChartSvg(const SimReport& r, const Trace& trace) {
     }
     pts.push_back(p);
   }
-  // A "nice" upper bound and tick step for a scale.
-  auto nice = [](double top, double* step) {
-    top = std::max(top, 1.0);
-    const double raw = top / 5;
-    const double mag = std::pow(10, std::floor(std::log10(raw)));
-    const double f = raw / mag;
-    *step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
-    return std::ceil(top / *step) * *step;
-  };
+  auto nice = [](double top, double* step) { return NiceTop(std::max(top, 1.0), step); };
   double top_a = 0, top_g = 0, top_q = 0;
   for (const Point& p : pts) {
     top_a = std::max({top_a, p.arrivals, p.hi});

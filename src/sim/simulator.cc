@@ -197,20 +197,7 @@ class Run1 : public pool::MemberDriver {
     clock_.Set(kStart + absl::Microseconds(now_));
   }
   int64_t ServiceUs() {
-    const double mean = absl::ToDoubleSeconds(config_.service.mean);
-    double s = mean;
-    switch (config_.service.kind) {
-      case ServiceTime::Kind::kFixed:
-        break;
-      case ServiceTime::Kind::kExponential:
-        s = std::exponential_distribution<double>(1.0 / mean)(rng_);
-        break;
-      case ServiceTime::Kind::kLogNormal: {
-        const double sigma = config_.service.sigma;
-        s = std::lognormal_distribution<double>(std::log(mean) - sigma * sigma / 2, sigma)(rng_);
-        break;
-      }
-    }
+    const double s = SampleSeconds(config_.service, rng_);
     return std::max<int64_t>(1, static_cast<int64_t>(s * kUs));
   }
   // An agent stops (asked, or reclaimed): its running tasks go back to the queue
@@ -681,11 +668,26 @@ absl::StatusOr<Trace> LoadTrace(const std::string& path) {
   return ParseTrace(*text, path);
 }
 
-absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text) {
+double SampleSeconds(const ServiceTime& service, std::mt19937_64& rng) {
+  const double mean = absl::ToDoubleSeconds(service.mean);
+  switch (service.kind) {
+    case ServiceTime::Kind::kFixed:
+      return mean;
+    case ServiceTime::Kind::kExponential:
+      return std::exponential_distribution<double>(1.0 / mean)(rng);
+    case ServiceTime::Kind::kLogNormal: {
+      const double sigma = service.sigma;
+      return std::lognormal_distribution<double>(std::log(mean) - sigma * sigma / 2, sigma)(rng);
+    }
+  }
+  return mean;
+}
+
+absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text, const std::string& flag) {
   std::vector<std::string> parts = absl::StrSplit(text, ':');
   auto bad = [&]() {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--service-time: '", text,
+        flag, ": '", text,
         "' is not fixed:DURATION, exp:DURATION or lognormal:DURATION[:SIGMA] (e.g. exp:2s)"));
   };
   if (parts.size() < 2 || parts.size() > 3) return bad();

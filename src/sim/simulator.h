@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,11 @@ struct ServiceTime {
   absl::Duration mean = absl::Seconds(1);
   double sigma = 0.5;  // log-normal: the shape (the underlying normal's standard deviation)
 };
-// "fixed:2s", "exp:500ms", "lognormal:2s" or "lognormal:2s:0.8".
-absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text);
+// "fixed:2s", "exp:500ms", "lognormal:2s" or "lognormal:2s:0.8"; errors name `flag`.
+absl::StatusOr<ServiceTime> ParseServiceTime(const std::string& text,
+                                             const std::string& flag = "--service-time");
+// One draw of the service time, in seconds.
+double SampleSeconds(const ServiceTime& s, std::mt19937_64& rng);
 
 struct Policy {
   enum class Kind : uint8_t { kStatic, kStaticPeak, kStaticMean, kReactive, kForecast };
