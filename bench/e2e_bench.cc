@@ -6,6 +6,7 @@
 //       W completion calls in flight per agent, each carrying every lease waiting by then;
 //       on SIGTERM prints the submission-to-receipt latency of the tasks it received.
 //   e2e_bench load --server ADDR --tasks N [--batch B] [--threads C] [--rate R] [--types T]
+//       (with --rate it also prints due time to acknowledgement percentiles)
 //       submits N tasks (R per second when given, open loop: one task per call, or batches
 //       of B when --batch is given; else as fast as it can) and waits until
 //       the server counts them all succeeded (unless --wait off); prints throughput.
@@ -203,6 +204,8 @@ int RunLoad(const Args& a) {
   const int64_t base = before->succeeded_total();
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> rejected{0};
+  std::mutex ack_mu;
+  drover::Histogram ack(FineBounds());  // open loop: due time to the call's answer
   const absl::Time start = absl::Now();
   std::vector<std::thread> threads;
   const int nthreads = a.rate > 0 ? 1 : a.threads;
@@ -226,11 +229,17 @@ int RunLoad(const Args& a) {
           specs[i].set_type(absl::StrCat("bench-", (first + i) % a.types));
           specs[i].set_payload(absl::StrCat(absl::GetCurrentTimeNanos()));
         }
+        absl::Time due_at = absl::Now();
+        if (a.rate > 0) due_at = start + absl::Seconds(static_cast<double>(first) / a.rate);
         absl::Status st;
         if (count == 1) {
           st = client->Submit(specs[0]).status();
         } else {
           st = client->SubmitBatch(specs).status();
+        }
+        if (a.rate > 0) {
+          std::lock_guard<std::mutex> lk(ack_mu);
+          ack.Observe(absl::ToDoubleSeconds(absl::Now() - due_at));
         }
         if (!st.ok()) {
           rejected += count;
@@ -262,6 +271,10 @@ int RunLoad(const Args& a) {
       a.tasks, submit_secs, a.tasks / submit_secs, done, secs, done / secs, rejected.load(),
       a.rate > 0 && !a.batch_set ? 1 : a.batch, nthreads,
       a.rate > 0 ? absl::StrCat(", open loop at ", a.rate, "/s") : "");
+  if (a.rate > 0) {
+    fmt::print("load: due time to acknowledgement p50 {:.3f} ms, p99 {:.3f} ms, p99.9 {:.3f} ms\n",
+               ack.Quantile(0.5) * 1000, ack.Quantile(0.99) * 1000, ack.Quantile(0.999) * 1000);
+  }
   return done >= want ? 0 : 1;
 }
 
