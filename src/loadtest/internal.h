@@ -76,8 +76,8 @@ class Recorder {
  private:
   const absl::Time start_;
   mutable std::mutex mu_;
-  std::vector<Second> seconds_;
-  int used_ = 0;  // seconds touched
+  Second& At(int s);             // under mu_
+  std::vector<Second> seconds_;  // up to the latest second touched
   std::vector<uint64_t> acked_ids_, completed_ids_;
   std::vector<std::string> events_;
   Histogram submit_{FineBounds()}, submit_max_{FineBounds()}, task_{FineBounds()},

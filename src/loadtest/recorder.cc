@@ -29,7 +29,13 @@ std::vector<double> FineBounds() {
   return b;
 }
 
-Recorder::Recorder(absl::Time start) : start_(start), seconds_(kMaxSeconds) {}
+Recorder::Recorder(absl::Time start) : start_(start) {}
+
+Recorder::Second& Recorder::At(int s) {
+  // Grown as the run goes (a second's two histograms are ~2 KiB each).
+  if (static_cast<size_t>(s) >= seconds_.size()) seconds_.resize(static_cast<size_t>(s) + 1);
+  return seconds_[static_cast<size_t>(s)];
+}
 
 int Recorder::SecondOf(absl::Time t) const {
   const int64_t s = absl::ToInt64Seconds(t - start_);
@@ -41,10 +47,9 @@ void Recorder::Acked(const std::vector<uint64_t>& ids, double latency_s, bool ma
   const int s = SecondOf(now);
   std::lock_guard<std::mutex> lk(mu_);
   acked_ids_.insert(acked_ids_.end(), ids.begin(), ids.end());
-  seconds_[s].acked += static_cast<int64_t>(ids.size());
-  seconds_[s].submit.Observe(latency_s);
+  At(s).acked += static_cast<int64_t>(ids.size());
+  At(s).submit.Observe(latency_s);
   (max_phase ? submit_max_ : submit_).Observe(latency_s);
-  used_ = std::max(used_, s + 1);
   acked_ += static_cast<int64_t>(ids.size());
   if (max_phase) max_acked_ += static_cast<int64_t>(ids.size());
 }
@@ -55,7 +60,7 @@ void Recorder::Completed(const std::vector<Done>& done, absl::Time now) {
   const int64_t now_ns = absl::ToUnixNanos(now);
   int64_t max_done = 0;
   std::lock_guard<std::mutex> lk(mu_);
-  Second& sec = seconds_[s];
+  Second& sec = At(s);
   for (const Done& d : done) {
     completed_ids_.push_back(d.id);
     const double latency = static_cast<double>(now_ns - d.due_ns) / 1e9;
@@ -76,7 +81,6 @@ void Recorder::Completed(const std::vector<Done>& done, absl::Time now) {
     }
   }
   sec.completed += static_cast<int64_t>(done.size());
-  used_ = std::max(used_, s + 1);
   completed_ += static_cast<int64_t>(done.size());
   if (max_done > 0) {
     max_completed_ += max_done;
@@ -89,14 +93,14 @@ void Recorder::Attempt(int attempt) {
   retries_++;
   const int s = SecondOf(absl::Now());
   std::lock_guard<std::mutex> lk(mu_);
-  seconds_[s].retries++;
+  At(s).retries++;
 }
 
 void Recorder::Failed() {
   failed_attempts_++;
   const int s = SecondOf(absl::Now());
   std::lock_guard<std::mutex> lk(mu_);
-  seconds_[s].failed++;
+  At(s).failed++;
 }
 
 void Recorder::Event(const std::string& what) {
@@ -108,15 +112,13 @@ void Recorder::Event(const std::string& what) {
 void Recorder::Sample(int64_t outstanding, int64_t agents) {
   const int s = SecondOf(absl::Now());
   std::lock_guard<std::mutex> lk(mu_);
-  seconds_[s].outstanding = outstanding;
-  seconds_[s].agents = agents;
-  used_ = std::max(used_, s + 1);
+  At(s).outstanding = outstanding;
+  At(s).agents = agents;
 }
 
 std::vector<Recorder::Second> Recorder::Timeline() const {
   std::lock_guard<std::mutex> lk(mu_);
-  std::vector<Second> out(seconds_.begin(), seconds_.begin() + used_);
-  return out;
+  return seconds_;
 }
 
 std::vector<uint64_t> Recorder::AckedIds() const {
