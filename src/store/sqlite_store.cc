@@ -8,17 +8,13 @@
 
 #include <sqlite3.h>
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -27,6 +23,7 @@
 #include "batch_check.h"
 #include "fmt/format.h"
 #include "migrations.h"
+#include "sqlite_checkpointer.h"
 #include "store/store.h"
 
 namespace drover::store {
@@ -262,83 +259,14 @@ const std::string kReadEvents[4] = {
     ReadEventsSql("pool <> '' AND pool = ?5 AND"),
 };
 
-// Checkpoints the WAL from a connection and a thread of its own, so that no commit waits for
-// a checkpoint. With SQLite's inline autocheckpoint, the commit that filled the WAL copied
-// its 10,000 pages into the database and synced it while every later commit waited: ~35 ms
-// once every ~1,650 tasks at 1,000 single submissions a second (the submitters'
-// acknowledgement p99 was 22 ms; drover loadtest found it). The writer's WAL hook wakes it.
-// A passive checkpoint never blocks the writer; the writer restarts the WAL from its start
-// at its next transaction once everything was copied.
-class Checkpointer {
- public:
-  // nullptr (and the caller keeps the inline autocheckpoint) when the second connection
-  // cannot be opened.
-  static std::unique_ptr<Checkpointer> Start(const std::string& path, Durability durability) {
-    sqlite3* raw = nullptr;
-    const int rc =
-        sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-    DbPtr db(raw);
-    if (rc != SQLITE_OK) return nullptr;
-    sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
-    // The checkpointing connection's setting decides whether a checkpoint syncs.
-    const char* sync = durability == Durability::kFull ? "PRAGMA synchronous = FULL"
-                                                       : "PRAGMA synchronous = NORMAL";
-    if (sqlite3_exec(db.get(), sync, nullptr, nullptr, nullptr) != SQLITE_OK) return nullptr;
-    return std::unique_ptr<Checkpointer>(new Checkpointer(std::move(db)));
-  }
-  ~Checkpointer() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  void Wake() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (wake_) return;
-      wake_ = true;
-    }
-    cv_.notify_one();
-  }
-  int64_t checkpoints() const { return checkpoints_.load(); }
-
- private:
-  explicit Checkpointer(DbPtr db) : db_(std::move(db)), thread_([this] { Loop(); }) {}
-  void Loop() {
-    while (true) {
-      {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return wake_ || stop_; });
-        if (stop_) return;
-        wake_ = false;
-      }
-      int log = 0, copied = 0;
-      // Errors (SQLITE_BUSY from a concurrent checkpoint, I/O) leave the WAL to the next
-      // wake-up, or to the writer's inline checkpoint at the hard limit.
-      (void)sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
-      checkpoints_++;
-      // At most ~100 a second while the WAL stays over the mark (each commit wakes it).
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  DbPtr db_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool wake_ = false, stop_ = false;
-  std::atomic<int64_t> checkpoints_{0};
-  std::thread thread_;  // last: starts once the rest is built
-};
-
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::string path, DbPtr db) : path_(std::move(path)), db_(std::move(db)) {}
 
-  // Moves checkpoints off the commit path (Checkpointer); without one, SQLite's inline
+  // Moves checkpoints off the commit path (SqliteCheckpointer); without one, SQLite's inline
   // autocheckpoint stays.
   void StartCheckpointer(Durability durability) {
-    checkpointer_ = Checkpointer::Start(path_, durability);
+    checkpointer_ = SqliteCheckpointer::Start(path_, durability, kBusyTimeoutMs);
     if (checkpointer_ == nullptr) return;
     sqlite3_wal_hook(
         db_.get(),
@@ -427,7 +355,7 @@ class SqliteStore final : public Store {
   bool loading_ = false;
   // Last: stopped (and its connection closed) before the writer's connection closes, so
   // the writer's close is the last and folds the WAL into the database.
-  std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<SqliteCheckpointer> checkpointer_;
 };
 
 absl::Status SqliteStore::Prepare() {
