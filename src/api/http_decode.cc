@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "api/http_payloads.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace drover::api::http {
@@ -36,7 +37,18 @@ absl::Status ParseBody(const httplib::Request& req, pb::Message* msg) {
   if (req.body.empty()) return absl::OkStatus();
   pb::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = false;
-  auto st = pb::util::JsonStringToMessage(req.body, msg, opts);
+  // JSON payloads (api/http_payloads.h); a body that names none skips the rewrite.
+  std::string body;
+  absl::string_view text = req.body;
+  if (absl::StrContains(text, "payload") || absl::StrContains(text, "result") ||
+      absl::StrContains(text, "checkpoint") || absl::StrContains(text, "body") ||
+      absl::StrContains(text, "items")) {
+    absl::StatusOr<std::string> rewritten = PayloadsIn(text, msg->GetDescriptor());
+    if (!rewritten.ok()) return rewritten.status();
+    body = std::move(*rewritten);
+    text = body;
+  }
+  auto st = pb::util::JsonStringToMessage(pb::StringPiece(text.data(), text.size()), msg, opts);
   if (!st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("body: ", st.message().as_string()));
   }

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "api/http_decode.h"
 #include "api/http_internal.h"
+#include "api/http_payloads.h"
 #include "api/status_map.h"
 #include "api/tls.h"
 #include "auth/access.h"
@@ -84,6 +85,7 @@ void WriteMessage(httplib::Response& res, const pb::Message& msg) {
     WriteError(res, absl::InternalError(absl::StrCat("encoding the answer: ", st.ToString())));
     return;
   }
+  json = PayloadsOut(std::move(json), msg.GetDescriptor());
   res.set_content(json + "\n", "application/json");
 }
 

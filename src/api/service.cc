@@ -492,8 +492,8 @@ void Service::CompleteTask(const auth::Caller& caller, const v1::CompleteTaskReq
       runtime_, std::move(done),
       [this, req, caller](Engine& e) -> absl::StatusOr<v1::Ack> {
         if (absl::Status st = CheckAgentOwner(caller, req.agent_id()); !st.ok()) return st;
-        if (absl::Status st =
-                e.Complete(req.agent_id(), req.task_id(), req.lease_token(), req.result());
+        if (absl::Status st = e.Complete(req.agent_id(), req.task_id(), req.lease_token(),
+                                         req.result(), req.result_json());
             !st.ok()) {
           return st;
         }
@@ -516,8 +516,8 @@ void Service::CompleteTasks(const auth::Caller& caller, const v1::CompleteTasksR
         if (absl::Status st = CheckAgentOwner(caller, shared->agent_id()); !st.ok()) return st;
         v1::CompleteTasksResponse resp;
         for (const auto& item : shared->items()) {
-          absl::Status st =
-              e.Complete(shared->agent_id(), item.task_id(), item.lease_token(), item.result());
+          absl::Status st = e.Complete(shared->agent_id(), item.task_id(), item.lease_token(),
+                                       item.result(), item.result_json());
           resp.add_errors(st.ok() ? std::string() : std::string(st.message()));
           if (st.ok()) resp.set_accepted(resp.accepted() + 1);
         }
@@ -548,8 +548,8 @@ void Service::Checkpoint(const auth::Caller& caller, const v1::CheckpointRequest
       runtime_, std::move(done),
       [this, req, caller](Engine& e) -> absl::StatusOr<v1::Ack> {
         if (absl::Status st = CheckAgentOwner(caller, req.agent_id()); !st.ok()) return st;
-        if (absl::Status st =
-                e.Checkpoint(req.agent_id(), req.task_id(), req.lease_token(), req.checkpoint());
+        if (absl::Status st = e.Checkpoint(req.agent_id(), req.task_id(), req.lease_token(),
+                                           req.checkpoint(), req.checkpoint_json());
             !st.ok()) {
           return st;
         }

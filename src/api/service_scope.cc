@@ -48,8 +48,11 @@ void Service::Redact(const auth::Caller& caller, v1::Task* task) const {
   // Only a caller who may do nothing but read there is kept from the contents.
   if ((caller.PermsIn(tenant) & ~static_cast<uint32_t>(auth::kRead)) != 0) return;
   task->mutable_spec()->clear_payload();
+  task->mutable_spec()->clear_payload_json();
   task->clear_result();
+  task->clear_result_json();
   task->clear_checkpoint();
+  task->clear_checkpoint_json();
   task->set_contents_hidden(true);
 }
 

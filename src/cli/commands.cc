@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "api/config.h"
+#include "api/http_payloads.h"
 #include "api/server.h"
 #include "cli/auth_commands.h"
 #include "cli/common.h"
@@ -37,6 +38,7 @@
 #include "fmt/core.h"
 #include "google/protobuf/util/json_util.h"
 #include "runner/agent_runner.h"
+#include "util/json.h"
 
 namespace drover::cli {
 
@@ -70,7 +72,10 @@ std::string Json(const google::protobuf::Message& m) {
   o.add_whitespace = true;
   o.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
+  // JSON payloads and results as values, as the HTTP API shows them (docs/payloads.md).
+  std::string shown = api::http::PayloadsOut(std::move(out), m.GetDescriptor(), 2);
+  if (!shown.empty() && shown.back() != '\n') shown += '\n';
+  return shown;
 }
 
 absl::StatusOr<absl::Duration> ParseDuration(const std::string& flag, const std::string& s) {
@@ -185,6 +190,21 @@ void PrintTable(const v1::ListTasksResponse& r) {
   if (!r.next_page_token().empty()) {
     fmt::print("more: --page-token {}\n", r.next_page_token());
   }
+}
+
+absl::Status SetPayloadFormat(const std::string& format, const std::string& payload, bool* json) {
+  if (format == "auto") {
+    *json = !payload.empty() && util::CheckJson(payload, "payload").ok();
+  } else if (format == "json") {
+    if (absl::Status st = util::CheckJson(payload, "--payload"); !st.ok()) return st;
+    *json = true;
+  } else if (format == "bytes") {
+    *json = false;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--payload-format: '", format, "' is not json, bytes or auto"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadPayload(const std::string& inline_payload,
@@ -356,7 +376,8 @@ int Main(int argc, char** argv) {
   // submit
   struct {
     std::string type, payload, payload_file, priority = "normal", tenant, deadline, timeout,
-                                             idempotency_key, backoff_base, backoff_cap;
+                                             idempotency_key, backoff_base, backoff_cap,
+                                             payload_format = "auto";
     int max_attempts = 0, count = 1;
     double complexity = 0, cost_budget = 0;
     std::vector<std::string> labels, resources;
@@ -366,6 +387,8 @@ int Main(int argc, char** argv) {
   submit->add_option("--type,-t", s.type, "agent type that runs it")->required();
   submit->add_option("--payload,-p", s.payload, "payload text ('-' reads stdin)");
   submit->add_option("--payload-file,-f", s.payload_file, "payload from a file ('-' is stdin)");
+  submit->add_option("--payload-format", s.payload_format,
+                     "json, bytes, or auto (default: JSON when the payload parses as JSON)");
   submit->add_option("--priority", s.priority, "critical, high, normal, low or background");
   submit->add_option("--tenant", s.tenant, "tenant (default 'default')");
   submit->add_option("--deadline", s.deadline, "must start within this duration, e.g. 10m");
@@ -560,6 +583,9 @@ int Main(int argc, char** argv) {
     auto body = ReadPayload(msg.body, "");
     if (!body.ok()) return Fail(body.status());
     req.set_body(*body);
+    bool body_json = false;
+    (void)SetPayloadFormat("auto", *body, &body_json);
+    req.set_body_json(body_json);
     auto r = c->SendMessage(req);
     if (!r.ok()) return Fail(r.status());
     fmt::print("message {} pushed to {} connected agent(s){}\n", r->message_id(),
@@ -573,6 +599,11 @@ int Main(int argc, char** argv) {
     auto payload = ReadPayload(s.payload, s.payload_file);
     if (!payload.ok()) return Fail(payload.status());
     spec.set_payload(*payload);
+    bool payload_json = false;
+    if (auto st = SetPayloadFormat(s.payload_format, *payload, &payload_json); !st.ok()) {
+      return Fail(st);
+    }
+    spec.set_payload_json(payload_json);
     auto prio = ParsePriority(s.priority);
     if (!prio.ok()) return Fail(prio.status());
     spec.set_priority(*prio);

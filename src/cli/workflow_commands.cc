@@ -17,6 +17,7 @@
 #include "fmt/core.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "util/json.h"
 
 namespace drover::cli {
 namespace {
@@ -26,41 +27,57 @@ namespace pb = ::google::protobuf;
 
 constexpr int kMaxStepsShown = 200;
 
-// A step's task payload in a workflow file: "payload" is text, "payload_json" any JSON
-// value (sent as its JSON text), "payload_base64" bytes as the HTTP API takes them. The
-// wire form is always base64 (protobuf's JSON mapping of bytes).
+// A step's task payload in a workflow file: "payload" is text when it is a string and JSON
+// when it is any other value (an object, a list, a number...), "payload_json" any JSON value
+// (or, as a bool, the API's own flag: a string payload is then a JSON string),
+// "payload_base64" or "payload_bytes" binary data. The wire form is protobuf's JSON
+// mapping: base64 bytes, with payload_json set when they are JSON text (docs/payloads.md).
 absl::Status ConvertPayload(pb::Struct& task, const std::string& field) {
   auto& f = *task.mutable_fields();
   int given = 0;
   std::string bytes;
+  bool json = false;
+  auto as_json = [](const pb::Value& v) {
+    std::string text;
+    (void)pb::util::MessageToJsonString(v, &text);
+    return text;
+  };
+  bool flag = false;
+  if (auto it = f.find("payload_json"); it != f.end() && it->second.has_bool_value()) {
+    flag = it->second.bool_value();
+    f.erase(it);
+  }
   if (auto it = f.find("payload"); it != f.end()) {
-    if (it->second.kind_case() != pb::Value::kStringValue) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".payload: must be a string (text); use payload_json for a JSON value"));
+    if (it->second.kind_case() == pb::Value::kStringValue && !flag) {
+      bytes = it->second.string_value();
+    } else {
+      bytes = as_json(it->second);
+      json = true;
     }
-    bytes = it->second.string_value();
     ++given;
   }
   if (auto it = f.find("payload_json"); it != f.end()) {
-    std::string json;
-    (void)pb::util::MessageToJsonString(it->second, &json);
-    bytes = json;
+    bytes = as_json(it->second);
+    json = true;
     f.erase(it);
     ++given;
   }
-  if (auto it = f.find("payload_base64"); it != f.end()) {
-    if (it->second.kind_case() != pb::Value::kStringValue ||
-        !absl::Base64Unescape(it->second.string_value(), &bytes)) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".payload_base64: not base64"));
+  for (const char* name : {"payload_base64", "payload_bytes"}) {
+    if (auto it = f.find(name); it != f.end()) {
+      if (it->second.kind_case() != pb::Value::kStringValue ||
+          !absl::Base64Unescape(it->second.string_value(), &bytes)) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".", name, ": not base64"));
+      }
+      f.erase(it);
+      ++given;
     }
-    f.erase(it);
-    ++given;
   }
   if (given > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": give one of payload, payload_json and payload_base64"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": give one of payload, payload_json, payload_base64 and payload_bytes"));
   }
   if (given == 1) f["payload"].set_string_value(absl::Base64Escape(bytes));
+  if (json) f["payload_json"].set_bool_value(true);
   return absl::OkStatus();
 }
 
@@ -339,6 +356,8 @@ int WorkflowCommands::MapReduce(client::Client& c) {
   job.mutable_mapper()->set_type(mr_.mapper);
   job.mutable_reducer()->set_type(mr_.reducer);
   job.mutable_reducer()->set_payload(mr_.reduce_payload);
+  job.mutable_reducer()->set_payload_json(!mr_.reduce_payload.empty() &&
+                                          util::CheckJson(mr_.reduce_payload, "").ok());
   job.set_parallelism(mr_.parallelism);
   job.mutable_mapper()->set_max_attempts(mr_.max_attempts);
   if (!mr_.priority.empty()) {
@@ -381,6 +400,9 @@ int WorkflowCommands::MapReduce(client::Client& c) {
   if (job.items_size() == 0) {
     return Fail(absl::InvalidArgumentError("--items or --item: give at least one item"));
   }
+  // Items that all parse as JSON go as JSON (the map tasks' payloads are then JSON).
+  job.set_items_json(std::all_of(job.items().begin(), job.items().end(),
+                                 [](const std::string& i) { return util::CheckJson(i, "").ok(); }));
   auto w = c.SubmitMapReduce(job);
   if (!w.ok()) return Fail(w.status());
   if (mr_.detach) {

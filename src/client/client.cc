@@ -329,12 +329,13 @@ absl::Status Client::Heartbeat(uint64_t agent_id) {
 }
 
 absl::Status Client::Complete(uint64_t agent_id, uint64_t task_id, uint64_t token,
-                              const std::string& result) {
+                              const std::string& result, bool json) {
   v1::CompleteTaskRequest req;
   req.set_agent_id(agent_id);
   req.set_task_id(task_id);
   req.set_lease_token(token);
   req.set_result(result);
+  req.set_result_json(json);
   v1::Ack resp;
   DROVER_CALL(agents_, CompleteTask, req, resp, options_.timeout);
   return st;
@@ -362,12 +363,13 @@ absl::Status Client::Fail(uint64_t agent_id, uint64_t task_id, uint64_t token,
 }
 
 absl::Status Client::Checkpoint(uint64_t agent_id, uint64_t task_id, uint64_t token,
-                                const std::string& data) {
+                                const std::string& data, bool json) {
   v1::CheckpointRequest req;
   req.set_agent_id(agent_id);
   req.set_task_id(task_id);
   req.set_lease_token(token);
   req.set_checkpoint(data);
+  req.set_checkpoint_json(json);
   v1::Ack resp;
   DROVER_CALL(agents_, Checkpoint, req, resp, options_.timeout);
   return st;

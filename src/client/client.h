@@ -76,13 +76,14 @@ class Client {
 
   absl::StatusOr<v1::RegisterAgentResponse> Register(const v1::RegisterAgentRequest& req);
   absl::Status Heartbeat(uint64_t agent_id);
+  // `json`: the result (checkpoint) is JSON text (docs/payloads.md).
   absl::Status Complete(uint64_t agent_id, uint64_t task_id, uint64_t token,
-                        const std::string& result);
+                        const std::string& result, bool json = false);
   absl::StatusOr<v1::CompleteTasksResponse> CompleteBatch(const v1::CompleteTasksRequest& req);
   absl::Status Fail(uint64_t agent_id, uint64_t task_id, uint64_t token, const std::string& error,
                     bool retryable);
   absl::Status Checkpoint(uint64_t agent_id, uint64_t task_id, uint64_t token,
-                          const std::string& data);
+                          const std::string& data, bool json = false);
   absl::StatusOr<int64_t> ExtendLease(uint64_t agent_id, uint64_t task_id, uint64_t token);
   absl::Status Deregister(uint64_t agent_id);
 

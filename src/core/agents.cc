@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "core/engine.h"
 #include "core/names.h"
+#include "util/json.h"
 
 namespace drover::core {
 namespace {
@@ -197,11 +198,15 @@ absl::StatusOr<Engine::Entry*> Engine::FindLeased(AgentId agent, TaskId id, uint
   return e;
 }
 
-absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token, const std::string& result) {
+absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token, const std::string& result,
+                              bool json) {
   if (result.size() > options_.max_result_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("result: ", result.size(),
                                                    " bytes exceeds the limit of ",
                                                    options_.max_result_bytes, " bytes"));
+  }
+  if (json) {
+    if (absl::Status st = util::CheckJson(result, "result"); !st.ok()) return st;
   }
   absl::StatusOr<Entry*> found = FindLeased(agent, id, token, "completion");
   if (!found.ok()) return found.status();
@@ -222,6 +227,7 @@ absl::Status Engine::Complete(AgentId agent, TaskId id, uint64_t token, const st
   }
   ReleaseFromAgent(e);
   e.task.set_result(result);
+  e.task.set_result_json(json);
   Finish(e, v1::TASK_STATE_SUCCEEDED, "");
   if (auto it = agents_.find(agent); it != agents_.end()) {
     it->second.last_seen = now();
@@ -256,15 +262,20 @@ absl::Status Engine::Fail(AgentId agent, TaskId id, uint64_t token, const std::s
   return absl::OkStatus();
 }
 
-absl::Status Engine::Checkpoint(AgentId agent, TaskId id, uint64_t token, const std::string& data) {
+absl::Status Engine::Checkpoint(AgentId agent, TaskId id, uint64_t token, const std::string& data,
+                                bool json) {
   if (data.size() > options_.max_checkpoint_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint: ", data.size(),
                                                    " bytes exceeds the limit of ",
                                                    options_.max_checkpoint_bytes, " bytes"));
   }
+  if (json) {
+    if (absl::Status st = util::CheckJson(data, "checkpoint"); !st.ok()) return st;
+  }
   absl::StatusOr<Entry*> found = FindLeased(agent, id, token, "checkpoint");
   if (!found.ok()) return found.status();
   (*found)->task.set_checkpoint(data);
+  (*found)->task.set_checkpoint_json(json);
   (*found)->task.set_updated_unix_ms(now_ms());
   MarkDirty(**found);
   return absl::OkStatus();
@@ -316,6 +327,9 @@ absl::StatusOr<v1::SendMessageResponse> Engine::SendMessage(const v1::SendMessag
     return absl::InvalidArgumentError(
         absl::StrCat("body: ", req.body().size(), " bytes exceeds the limit of ", kMaxBody));
   }
+  if (req.body_json()) {
+    if (absl::Status st = util::CheckJson(req.body(), "body"); !st.ok()) return st;
+  }
   if (req.topic().size() > kMaxTopic) {
     return absl::InvalidArgumentError(
         absl::StrCat("topic: ", req.topic().size(), " bytes exceeds the limit of ", kMaxTopic));
@@ -333,6 +347,7 @@ absl::StatusOr<v1::SendMessageResponse> Engine::SendMessage(const v1::SendMessag
   m->set_id(resp.message_id());
   m->set_topic(req.topic());
   m->set_body(req.body());
+  m->set_body_json(req.body_json());
   m->set_sent_unix_ms(now_ms());
   for (const auto& [id, a] : agents_) {
     if (!a.stream_open || a.leaving) continue;

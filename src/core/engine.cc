@@ -13,6 +13,7 @@
 #include "core/names.h"
 #include "google/protobuf/util/json_util.h"
 #include "obs/trace.h"
+#include "util/json.h"
 
 namespace drover::core {
 namespace {
@@ -79,6 +80,12 @@ absl::Status Engine::ValidateSpec(const v1::TaskSpec& s, const std::string& f) c
   if (s.payload().size() > options_.max_payload_bytes) {
     return bad("payload", absl::StrCat(s.payload().size(), " bytes exceeds the limit of ",
                                        options_.max_payload_bytes, " bytes"));
+  }
+  if (s.payload_json()) {
+    if (absl::Status st = util::CheckJson(s.payload(), f + ".payload"); !st.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(st.message(), "; payload_json says the payload is JSON text"));
+    }
   }
   if (!s.traceparent().empty() && !obs::ParseTraceparent(s.traceparent())) {
     return bad("traceparent",
@@ -351,7 +358,9 @@ void Engine::Lease(Entry& e, AgentInfo& agent) {
   l->set_attempt(task.attempts());
   l->set_type(task.spec().type());
   l->set_payload(task.spec().payload());
+  l->set_payload_json(task.spec().payload_json());
   l->set_checkpoint(task.checkpoint());
+  l->set_checkpoint_json(task.checkpoint_json());
   l->set_deadline_unix_ms(task.spec().deadline_unix_ms());
   l->set_lease_expires_unix_ms(task.lease_expires_unix_ms());
   l->set_execution_timeout_ms(task.effective_execution_timeout_ms());

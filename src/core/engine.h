@@ -392,10 +392,13 @@ class Engine {
   // The agent's work stream opened / closed. While open, free slots get work pushed.
   absl::Status OpenStream(AgentId agent);
   void CloseStream(AgentId agent);
-  absl::Status Complete(AgentId agent, TaskId task, uint64_t token, const std::string& result);
+  // `json`: the result (or checkpoint) is JSON text; it is checked, and kept marked.
+  absl::Status Complete(AgentId agent, TaskId task, uint64_t token, const std::string& result,
+                        bool json = false);
   absl::Status Fail(AgentId agent, TaskId task, uint64_t token, const std::string& error,
                     bool retryable);
-  absl::Status Checkpoint(AgentId agent, TaskId task, uint64_t token, const std::string& data);
+  absl::Status Checkpoint(AgentId agent, TaskId task, uint64_t token, const std::string& data,
+                          bool json = false);
   absl::StatusOr<absl::Time> ExtendLease(AgentId agent, TaskId task, uint64_t token);
   // A lease push never reached the agent (no open stream, or the write failed): the task
   // returns to the queue at once, uncounted. Ignored when the lease has ended meanwhile.

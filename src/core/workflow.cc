@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "core/engine.h"
 #include "core/names.h"
+#include "util/json.h"
 
 namespace drover::core {
 namespace {
@@ -294,6 +295,7 @@ void Engine::FillParents(const v1::Task& task, v1::TaskLease* lease) const {
     r->set_state(p->task.state());
     if (p->task.state() == v1::TASK_STATE_SUCCEEDED) {
       r->set_result(p->task.result());
+      r->set_result_json(p->task.result_json());
     } else {
       r->set_error(p->task.reason().empty() ? p->task.last_error() : p->task.reason());
     }
@@ -576,6 +578,13 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitMapReduce(const v1::MapReduceS
     probe_.rejected_invalid += static_cast<int64_t>(n) + 1;
     return NameError("mapreduce.reducer.type", spec.reducer().type());
   }
+  if (spec.items_json()) {
+    for (size_t i = 0; i < n; ++i) {
+      absl::Status st = util::CheckJson(spec.items(static_cast<int>(i)),
+                                        absl::StrCat("mapreduce.items[", i, "]"));
+      if (!st.ok()) return invalid(std::string(st.message()));
+    }
+  }
   if (!spec.mapper().payload().empty()) {
     return invalid("mapreduce.mapper.payload: leave it empty; each map task's payload is its item");
   }
@@ -602,6 +611,7 @@ absl::StatusOr<const v1::Workflow*> Engine::SubmitMapReduce(const v1::MapReduceS
     step->set_name(absl::StrCat("map-", i + 1));
     *step->mutable_task() = spec.mapper();
     step->mutable_task()->set_payload(spec.items(static_cast<int>(i)));
+    step->mutable_task()->set_payload_json(spec.items_json());
     if (partial) {
       reduce.add_depends_on_finished(step->name());
     } else {

@@ -26,6 +26,7 @@
 #include "core/engine.h"
 #include "fmt/core.h"
 #include "util/file.h"
+#include "util/json.h"
 
 extern char** environ;
 
@@ -381,7 +382,9 @@ void Agent::RunTask(drover::v1::TaskLease lease, uint64_t agent_id) {
     return t.empty() ? std::string() : absl::StrCat(": ", t);
   };
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !result_too_large) {
-    st = Report([&] { return client_->Complete(agent_id, task, token, result); });
+    // Output that parses as JSON is marked so (shown as a JSON value): its bytes are the same.
+    const bool json = !result.empty() && util::CheckJson(result, "result").ok();
+    st = Report([&] { return client_->Complete(agent_id, task, token, result, json); });
     outcome = "succeeded";
   } else if (result_too_large) {
     st = Report([&] {

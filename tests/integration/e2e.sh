@@ -92,4 +92,38 @@ kill -TERM "$AGENT_PID_b1"
 wait "$AGENT_PID_b1" 2>/dev/null || true
 check "agent deregistered on SIGTERM" grep -q "stopped" "$WORK/agent-b1.log"
 
+# JSON payloads (docs/payloads.md): sent and answered as JSON values over HTTP, marked so
+# for the agent; `drover agent` marks a command's JSON stdout as a JSON result.
+"$DROVER" agent --type echo -- cat >>"$WORK/agent-echo.log" 2>&1 &
+PIDS+=("$!")
+resp=$(curl -s -X POST "$HTTP/v1/tasks" -H 'Content-Type: application/json' \
+  -d '{"task": {"type": "echo", "payload": {"doc": 1, "text": "héllo", "n": [1, 2.5, null]}}}')
+check "HTTP JSON payload is answered as the value" contains "$resp" '"payload":{"doc":1,"text":"héllo","n":[1,2.5,null]}'
+jid=$(python3 -c 'import sys,json; print(json.loads(sys.argv[1])["task"]["id"])' "$resp")
+wait_resp=$(curl -s "$HTTP/v1/tasks/$jid:wait?timeout_ms=20000")
+check "the echoed JSON result comes back as a JSON value" contains "$wait_resp" '"result":{"doc":1,"text":"héllo","n":[1,2.5,null]},'
+check "... marked result_json" contains "$wait_resp" '"result_json":true'
+old=$(curl -s -X POST "$HTTP/v1/tasks" -H 'Content-Type: application/json' \
+  -d '{"task": {"type": "echo", "payload": "aGk="}}')
+oid=$(python3 -c 'import sys,json; print(json.loads(sys.argv[1])["task"]["id"])' "$old")
+check "an old base64 request keeps its meaning (bytes 'hi', result base64)" \
+  contains "$(curl -s "$HTTP/v1/tasks/$oid:wait?timeout_ms=20000")" '"result":"aGk="'
+check "payload_bytes sends binary data" \
+  contains "$(curl -s -X POST "$HTTP/v1/tasks" -H 'Content-Type: application/json' -d '{"task": {"type": "nobody", "payload_bytes": "AAEC"}}')" '"payload":"AAEC"'
+check "a JSON string with payload_json" \
+  contains "$(curl -s -X POST "$HTTP/v1/tasks" -H 'Content-Type: application/json' -d '{"task": {"type": "nobody", "payload": "Summarize this", "payload_json": true}}')" '"payload":"Summarize this","priority"'
+out=$(curl -s -X POST "$HTTP/v1/tasks" -H 'Content-Type: application/json' -d '{"task": {"type": "nobody", "payload": "Summarize this"}}')
+check "a non-base64 string without the flag is refused with the way out" contains "$out" 'task.payload: a string here is base64 bytes'
+out=$(curl -s -X POST "$HTTP/v1/tasks" -H 'Content-Type: application/json' -d '{"task": {"type": "nobody", "payload": "e30K", "payload_bytes": "AA=="}}')
+check "payload and payload_bytes together are refused" contains "$out" 'task.payload_bytes and task.payload: give one, not both'
+out=$("$DROVER" submit --type nobody --payload '{"a": ' --payload-format json 2>&1 || true)
+check "CLI --payload-format json refuses text that does not parse" contains "$out" '--payload: not valid JSON (parse error at line 1'
+cid=$("$DROVER" submit -q --type echo --payload '{"a": [1, 2]}')
+check "CLI sends a payload that parses as JSON as JSON (get --json shows the value)" \
+  bash -c "'$DROVER' get --json $cid | python3 -c 'import sys,json; t=json.load(sys.stdin); assert t[\"spec\"][\"payload\"] == {\"a\": [1, 2]} and t[\"spec\"][\"payload_json\"], t'"
+check "CLI submit --wait prints the JSON result" \
+  contains "$(timeout 20 "$DROVER" submit --type echo --payload '[true, "x"]' --wait)" '[true, "x"]'
+check "CLI text payload stays bytes" \
+  bash -c "'$DROVER' get --json \$('$DROVER' submit -q --type nobody --payload 'plain text') | python3 -c 'import sys,json; t=json.load(sys.stdin); assert \"payload_json\" not in t[\"spec\"], t'"
+
 finish

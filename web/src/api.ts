@@ -1,12 +1,15 @@
 // The JSON API the CLI uses (docs/http-api.md), as protobuf's JSON mapping: snake_case
-// names, int64 as strings, enums by name, bytes as base64, default values left out.
+// names, int64 as strings, enums by name, bytes as base64, default values left out; a
+// payload, result or checkpoint whose *_json flag is set is the JSON value itself
+// (docs/payloads.md).
 
 export type Int64 = string;
 
 export interface TaskSpec {
   tenant?: string;
   type?: string;
-  payload?: string;
+  payload?: unknown;
+  payload_json?: boolean;
   priority?: string;
   deadline_unix_ms?: Int64;
   cost_budget?: number;
@@ -35,9 +38,11 @@ export interface Task {
   updated_unix_ms?: Int64;
   attempts?: number;
   failures?: number;
-  result?: string;
+  result?: unknown;
+  result_json?: boolean;
   last_error?: string;
-  checkpoint?: string;
+  checkpoint?: unknown;
+  checkpoint_json?: boolean;
   agent_id?: Int64;
   history?: Attempt[];
   reason?: string;

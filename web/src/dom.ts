@@ -122,6 +122,14 @@ export function decodeBytes(b64: string | undefined): { kind: string; text: stri
   }
 }
 
+// A payload, result or checkpoint as the API answers it: the JSON value itself when its
+// *_json flag is set, else base64 bytes.
+export function decodePayload(value: unknown, json: boolean | undefined): { kind: string; text: string; size: number } {
+  if (!json) return decodeBytes(typeof value === "string" ? value : undefined);
+  const compact = JSON.stringify(value ?? null);
+  return { kind: "json", text: JSON.stringify(value ?? null, null, 2), size: new TextEncoder().encode(compact).length };
+}
+
 export function fmtBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;

@@ -2,16 +2,16 @@
 // children, every attempt on a timeline that splits time queued from time running, and the
 // actions (cancel; reprocess a dead letter), each confirmed.
 import { api, type Task, type TaskPage } from "../api";
-import { badge, decodeBytes, enumName, fmtBytes, fmtDuration, fmtMoney, fmtTime, h, num, replace, svg } from "../dom";
+import { badge, decodePayload, enumName, fmtBytes, fmtDuration, fmtMoney, fmtTime, h, num, replace, svg } from "../dom";
 import { live } from "../live";
 import type { Page } from "../router";
 import { can, confirmAction, errorBox } from "../ui";
 
 const TERMINAL = new Set(["succeeded", "dead", "canceled", "expired"]);
 
-function bytesBlock(title: string, b64: string | undefined, testid: string, hidden: boolean): HTMLElement {
+function bytesBlock(title: string, value: unknown, json: boolean | undefined, testid: string, hidden: boolean): HTMLElement {
   if (hidden) return h("section", {}, h("h3", {}, title), h("p", { class: "muted" }, "hidden from viewers of this tenant"));
-  const d = decodeBytes(b64);
+  const d = decodePayload(value, json);
   return h("section", {},
     h("h3", {}, title, h("span", { class: "muted" }, ` ${d.kind}, ${fmtBytes(d.size)}`)),
     d.size ? h("pre", { class: "code", "data-testid": testid }, d.text) : h("p", { class: "muted" }, "empty"));
@@ -116,7 +116,7 @@ export const page: Page = {
           kv("waiting for", t.waiting_for || "–"),
           kv("reason", t.reason || "–"),
           kv("last error", t.last_error || "–"),
-          kv("checkpoint", t.checkpoint ? fmtBytes(decodeBytes(t.checkpoint).size) : "none"),
+          kv("checkpoint", t.checkpoint !== undefined ? fmtBytes(decodePayload(t.checkpoint, t.checkpoint_json).size) : "none"),
         ),
         h("h2", {}, "Attempts"),
         attempts.length ? timeline(t) : h("p", { class: "muted" }, "not started yet"),
@@ -130,8 +130,8 @@ export const page: Page = {
             h("td", {}, a.outcome || "running"),
             h("td", { class: "num" }, fmtMoney(a.cost)),
             h("td", { class: "err" }, a.error ?? ""))))) : null,
-        bytesBlock("Payload", spec.payload, "task-payload", !!t.contents_hidden),
-        bytesBlock("Result", t.result, "task-result", !!t.contents_hidden),
+        bytesBlock("Payload", spec.payload, spec.payload_json, "task-payload", !!t.contents_hidden),
+        bytesBlock("Result", t.result, t.result_json, "task-result", !!t.contents_hidden),
       );
       if (t.workflow_id) {
         // Children: the workflow's tasks that depend on this one.
