@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libfmt-dev libsqlite3-dev libcpp-httplib-dev libssl-dev nlohmann-json3-dev
   libjemalloc-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format clang openssl
   libtorch-dev libxgboost-dev libpq-dev postgresql-15 pgbouncer
-  prometheus sqlite3 curl procps python3 python3-pytest python3-grpcio python3-protobuf grpc-proto python3-jsonschema python3-yaml
+  prometheus sqlite3 curl procps python3 python3-pytest python3-pip python3-venv python3-setuptools python3-grpcio python3-protobuf grpc-proto python3-jsonschema python3-yaml
   podman runc busybox-static nodejs chromium
 )
 
