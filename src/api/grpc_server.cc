@@ -9,11 +9,18 @@
 #include "api/status_map.h"
 #include "api/tls.h"
 #include "drover/v1/drover.grpc.pb.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "obs/trace.h"
 
 namespace drover::api {
 namespace {
+
+// The services the health service reports on by name (docs/grpc.md).
+constexpr const char* kServices[] = {"drover.v1.TaskService", "drover.v1.WorkflowService",
+                                     "drover.v1.AgentService", "drover.v1.AdminService",
+                                     "drover.v1.AuthService"};
 
 using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
@@ -395,6 +402,11 @@ GrpcServer::~GrpcServer() { Stop(); }
 PushSink& GrpcServer::sink() { return impl_->registry; }
 
 absl::Status GrpcServer::Start(const std::string& address, const TlsOptions& tls) {
+  // The standard health service (grpc.health.v1.Health: grpc_health_probe, Kubernetes gRPC
+  // probes) and server reflection (grpcurl and the like): gRPC's own, outside the gate like
+  // /healthz. Both are process-wide switches read by the builder.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(
       address, tls.enabled() ? GrpcServerCredentials(tls) : grpc::InsecureServerCredentials(),
@@ -415,12 +427,20 @@ absl::Status GrpcServer::Start(const std::string& address, const TlsOptions& tls
     return absl::UnavailableError(
         absl::StrCat("grpc_listen: cannot listen on ", address, " (in use or not an address)"));
   }
+  if (grpc::HealthCheckServiceInterface* health = impl_->server->GetHealthCheckService()) {
+    health->SetServingStatus(true);  // "" (the server) and every service below
+    for (const char* name : kServices) health->SetServingStatus(name, true);
+  }
   return absl::OkStatus();
 }
 
 void GrpcServer::Stop() {
   if (!impl_ || impl_->stopped || !impl_->server) return;
   impl_->stopped = true;
+  // Probes see NOT_SERVING while the server drains.
+  if (grpc::HealthCheckServiceInterface* health = impl_->server->GetHealthCheckService()) {
+    health->Shutdown();
+  }
   impl_->registry.CloseAll(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down"));
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   impl_->server->Wait();

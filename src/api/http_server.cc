@@ -20,6 +20,7 @@
 #include "core/engine.h"
 #include "fmt/format.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/rpc/status.pb.h"
 #include "httplib.h"
 #include "obs/trace.h"
 
@@ -64,6 +65,23 @@ std::string JsonEscape(absl::string_view in) {
   return out;
 }
 
+// ,"details":[...]: the google.rpc details gRPC sends in grpc-status-details-bin
+// (BadRequest, RetryInfo) in protobuf's JSON form; "" when there are none.
+std::string DetailsJson(const absl::Status& st) {
+  const std::string bytes = ErrorDetails(st);
+  if (bytes.empty()) return "";
+  google::rpc::Status rich;
+  std::string printed;
+  pb::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  if (!rich.ParseFromString(bytes) || !pb::util::MessageToJsonString(rich, &printed, opts).ok()) {
+    return "";
+  }
+  const size_t at = printed.find("\"details\":");
+  if (at == std::string::npos || printed.back() != '}') return "";
+  return absl::StrCat(",", printed.substr(at, printed.size() - 1 - at));
+}
+
 void WriteError(httplib::Response& res, const absl::Status& st) {
   res.status = HttpCode(st.code());
   if (auto ms = RetryAfterMs(st)) {
@@ -71,8 +89,9 @@ void WriteError(httplib::Response& res, const absl::Status& st) {
   }
   // Written by hand: protobuf's printer escapes '<' and '>', which hurts messages like
   // "must be >= 0".
-  std::string json = absl::StrCat("{\"error\":{\"code\":\"", StatusCodeName(st.code()),
-                                  "\",\"message\":\"", JsonEscape(st.message()), "\"}}");
+  std::string json =
+      absl::StrCat("{\"error\":{\"code\":\"", StatusCodeName(st.code()), "\",\"message\":\"",
+                   JsonEscape(st.message()), "\"", DetailsJson(st), "}}");
   res.set_content(json + "\n", "application/json");
 }
 
