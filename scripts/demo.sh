@@ -78,7 +78,8 @@ for prio in background low normal high critical; do
   esac
   for i in $(seq 1 "$count"); do
     if [ $((i % 3)) = 0 ]; then type=review; else type=summarize; fi
-    echo "{\"type\":\"$type\",\"priority\":\"PRIORITY_${prio^^}\",\"payload\":\"$(printf 'doc %s-%s about agents and queues' "$prio" "$i" | base64 -w0)\"}"
+    # JSON payloads travel as JSON values (docs/payloads.md).
+    echo "{\"type\":\"$type\",\"priority\":\"PRIORITY_${prio^^}\",\"payload\":{\"doc\":\"$prio-$i\",\"text\":\"about agents and queues\"}}"
   done
 done | python3 -c '
 import sys, json

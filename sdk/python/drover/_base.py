@@ -5,13 +5,14 @@ it blocking (Client) or awaitable (AsyncClient)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple
 
 import grpc
 from google.protobuf import json_format
 
 from . import _payload
-from .types import Task, Workflow, ids, task_spec
+from .types import Task, WaitTimeout, Workflow, ids, task_spec
 from .v1 import drover_pb2 as pb
 from .v1 import drover_pb2_grpc as rpc
 
@@ -300,3 +301,18 @@ def backoff(attempt: int, retry_after: Optional[float]) -> float:
 
 
 MAX_WAIT_CHUNK_S = 3600.0
+
+
+def wait_steps(what: str, timeout: Optional[float], chunk: float) -> Generator[float, Any, Any]:
+    """The waiting logic both clients drive: yields how long the next server-side wait may
+    be and receives its (object, timed_out); returns the object once it ended, raises
+    WaitTimeout once ``timeout`` seconds passed."""
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = chunk if end is None else min(chunk, end - time.monotonic())
+        obj, timed_out = yield max(left, 0.001)
+        if not timed_out:
+            return obj
+        if end is not None and time.monotonic() >= end:
+            raise WaitTimeout(what, obj)
+

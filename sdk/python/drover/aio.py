@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, AsyncIterator, Optional
 
 import grpc
 
-from ._base import MAX_WAIT_CHUNK_S, Api, Connection, Stubs, backoff
+from ._base import MAX_WAIT_CHUNK_S, Api, Connection, Stubs, backoff, wait_steps
 from ._progress import Progress
 from .errors import ResourceExhausted, from_rpc_error
-from .types import Task, WaitTimeout, Workflow, ids
+from .types import Task, Workflow, ids
 
 
 class AsyncClient(Api):
@@ -44,33 +43,33 @@ class AsyncClient(Api):
                     continue
                 raise err from None
 
+    @staticmethod
+    async def _drive(steps: Any, once: Any) -> Any:
+        try:
+            left = next(steps)
+            while True:
+                left = steps.send(await once(left))
+        except StopIteration as done:
+            return done.value
+
     async def wait(self, task: Any, timeout: Optional[float] = None) -> Task:
         """Until the task ends; raises WaitTimeout after ``timeout`` seconds."""
         task_id = ids([task])[0]
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = MAX_WAIT_CHUNK_S if end is None else min(MAX_WAIT_CHUNK_S,
-                                                            end - time.monotonic())
-            t, timed_out = await self._wait_once(task_id, max(left, 0.001))
-            if not timed_out:
-                return t
-            if end is not None and time.monotonic() >= end:
-                raise WaitTimeout(f"task {task_id}", t)
+        return await self._drive(wait_steps(f"task {task_id}", timeout, MAX_WAIT_CHUNK_S),
+                                 lambda left: self._wait_once(task_id, left))
 
     async def wait_workflow(self, workflow: Any, timeout: Optional[float] = None,
                             progress: Optional[bool] = None) -> Workflow:
+        """Until the workflow ends, with a progress bar on a terminal."""
         wid = workflow.id if isinstance(workflow, Workflow) else int(workflow)
         bar = Progress(progress)
-        end = None if timeout is None else time.monotonic() + timeout
+
+        async def once(left: float) -> Any:
+            w, timed_out = await self._wait_workflow_once(wid, left)
+            bar.show(w)
+            return w, timed_out
         try:
-            while True:
-                left = 1.0 if end is None else min(1.0, end - time.monotonic())
-                w, timed_out = await self._wait_workflow_once(wid, max(left, 0.001))
-                bar.show(w)
-                if not timed_out:
-                    return w
-                if end is not None and time.monotonic() >= end:
-                    raise WaitTimeout(f"workflow {wid}", w)
+            return await self._drive(wait_steps(f"workflow {wid}", timeout, 1.0), once)
         finally:
             bar.end()
 

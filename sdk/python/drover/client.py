@@ -7,10 +7,10 @@ from typing import Any, Iterator, Optional
 
 import grpc
 
-from ._base import MAX_WAIT_CHUNK_S, Api, Connection, Stubs, backoff
+from ._base import MAX_WAIT_CHUNK_S, Api, Connection, Stubs, backoff, wait_steps
 from ._progress import Progress
 from .errors import ResourceExhausted, from_rpc_error
-from .types import Task, WaitTimeout, Workflow, ids
+from .types import Task, Workflow, ids
 
 
 class Client(Api):
@@ -53,34 +53,34 @@ class Client(Api):
                     continue
                 raise err from None
 
+    @staticmethod
+    def _drive(steps: Any, once: Any) -> Any:
+        try:
+            left = next(steps)
+            while True:
+                left = steps.send(once(left))
+        except StopIteration as done:
+            return done.value
+
     def wait(self, task: Any, timeout: Optional[float] = None) -> Task:
         """Blocks until the task ends; raises WaitTimeout after ``timeout`` seconds."""
         task_id = ids([task])[0]
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = MAX_WAIT_CHUNK_S if end is None else min(MAX_WAIT_CHUNK_S,
-                                                            end - time.monotonic())
-            t, timed_out = self._wait_once(task_id, max(left, 0.001))
-            if not timed_out:
-                return t
-            if end is not None and time.monotonic() >= end:
-                raise WaitTimeout(f"task {task_id}", t)
+        return self._drive(wait_steps(f"task {task_id}", timeout, MAX_WAIT_CHUNK_S),
+                           lambda left: self._wait_once(task_id, left))
 
     def wait_workflow(self, workflow: Any, timeout: Optional[float] = None,
                       progress: Optional[bool] = None) -> Workflow:
-        """Blocks until the workflow ends, drawing a progress bar on a terminal."""
+        """Blocks until the workflow ends, drawing a progress bar on a terminal (it asks
+        every second, so the bar moves)."""
         wid = workflow.id if isinstance(workflow, Workflow) else int(workflow)
         bar = Progress(progress)
-        end = None if timeout is None else time.monotonic() + timeout
+
+        def once(left: float) -> Any:
+            w, timed_out = self._wait_workflow_once(wid, left)
+            bar.show(w)
+            return w, timed_out
         try:
-            while True:
-                left = 1.0 if end is None else min(1.0, end - time.monotonic())
-                w, timed_out = self._wait_workflow_once(wid, max(left, 0.001))
-                bar.show(w)
-                if not timed_out:
-                    return w
-                if end is not None and time.monotonic() >= end:
-                    raise WaitTimeout(f"workflow {wid}", w)
+            return self._drive(wait_steps(f"workflow {wid}", timeout, 1.0), once)
         finally:
             bar.end()
 
