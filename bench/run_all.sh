@@ -29,6 +29,8 @@ echo "== critical-path scheduling vs FIFO within a priority, on generated DAGs (
 "$BIN/dag_bench" --sizes "$(big 10,100,1000,10000 10,100)"
 echo "== end to end over loopback gRPC (server, load and agents in separate processes)"
 bash "$HERE/run_e2e.sh" "$BIN" throughput "$(big 300000 5000)"
+echo "== the Python SDK: asyncio batched submission and one Worker process (goals 20k and 5k tasks/s)"
+bash "$HERE/run_python_sdk.sh" "$BIN" "$(big 200000 4000)"
 echo "== what a token check costs: a token among 10,000 and the access rule (goal: a lookup, not a store read)"
 "$BIN/auth_bench" --tokens "$(big 10000 1000)" --calls "$(big 2000000 20000)" --threads 1
 echo "== latency at a steady 1,000 tasks/s, submission to the agent receiving the task"

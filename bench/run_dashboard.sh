@@ -12,22 +12,9 @@ BIN=$(cd "$1" && pwd) TASKS=${2:-1000000} RATE=${3:-10000} SECS=${4:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NODE_MODULES=$ROOT/web/node_modules
 [ -d "$NODE_MODULES/playwright-core" ] || { echo "web/node_modules is missing: build first (scripts/build.sh)"; exit 1; }
-TMP=$(mktemp -d /tmp/drover-dash-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-"$BIN/drover" serve --data-dir "$TMP/data" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  --port-file "$TMP/ports" 2>"$TMP/serve.log" &
-SERVER=$!
-PIDS+=("$SERVER")
-for _ in $(seq 1 200); do [ -f "$TMP/ports" ] && break; sleep 0.05; done
-unset DROVER_TOKEN DROVER_TOKEN_FILE
-export DROVER_TOKEN_FILE="$TMP/data/admin.token"
-ADDR=127.0.0.1:$(cut -d' ' -f1 "$TMP/ports")
+source "$ROOT/bench/lib.sh"
+bench_tmp dash-bench
+bench_serve "$BIN" --http-listen 127.0.0.1:0
 URL=http://127.0.0.1:$(cut -d' ' -f2 "$TMP/ports")
 echo "server: $URL (SQLite in $TMP/data)"
 

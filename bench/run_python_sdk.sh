@@ -8,20 +8,10 @@ set -euo pipefail
 BIN=$(cd "$1" && pwd) TASKS=${2:-200000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3  # Debian's, with python3-grpcio and python3-protobuf
-TMP=$(mktemp -d /tmp/drover-pysdk.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-"$BIN/drover" serve --data-dir "$TMP/data" --grpc-listen 127.0.0.1:0 --http-listen off \
-  --port-file "$TMP/ports" 2>"$TMP/serve.log" &
-PIDS+=("$!")
-for _ in $(seq 1 200); do [ -f "$TMP/ports" ] && break; sleep 0.05; done
-export DROVER_TOKEN_FILE="$TMP/data/admin.token" PYTHONPATH="$BIN/sdk/python"
-ADDR=127.0.0.1:$(cut -d' ' -f1 "$TMP/ports")
+source "$HERE/lib.sh"
+bench_tmp pysdk
+bench_serve "$BIN" --http-listen off
+export PYTHONPATH="$BIN/sdk/python"
 "$PY" "$HERE/python_sdk_bench.py" submit --server "$ADDR" --tasks "$TASKS" --type async-bench
 "$PY" "$HERE/python_sdk_bench.py" worker --server "$ADDR" --tasks "$TASKS" --type async-bench
 "$PY" "$HERE/python_sdk_bench.py" submit --server "$ADDR" --tasks "$((TASKS / 4))" --type small-bench >/dev/null

@@ -1477,51 +1477,5 @@ TEST_F(EngineTest, ListFiltersByTextInTheLastError) {
   (void)b;
 }
 
-// JSON payloads (docs/payloads.md): a payload, result or checkpoint marked *_json is checked
-// when it arrives and stays marked on the way to the agent and to the reader.
-TEST_F(EngineTest, JsonPayloadsAreCheckedAndStayMarked) {
-  v1::TaskSpec bad = Spec("work");
-  bad.set_payload("{\"doc\": ");
-  bad.set_payload_json(true);
-  absl::StatusOr<Engine::SubmitResult> refused = TrySubmit(bad);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("task.payload: not valid JSON"), std::string::npos)
-      << refused.status();
-
-  v1::TaskSpec good = Spec("work");
-  good.set_payload("{\"doc\": 1}");
-  good.set_payload_json(true);
-  const TaskId id = Submit(good);
-  const AgentId agent = StartAgent("work");
-  v1::TaskLease lease = TakeOnlyLease(agent);
-  EXPECT_TRUE(lease.payload_json());
-  EXPECT_EQ(lease.payload(), "{\"doc\": 1}");
-
-  absl::Status st = engine_->Checkpoint(agent, id, lease.lease_token(), "[1,", true);
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("checkpoint: not valid JSON"), std::string::npos) << st;
-  ASSERT_TRUE(engine_->Checkpoint(agent, id, lease.lease_token(), "[1, 2]", true).ok());
-  EXPECT_TRUE(TaskOf(id).checkpoint_json());
-
-  st = engine_->Complete(agent, id, lease.lease_token(), "not json", true);
-  EXPECT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("result: not valid JSON"), std::string::npos) << st;
-  EXPECT_EQ(StateOf(id), v1::TASK_STATE_LEASED);  // the refused completion changed nothing
-  ASSERT_TRUE(
-      engine_->Complete(agent, id, lease.lease_token(), "{\"summary\": \"ok\"}", true).ok());
-  Settle();
-  EXPECT_EQ(StateOf(id), v1::TASK_STATE_SUCCEEDED);
-  EXPECT_TRUE(TaskOf(id).result_json());
-
-  // A child sees its parent's result marked JSON.
-  v1::TaskSpec child = Spec("work");
-  child.add_depends_on(id);
-  Submit(child);
-  v1::TaskLease cl = TakeOnlyLease(agent);
-  ASSERT_EQ(cl.parents_size(), 1);
-  EXPECT_TRUE(cl.parents(0).result_json());
-  EXPECT_FALSE(cl.payload_json());
-}
-
 }  // namespace
 }  // namespace drover::core
